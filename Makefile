@@ -1,0 +1,46 @@
+# CANNA: every target creates the virtual environment and installs the project (with its dev
+# extras) on first use, so a fresh machine needs nothing but Python >= 3.11, gcc and make.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CANNA  := $(VENV)/bin/canna
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: all install test test-long sim bench workload clean distclean help
+
+all: test
+
+help:
+	@echo "make test       the regression suite (golden vs SoftFloat, matmul paths, CLI)"
+	@echo "make test-long  the long regressions (>= 10M SoftFloat vectors)"
+	@echo "make sim        the main job: hit rate / error / accuracy table on a digits MLP"
+	@echo "make bench      fast approximate matmul vs native float32 GEMM (ratios)"
+	@echo "make install    only create $(VENV) and install the project"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 needed, found " + sys.version)'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-long: $(STAMP)
+	CANNA_SOFTFLOAT_VECTORS=10000000 $(PY) -m pytest tests/sim/test_golden_exact.py
+
+sim: $(STAMP)
+	$(CANNA) workload --json build/workload.json
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,357 @@
+"""Matrix multiplication on the CFPU arithmetic: the bit-exact reference and the fast path.
+
+``Y = A @ B`` with ``A`` (M x K) and ``B`` (K x N), float32. Every product ``A[i,k] * B[k,j]`` is a
+CFPU multiply with ``A`` as the first operand (``a``) and ``B`` as the second (``b``, the operand
+that policy ``b`` checks). With ``y = x @ W`` that makes the weights the checked operand; to check
+the other one, compute ``(W.T @ x.T).T``.
+
+:func:`matmul_reference` -- the specification the RTL lane array must reproduce: every product
+through :func:`golden.mul_bits`, accumulated in binary32 (IEEE add, round to nearest even,
+canonical NaN) sequentially over ``k = 0 .. K-1``, starting from ``+0.0``. NumPy loop over K.
+
+:func:`matmul_fast` -- the same products, summed by BLAS. A hit replaces the checked operand by
+a power of two, ``M(w) = sign(w) * 2^(e_w - 127 + m1)``, and multiplying by a power of two is
+exact, so (policy ``b``)
+
+    A @ B  ==  A @ M(B)      product for product,
+
+where ``M`` replaces each qualifying element of ``B`` and keeps the others. With policy ``dual``
+(``b`` checked first, then ``a``) the products split on whether ``b`` qualifies:
+
+    A @ B  ==  A @ Bq + M(A) @ Bn,   Bq = where(q(B), M(B), 0),  Bn = where(q(B), 0, B),
+
+where ``M(A)`` replaces each qualifying element of ``A``: for every (i, k, j) exactly one of the two
+GEMMs sees the real product, the other multiplies by zero. The golden rule has conditions that a
+GEMM cannot see -- a hit needs both operands normal and the result exponent in range, subnormal
+or non-finite operands run exactly -- so one pass over each operand (a C kernel, or its NumPy
+twin) proves, from the exponent ranges of the transformed operand, which elements of ``A`` are
+safe. The others ("risky": subnormals, non-finite values, exponents at the edge of the range;
+none in ordinary NN data) are taken out of the GEMM and their products computed by the golden
+model and added afterwards. So every product equals the golden one bit for bit and only the
+summation differs: BLAS's blocked order, possibly with fused multiply-add (the product is then
+rounded only as part of the sum). Results stay within :func:`summation_bound` of the reference.
+
+Both paths count products and hits; the fast path derives the hit count from per-column counts,
+without materialising any product mask.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from . import golden
+from .config import EXACT, CFPUConfig, Policy
+
+__all__ = ["MatmulResult", "Prepared", "prepare", "matmul_reference", "matmul_fast",
+           "summation_bound"]
+
+U = 2.0 ** -24           # unit roundoff of binary32
+TINY = 2.0 ** -149       # smallest subnormal: absolute error floor of one rounding
+ROW_RISKY_NONZERO = 1    # row k of B: every nonzero A[:, k] is risky
+ROW_RISKY_ALL = 2        # row k of B has inf/NaN: every A[:, k] is risky
+
+
+class MatmulResult(NamedTuple):
+    """``value`` (M x N float32), the number of ``products`` (M*K*N) and how many were ``hits``."""
+
+    value: np.ndarray
+    products: int
+    hits: int
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.products if self.products else 0.0
+
+
+def _check_matrix(name: str, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{name}: expected a float32 matrix, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D matrix, got shape {x.shape}")
+    return x
+
+
+def _check_shapes(a: np.ndarray, b_shape: tuple) -> None:
+    if a.shape[1] != b_shape[0]:
+        raise ValueError(f"shape mismatch: a is {a.shape}, b is {b_shape} (a.shape[1] != b.shape[0])")
+
+
+def _check_config(config) -> CFPUConfig:
+    if not isinstance(config, CFPUConfig):
+        raise TypeError(f"config must be a CFPUConfig, got {type(config).__name__}")
+    return config
+
+
+# --------------------------------------------------------------------------------------------
+# Reference
+# --------------------------------------------------------------------------------------------
+
+def matmul_reference(a, b, config: CFPUConfig = EXACT) -> MatmulResult:
+    """Bit-exact matmul: golden products, binary32 accumulation sequential over k from +0.0."""
+    a = _check_matrix("a", a)
+    b = _check_matrix("b", b)
+    _check_shapes(a, b.shape)
+    config = _check_config(config)
+    m, k_dim = a.shape
+    n = b.shape[1]
+    a_bits = np.ascontiguousarray(a).view(np.uint32)
+    b_bits = np.ascontiguousarray(b).view(np.uint32)
+    acc = np.zeros((m, n), dtype=np.float32)
+    hits = 0
+    for k in range(k_dim):
+        r = golden.mul_bits(a_bits[:, k, None], b_bits[None, k, :], config)
+        acc = golden.add(acc, r.bits.view(np.float32))
+        hits += int(np.count_nonzero(r.hit))
+    return MatmulResult(acc, m * k_dim * n, hits)
+
+
+def summation_bound(abs_products_sum, k: int) -> np.ndarray:
+    """Largest |fast - reference| allowed, elementwise, for a K-term dot product whose products
+    have absolute values summing to ``abs_products_sum``.
+
+    Both results approximate the exact sum S of the same products: the sequential sum within
+    gamma_K * sum|p| (gamma_K = K u / (1 - K u), u = 2^-24), any other order (BLAS) within the
+    same, plus u * sum|p| when BLAS fuses the multiply into the add (the product then is not
+    rounded on its own). Subnormal results add at most 2^-149 absolute error per rounding.
+    """
+    gamma = k * U / (1.0 - k * U)
+    return (2.0 * gamma + U) * np.asarray(abs_products_sum, dtype=np.float64) + 2.0 * (k + 1) * TINY
+
+
+# --------------------------------------------------------------------------------------------
+# Elementwise kernels: C (fast) and NumPy (reference and fallback), same semantics
+# --------------------------------------------------------------------------------------------
+
+class _Kernels:
+    """ctypes bindings of sim/fastkernels.c, or None when it cannot be built."""
+
+    _lib = None
+    _tried = False
+
+    @classmethod
+    def get(cls):
+        if not cls._tried:
+            cls._tried = True
+            if os.environ.get("CANNA_NO_NATIVE"):
+                return None
+            from .native import NativeBuildError, build_shared
+            try:
+                lib = build_shared("fastkernels", [Path(__file__).with_name("fastkernels.c")])
+            except (NativeBuildError, OSError) as e:
+                warnings.warn(f"fast matmul kernels unavailable, using NumPy: {e}", RuntimeWarning)
+                return None
+            p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+            lib.canna_transform_checked.argtypes = [p, i64, i64, i32, i32, p, p, p, p, p, p]
+            lib.canna_transform_checked.restype = None
+            lib.canna_scan_first.argtypes = [p, i64, i64, i32, i32, p, p, p, p, p, p, i64]
+            lib.canna_scan_first.restype = i64
+            cls._lib = lib
+        return cls._lib
+
+
+def _ptr(x: np.ndarray | None):
+    return None if x is None else x.ctypes.data
+
+
+def _fields(bits: np.ndarray, t: int):
+    e = ((bits >> 23) & 0xFF).astype(np.int32)
+    f = bits & 0x7FFFFF
+    normal = (e >= 1) & (e <= 254)
+    top = f >> (22 - t)
+    qual = normal & ((top == 0) | (top == (1 << (t + 1)) - 1))
+    pe = e + (f >> 22).astype(np.int32)
+    return e, f, normal, qual, pe
+
+
+def _range(values: np.ndarray) -> tuple[int, int]:
+    return (int(values.min()), int(values.max())) if values.size else (1000, -1000)
+
+
+def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
+    """NumPy twin of ``canna_transform_checked``: returns (mq, wn, nq, nn, row_flags, stats)."""
+    e, f, normal, qual, pe = _fields(w, t)
+    ok = qual & (pe < 255)
+    plain = np.where(e == 255, 0, w).astype(np.uint32)
+    pow2 = ((w & 0x80000000) | (pe.astype(np.uint32) << 23)).astype(np.uint32)
+    if dual:
+        mq = np.where(ok, pow2, 0).astype(np.uint32)
+        wn = np.where(ok, 0, plain).astype(np.uint32)
+    else:
+        mq = np.where(ok, pow2, plain).astype(np.uint32)
+        wn = None
+    nonq = normal & ~ok & dual   # only dual multiplies these by a power of two
+    row_flags = np.where((e == 255).any(axis=1), ROW_RISKY_ALL, 0)
+    unrep = (qual & ~ok).any(axis=1)
+    if dual:
+        unrep |= ((e == 0) & (f != 0)).any(axis=1)
+    row_flags = (row_flags | np.where(unrep, ROW_RISKY_NONZERO, 0)).astype(np.uint32)
+    stats = np.array([*_range(pe[ok]), *_range(e[nonq])], dtype=np.int32)
+    return (mq, wn, ok.sum(axis=1).astype(np.int64), nonq.sum(axis=1).astype(np.int64),
+            row_flags, stats)
+
+
+def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
+    """NumPy twin of ``canna_scan_first``: returns (risky_flat_indices, ma, cnt_normal, cnt_q)."""
+    e, f, normal, qual, pe = _fields(a, t)
+    qual &= dual
+    zero = (a & 0x7FFFFFFF) == 0
+    q_lo, q_hi, n_lo, n_hi = (int(s) for s in stats)
+    bad = ((row_flags & ROW_RISKY_ALL) != 0)[None, :] | (((row_flags & ROW_RISKY_NONZERO) != 0)[None, :] & ~zero)
+    bad |= ~normal & ~zero
+    if q_lo <= q_hi:
+        bad |= normal & ((e + q_lo - 127 < 1) | (e + q_hi - 127 > 254))
+    out_of_range = pe >= 255
+    if n_lo <= n_hi:
+        out_of_range |= (pe + n_lo - 127 < 1) | (pe + n_hi - 127 > 254)
+    bad |= qual & out_of_range
+    safe = ~bad
+    ma = None
+    if dual:
+        pow2 = ((a & 0x80000000) | (pe.astype(np.uint32) << 23)).astype(np.uint32)
+        ma = np.where(bad, 0, np.where(qual, pow2, a)).astype(np.uint32)
+    return (np.flatnonzero(bad), ma, (normal & safe).sum(axis=0).astype(np.int64),
+            (qual & safe).sum(axis=0).astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------------
+# Fast path
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """The checked operand ``B`` transformed once for ``config`` (inference on fixed weights).
+
+    Members
+    -------
+    config : the configuration it was prepared for.
+    original : ``B`` itself (float32), for the products the GEMM cannot reproduce.
+    checked : ``M(B)`` (policy b) or ``Bq`` (dual); ``B`` when approximation is off.
+    rest : ``Bn`` (dual) or None.
+    nq, nn : per-row counts of qualifying / normal non-qualifying elements.
+    row_flags, stats : what :func:`matmul_fast` needs to decide which products are safe.
+    """
+
+    config: CFPUConfig
+    original: np.ndarray
+    checked: np.ndarray
+    rest: np.ndarray | None
+    nq: np.ndarray
+    nn: np.ndarray
+    row_flags: np.ndarray
+    stats: np.ndarray
+
+    @property
+    def shape(self) -> tuple:
+        return self.original.shape
+
+
+def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Prepared:
+    """Transform the checked operand ``b`` (K x N float32) for :func:`matmul_fast`."""
+    b = np.ascontiguousarray(_check_matrix("b", b))
+    config = _check_config(config)
+    k_dim, n = b.shape
+    if not config.enabled:
+        empty = np.zeros(k_dim, dtype=np.int64)
+        return Prepared(config, b, b, None, empty, empty, np.zeros(k_dim, np.uint32),
+                        np.array([1000, -1000, 1000, -1000], np.int32))
+    dual = config.policy is Policy.DUAL
+    t = config.tuning_bits
+    bits = b.view(np.uint32)
+    lib = _Kernels.get() if native in (None, True) else None
+    if native and lib is None:
+        raise RuntimeError("native kernels requested but unavailable")
+    if lib is None:
+        mq, wn, nq, nn, row_flags, stats = transform_checked_numpy(bits, t, dual)
+    else:
+        mq = np.empty_like(bits)
+        wn = np.empty_like(bits) if dual else None
+        nq = np.empty(k_dim, np.int64)
+        nn = np.empty(k_dim, np.int64)
+        row_flags = np.empty(k_dim, np.uint32)
+        stats = np.empty(4, np.int32)
+        lib.canna_transform_checked(_ptr(bits), k_dim, n, t, int(dual), _ptr(mq), _ptr(wn),
+                                    _ptr(nq), _ptr(nn), _ptr(row_flags), _ptr(stats))
+    return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
+                    nq, nn, row_flags, stats)
+
+
+def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
+    t = prep.config.tuning_bits
+    dual = prep.config.policy is Policy.DUAL
+    lib = _Kernels.get() if native in (None, True) else None
+    if lib is None:
+        return scan_first_numpy(a_bits, t, dual, prep.row_flags, prep.stats)
+    m, k_dim = a_bits.shape
+    ma = np.empty_like(a_bits) if dual else None
+    cap = max(1024, a_bits.size // 256)
+    while True:
+        cnt_normal = np.zeros(k_dim, np.uint32)
+        cnt_q = np.zeros(k_dim, np.uint32)
+        risky = np.empty(cap, np.int64)
+        count = lib.canna_scan_first(_ptr(a_bits), m, k_dim, t, int(dual), _ptr(prep.row_flags),
+                                     _ptr(prep.stats), _ptr(ma), _ptr(cnt_normal), _ptr(cnt_q),
+                                     _ptr(risky), cap)
+        if count <= cap:
+            return risky[:count], ma, cnt_normal.astype(np.int64), cnt_q.astype(np.int64)
+        cap = int(count)
+
+
+def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None = None) -> MatmulResult:
+    """``a @ b`` with every product equal to the golden CFPU product, summed by BLAS.
+
+    ``b`` is a float32 matrix, or a :class:`Prepared` (then ``config`` may be omitted). ``native``
+    forces (True) or forbids (False) the C kernels; by default they are used when they build.
+    """
+    a = _check_matrix("a", a)
+    if isinstance(b, Prepared):
+        if config is not None and _check_config(config) != b.config:
+            raise ValueError(f"b was prepared for {b.config.describe()}, not {config.describe()}")
+        prep = b
+    else:
+        prep = prepare(b, EXACT if config is None else config, native=native)
+    _check_shapes(a, prep.shape)
+    m, k_dim = a.shape
+    n = prep.shape[1]
+    products = m * k_dim * n
+    if not prep.config.enabled:
+        with np.errstate(all="ignore"):
+            return MatmulResult(np.matmul(a, prep.original), products, 0)
+
+    a = np.ascontiguousarray(a)
+    a_bits = a.view(np.uint32)
+    risky, ma, cnt_normal, cnt_q = _scan_first(a_bits, prep, native)
+    if risky.size:
+        a = a.copy()
+        a.reshape(-1)[risky] = 0.0
+    with np.errstate(all="ignore"):
+        y = np.matmul(a, prep.checked)
+        if prep.rest is not None:
+            y += np.matmul(ma.view(np.float32), prep.rest)
+    hits = int(cnt_normal @ prep.nq + cnt_q @ prep.nn)
+    if risky.size:
+        hits += _add_golden_products(y, a_bits, prep, risky)
+    return MatmulResult(y, products, hits)
+
+
+def _add_golden_products(y, a_bits, prep: Prepared, risky: np.ndarray, chunk: int = 4096) -> int:
+    """Add the products of the risky elements of ``a`` (flat indices) with their rows of ``b``,
+    computed by the golden model, into ``y``. Returns their hit count."""
+    k_dim = a_bits.shape[1]
+    b_bits = prep.original.view(np.uint32)
+    flat = a_bits.reshape(-1)
+    hits = 0
+    for start in range(0, risky.size, chunk):
+        idx = risky[start:start + chunk]
+        rows, ks = np.divmod(idx, k_dim)
+        r = golden.mul_bits(flat[idx][:, None], b_bits[ks], prep.config)
+        hits += int(np.count_nonzero(r.hit))
+        with np.errstate(all="ignore"):
+            np.add.at(y, rows, r.bits.view(np.float32))
+    return hits

@@ -1,0 +1,178 @@
+"""``canna mul``: stream TestFloat-format f32_mul vectors through a CFPU backend.
+
+Input lines: ``AAAAAAAA BBBBBBBB [RRRRRRRR [FF]]`` (hex, as ``testfloat_gen f32_mul`` writes).
+Output lines: ``AAAAAAAA BBBBBBBB RRRRRRRR FF H`` (H = 1 where the product was an approximate hit).
+Where the input carries expected results they are checked; any mismatch exits with status 1.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import CFPUConfig, MAX_TUNING_BITS, Policy
+from .formats import BINARY32
+from . import golden
+
+# Backend name -> "module:function". A backend takes (a, b, config, **options) with uint32
+# arrays and returns a golden.MulResult. RTL backends are imported only when asked for.
+BACKENDS = {
+    "golden": "canna.sim.golden:mul_bits",
+    "amaranth": "canna.sim.cosim:mul_amaranth",
+    "verilator": "canna.sim.cosim:mul_verilator",
+}
+
+
+def _cli_error(message: str):
+    from canna.cli import CliError
+    return CliError(message)
+
+
+def load_backend(name: str):
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise _cli_error(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
+    module, func = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError) as e:
+        raise _cli_error(f"backend {name!r} is not available: {e}") from None
+
+
+@dataclass
+class Vectors:
+    a: np.ndarray
+    b: np.ndarray
+    expected: np.ndarray      # uint32; meaningful where has_result
+    expected_flags: np.ndarray
+    has_result: np.ndarray    # bool
+    has_flags: np.ndarray     # bool
+
+
+def parse_vectors(lines, source: str = "<stdin>") -> Vectors:
+    """Parse TestFloat f32_mul lines; raise ValueError naming the first malformed line."""
+    a, b, r, f, hr, hf = [], [], [], [], [], []
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 4:
+            raise ValueError(f"{source}:{lineno}: expected 2 to 4 hex fields, got {len(fields)}")
+        widths = (8, 8, 8, 2)
+        values = []
+        for field, width in zip(fields, widths):
+            if len(field) != width:
+                raise ValueError(
+                    f"{source}:{lineno}: field {field!r} must have exactly {width} hex digits")
+            try:
+                values.append(int(field, 16))
+            except ValueError:
+                raise ValueError(f"{source}:{lineno}: field {field!r} is not hexadecimal") from None
+        if len(values) < 2:
+            raise ValueError(f"{source}:{lineno}: expected 2 to 4 hex fields, got {len(values)}")
+        if len(values) == 4 and values[3] > 0x1F:
+            raise ValueError(f"{source}:{lineno}: flags {fields[3]} use bits above the five IEEE flags")
+        a.append(values[0])
+        b.append(values[1])
+        r.append(values[2] if len(values) > 2 else 0)
+        f.append(values[3] if len(values) > 3 else 0)
+        hr.append(len(values) > 2)
+        hf.append(len(values) > 3)
+    return Vectors(np.array(a, dtype=np.uint32), np.array(b, dtype=np.uint32),
+                   np.array(r, dtype=np.uint32), np.array(f, dtype=np.uint8),
+                   np.array(hr, dtype=bool), np.array(hf, dtype=bool))
+
+
+def _is_nan(bits: np.ndarray) -> np.ndarray:
+    return ((bits >> 23) & 0xFF == 0xFF) & ((bits & 0x7FFFFF) != 0)
+
+
+def compare(vec: Vectors, result: golden.MulResult, check_nans: bool) -> np.ndarray:
+    """Mask of vectors whose expected result or flags differ from ``result``."""
+    same = result.bits == vec.expected
+    if not check_nans:
+        same |= _is_nan(result.bits) & _is_nan(vec.expected)
+    bad = vec.has_result & ~same
+    bad |= vec.has_flags & (result.flags != vec.expected_flags)
+    return bad
+
+
+def register(sub) -> None:
+    p = sub.add_parser("mul", help="multiply TestFloat-format f32_mul vectors through a CFPU backend",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("input", nargs="?", default="-", help="vector file (default: stdin)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--tuning-bits", "-t", type=int, metavar="T",
+                      help=f"approximate mode with T tuning bits (0..{MAX_TUNING_BITS})")
+    mode.add_argument("--exact", action="store_true",
+                      help="approximation off (the default when no tuning bits are given)")
+    p.add_argument("--policy", default="b", help="whose mantissa may be discarded: b or dual (default b)")
+    p.add_argument("--backend", default="golden", help=f"one of: {', '.join(BACKENDS)} (default golden)")
+    p.add_argument("--check-nans", action="store_true",
+                   help="require NaN results to match bit for bit (default: any NaN matches any NaN)")
+    p.add_argument("--vcd", metavar="FILE", help="write a waveform of the run (RTL backends only)")
+    p.add_argument("--output", "-o", default="-", help="where to write result lines (default stdout)")
+    p.add_argument("--max-mismatches", type=int, default=10, help="mismatches to print (default 10)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.tuning_bits is None:
+        config = CFPUConfig.exact()
+    else:
+        try:
+            config = CFPUConfig.approx(args.tuning_bits, args.policy)
+        except (TypeError, ValueError) as e:
+            raise _cli_error(str(e)) from None
+    if args.policy not in {p.value for p in Policy}:
+        raise _cli_error(f"unknown policy {args.policy!r}; expected b or dual")
+    backend = load_backend(args.backend)
+
+    source = "<stdin>" if args.input == "-" else args.input
+    try:
+        if args.input == "-":
+            vec = parse_vectors(sys.stdin, source)
+        else:
+            with open(args.input, encoding="ascii", errors="strict") as fh:
+                vec = parse_vectors(fh, source)
+    except OSError as e:
+        raise _cli_error(f"cannot read {source}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise _cli_error(f"{source}: not an ASCII vector file") from None
+    except ValueError as e:
+        raise _cli_error(str(e)) from None
+
+    options = {"vcd": args.vcd} if args.vcd else {}
+    if options and args.backend == "golden":
+        raise _cli_error("--vcd needs an RTL backend (amaranth or verilator)")
+    result = backend(vec.a, vec.b, config, **options)
+
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="ascii")
+    try:
+        for a, b, r, f, h in zip(vec.a.tolist(), vec.b.tolist(), result.bits.tolist(),
+                                 result.flags.tolist(), result.hit.tolist()):
+            out.write(f"{a:08X} {b:08X} {r:08X} {f:02X} {int(h)}\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+    n = len(vec.a)
+    hits = int(result.hit.sum())
+    checked = int(vec.has_result.sum())
+    summary = (f"canna mul: {n} vectors, backend {args.backend}, {config.describe()}, "
+               f"{hits} hits ({100.0 * hits / max(n, 1):.2f}%)")
+    if checked == 0:
+        print(summary + ", no expected results to check", file=sys.stderr)
+        return 0
+    bad = compare(vec, result, args.check_nans)
+    nbad = int(bad.sum())
+    print(f"{summary}, {checked} checked, {nbad} mismatches", file=sys.stderr)
+    for i in np.flatnonzero(bad)[: args.max_mismatches]:
+        exp_flags = f"{vec.expected_flags[i]:02X}" if vec.has_flags[i] else "--"
+        print(f"  mismatch line {i + 1}: {vec.a[i]:08X} * {vec.b[i]:08X}: expected "
+              f"{vec.expected[i]:08X} {exp_flags}, got {result.bits[i]:08X} {result.flags[i]:02X} "
+              f"hit={int(result.hit[i])}", file=sys.stderr)
+    return 1 if nbad else 0

@@ -1,0 +1,184 @@
+"""The two matmul paths: the bit-exact sequential reference and the fast BLAS path."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from canna.sim import golden
+from canna.sim.config import CFPUConfig, EXACT
+from canna.sim import matmul as mm
+from canna.sim.vectors import hit_pattern_fractions
+
+CONFIGS = [EXACT] + [CFPUConfig.approx(t, p) for p in ("b", "dual") for t in (0, 1, 3, 6, 22)]
+
+
+def nn_like(rng, m, k, n):
+    """ReLU activations (half zeros) times small Gaussian weights: what the NN layers feed."""
+    x = np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32)
+    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+    return x, w
+
+
+def hard_finite(rng, m, k, n):
+    """Finite operands, mostly moderate, with a sprinkle of zeros, subnormals, tiny and huge
+    exponents and hit-pattern fractions: exercises every risky-element path of the fast matmul."""
+    def draw(size):
+        kind = rng.random(size)
+        exp = np.select([kind < 0.05, kind < 0.10, kind < 0.15, kind < 0.20],
+                        [0, rng.integers(1, 30, size), rng.integers(200, 231, size), 0],
+                        rng.integers(110, 146, size)).astype(np.uint32)
+        frac = np.where(rng.random(size) < 0.5, rng.integers(0, 1 << 23, size),
+                        hit_pattern_fractions(rng, size)).astype(np.uint32)
+        frac = np.where(kind >= 0.15, frac, np.where(kind < 0.05, frac | 1, frac))
+        frac = np.where((kind >= 0.15) & (kind < 0.20), 0, frac)     # zeros
+        sign = rng.integers(0, 2, size, dtype=np.uint32) << 31
+        return (sign | (exp << 23) | frac).astype(np.uint32)
+    return (draw(m * k).view(np.float32).reshape(m, k), draw(k * n).view(np.float32).reshape(k, n))
+
+
+def golden_products(a, b, config):
+    return golden.mul(a[:, :, None], b[None, :, :], config)
+
+
+def reference_sequential_sum(products):
+    """Independent restatement: fold products over k with float32 adds, starting at +0.0."""
+    acc = np.zeros((products.shape[0], products.shape[2]), np.float32)
+    for k in range(products.shape[1]):
+        acc = golden.add(acc, products[:, k, :])
+    return acc
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.describe())
+def test_reference_is_sequential_golden_sum(config):
+    rng = np.random.default_rng(1)
+    a, b = nn_like(rng, 9, 37, 11)
+    p = golden_products(a, b, config)
+    r = mm.matmul_reference(a, b, config)
+    assert np.array_equal(r.value.view(np.uint32), reference_sequential_sum(p.bits).view(np.uint32))
+    assert r.hits == int(p.hit.sum()) and r.products == a.shape[0] * a.shape[1] * b.shape[1]
+    print(f"{config.describe()}: {r.products} products, {r.hits} hits, bit-exact")
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["C", "numpy"])
+@pytest.mark.parametrize("data", ["nn", "hard"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.describe())
+def test_fast_matches_reference(config, data, native):
+    rng = np.random.default_rng(2)
+    a, b = (nn_like if data == "nn" else hard_finite)(rng, 23, 41, 13)
+    ref = mm.matmul_reference(a, b, config)
+    fast = mm.matmul_fast(a, b, config, native=native)
+    p = golden_products(a, b, config)
+    abs_sum = np.abs(p.bits.astype(np.float64)).sum(axis=1)
+    bound = mm.summation_bound(abs_sum, a.shape[1])
+    # Near the top of the range a partial sum may overflow in one order and not in another;
+    # the bound is about rounding, so compare where no order can overflow (all but a few).
+    comparable = abs_sum < 2.0 ** 126
+    assert comparable.mean() > 0.5
+    with np.errstate(invalid="ignore"):
+        err = np.abs(ref.value.astype(np.float64) - fast.value)[comparable]
+    assert fast.hits == ref.hits, (fast.hits, ref.hits)
+    assert (err <= bound[comparable]).all(), float((err - bound[comparable]).max())
+    print(f"{config.describe()} {data}: {ref.products} products, {ref.hits} hits, "
+          f"{int(comparable.sum())} outputs within the summation bound (max |fast-ref| {err.max():.3g})")
+
+
+def fast_path_products(a, prep):
+    """The products the fast path's GEMMs form, elementwise (a safe-only view of the decomposition)."""
+    a_bits = a.view(np.uint32)
+    if prep.rest is None:
+        return a[:, :, None] * prep.checked[None, :, :]
+    ma = mm.scan_first_numpy(a_bits, prep.config.tuning_bits, True, prep.row_flags, prep.stats)[1]
+    q = golden.qualifies(prep.original.view(np.uint32) & 0x7FFFFF, prep.config.tuning_bits)
+    q &= prep.checked.view(np.uint32) != 0
+    return np.where(q[None], a[:, :, None] * prep.checked[None], ma.view(np.float32)[:, :, None] * prep.rest[None])
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
+def test_fast_products_equal_golden_products(config):
+    """Each product the GEMMs see (safe elements) equals the golden product bit for bit."""
+    rng = np.random.default_rng(3)
+    checked = 0
+    for make in (nn_like, hard_finite):
+        a, b = make(rng, 19, 29, 17)
+        prep = mm.prepare(b, config)
+        risky = mm.scan_first_numpy(a.view(np.uint32), config.tuning_bits,
+                                    config.policy.value == "dual", prep.row_flags, prep.stats)[0]
+        safe = np.ones(a.size, bool)
+        safe[risky] = False
+        safe = safe.reshape(a.shape)
+        with np.errstate(all="ignore"):
+            fast = fast_path_products(a, prep)
+        gold = golden_products(a, b, config).bits
+        sel = np.broadcast_to(safe[:, :, None], gold.shape)
+        assert np.array_equal(fast[sel].view(np.uint32), gold[sel].view(np.uint32))
+        checked += int(sel.sum())
+    print(f"{config.describe()}: {checked} fast-path products equal to golden bit for bit")
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
+def test_native_kernels_match_numpy_twins(config):
+    rng = np.random.default_rng(4)
+    a, b = hard_finite(rng, 31, 53, 29)
+    b[3, 5] = np.inf
+    b[7, 1] = np.float32(2.0 ** 127 * 1.75)  # qualifies at t=0 but 2^128 is not representable
+    p_c = mm.prepare(b, config, native=True)
+    p_n = mm.prepare(b, config, native=False)
+    for name in ("checked", "rest", "nq", "nn", "row_flags", "stats"):
+        x, y = getattr(p_c, name), getattr(p_n, name)
+        if x is None:
+            assert y is None
+            continue
+        assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8)), name
+    scan_c = mm._scan_first(a.view(np.uint32), p_c, True)
+    scan_n = mm._scan_first(a.view(np.uint32), p_n, False)
+    for x, y in zip(scan_c, scan_n):
+        assert (x is None and y is None) or np.array_equal(x, y)
+    print(f"{config.describe()}: C kernels == NumPy twins on {a.size + b.size} elements, "
+          f"{scan_c[0].size} risky")
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
+def test_non_finite_and_unrepresentable_operands(config):
+    rng = np.random.default_rng(5)
+    a, b = nn_like(rng, 7, 13, 5)
+    a[0, 0], a[1, 1], a[2, 2] = np.inf, np.nan, np.float32(1e-40)
+    b[4, 2], b[5, 3] = -np.inf, np.float32(2.0 ** 127 * 1.75)
+    a[3, :] = 0.0
+    ref = mm.matmul_reference(a, b, config)
+    fast = mm.matmul_fast(a, b, config)
+    assert fast.hits == ref.hits
+    assert np.array_equal(np.isnan(fast.value), np.isnan(ref.value))
+    assert np.array_equal(np.isinf(fast.value), np.isinf(ref.value))
+    print(f"{config.describe()}: specials handled, {ref.hits} hits")
+
+
+def test_prepared_operand_is_reused():
+    rng = np.random.default_rng(6)
+    a, b = nn_like(rng, 8, 20, 6)
+    cfg = CFPUConfig.approx(2, "dual")
+    prep = mm.prepare(b, cfg)
+    r1, r2 = mm.matmul_fast(a, prep), mm.matmul_fast(a, b, cfg)
+    assert np.array_equal(r1.value, r2.value) and r1.hits == r2.hits
+    with pytest.raises(ValueError, match="prepared for"):
+        mm.matmul_fast(a, prep, CFPUConfig.approx(3, "dual"))
+    print(f"prepared operand reused: {r1.products} products")
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(1, 6), k=st.integers(1, 9), n=st.integers(1, 6), t=st.integers(0, 22),
+       policy=st.sampled_from(["b", "dual"]), seed=st.integers(0, 2**32 - 1))
+def test_fast_hit_counts_property(m, k, n, t, policy, seed):
+    rng = np.random.default_rng(seed)
+    a, b = hard_finite(rng, m, k, n)
+    cfg = CFPUConfig.approx(t, policy)
+    assert mm.matmul_fast(a, b, cfg).hits == int(golden_products(a, b, cfg).hit.sum())
+
+
+@pytest.mark.parametrize("a, b, exc, message", [
+    (np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32), ValueError, "shape mismatch"),
+    (np.zeros((2, 3), np.float64), np.zeros((3, 2), np.float32), TypeError, "float32"),
+    (np.zeros(3, np.float32), np.zeros((3, 2), np.float32), ValueError, "2-D"),
+])
+@pytest.mark.parametrize("fn", [mm.matmul_fast, mm.matmul_reference])
+def test_bad_matmul_input(fn, a, b, exc, message):
+    with pytest.raises(exc, match=message):
+        fn(a, b, CFPUConfig.approx(1))
