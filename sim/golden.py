@@ -31,7 +31,7 @@ from .formats import BINARY32, FloatFormat
 
 __all__ = [
     "FLAG_INEXACT", "FLAG_UNDERFLOW", "FLAG_OVERFLOW", "FLAG_INFINITE", "FLAG_INVALID",
-    "MulResult", "mul_bits", "mul", "qualifies", "add", "canonicalize_nan",
+    "MulResult", "mul_bits", "mul", "qualifies", "AddResult", "add_bits", "add", "canonicalize_nan",
     "approx_error_bound", "as_bits", "as_float",
 ]
 
@@ -246,6 +246,92 @@ def mul(a, b, config: CFPUConfig = EXACT) -> MulResult:
     return MulResult(r.bits.view(np.float32), r.flags, r.hit)
 
 
+class AddResult(NamedTuple):
+    """Result of a golden add: ``bits`` and the five exception ``flags`` (uint8)."""
+
+    bits: np.ndarray
+    flags: np.ndarray
+
+
+def add_bits(a, b, *, fmt: FloatFormat = BINARY32) -> AddResult:
+    """IEEE-754 addition of bit patterns: round to nearest even, gradual underflow, canonical NaN,
+    flags (inexact, underflow after rounding, overflow, invalid). The accumulator of the lanes.
+
+    The smaller operand is aligned to the larger with three extra bits (guard, round, sticky),
+    which is exact enough for round-to-nearest-even: a right shift of two or more bits leaves at
+    most one bit of cancellation to renormalise, and a shift of 0 or 1 loses nothing.
+    """
+    a = _check_bits("a", a, fmt)
+    b = _check_bits("b", b, fmt)
+    a, b = _broadcast(a, b)
+    F, emax = fmt.frac_bits, fmt.exp_max
+    one = np.int64(1)
+    a64 = a.astype(np.int64)
+    b64 = b.astype(np.int64)
+    sa, ea, fa = a64 >> (fmt.exp_bits + F), (a64 >> F) & emax, a64 & fmt.frac_mask
+    sb, eb, fb = b64 >> (fmt.exp_bits + F), (b64 >> F) & emax, b64 & fmt.frac_mask
+
+    nan_a = (ea == emax) & (fa != 0)
+    nan_b = (eb == emax) & (fb != 0)
+    inf_a = (ea == emax) & (fa == 0)
+    inf_b = (eb == emax) & (fb == 0)
+    quiet = one << (F - 1)
+    snan = (nan_a & ((fa & quiet) == 0)) | (nan_b & ((fb & quiet) == 0))
+    invalid = snan | (inf_a & inf_b & (sa != sb))
+    is_nan = nan_a | nan_b | invalid
+    is_inf = (inf_a | inf_b) & ~is_nan
+    inf_sign = np.where(inf_a, sa, sb)
+
+    # Significands with three extra low bits; x is the operand of larger magnitude.
+    sig_a = np.where(ea != 0, fa | (one << F), fa) << 3
+    sig_b = np.where(eb != 0, fb | (one << F), fb) << 3
+    exp_a, exp_b = np.maximum(ea, 1), np.maximum(eb, 1)
+    a_big = (a64 & (fmt.sign_bit - 1)) >= (b64 & (fmt.sign_bit - 1))
+    sig_x, exp_x, s_x = np.where(a_big, sig_a, sig_b), np.where(a_big, exp_a, exp_b), np.where(a_big, sa, sb)
+    sig_y, exp_y = np.where(a_big, sig_b, sig_a), np.where(a_big, exp_b, exp_a)
+    shift = np.minimum(exp_x - exp_y, F + 5)
+    aligned = sig_y >> shift
+    aligned |= ((aligned << shift) != sig_y).astype(np.int64)      # sticky
+    r = np.where(sa == sb, sig_x + aligned, sig_x - aligned)
+    exp = exp_x
+
+    # Normalise: a carry out shifts right (keeping sticky); cancellation shifts left, but not
+    # below the smallest exponent (the result is then subnormal, and exact).
+    carry = (r >> (F + 4)) != 0
+    r = np.where(carry, (r >> 1) | (r & 1), r)
+    exp = exp + carry
+    length = np.frexp(r.astype(np.float64))[1].astype(np.int64)   # exact: r < 2^30
+    lz = np.where(r != 0, (F + 4) - length, 0)
+    left = np.clip(np.minimum(lz, exp - 1), 0, None)
+    r = r << left
+    exp = exp - left
+
+    low = r & 7
+    q = r >> 3
+    round_up = (low > 4) | ((low == 4) & ((q & 1) == 1))
+    q = q + round_up
+    inexact = low != 0
+    mag = np.where(q >= (one << F), ((exp - 1) << F) + q, q)
+    overflow = (mag >> F) >= emax
+    mag = np.where(overflow, np.int64(emax) << F, mag)
+    tiny = (q < (one << F)) & (exp == 1)     # after rounding: still below the smallest normal
+    # Exact cancellation gives +0 (round to nearest); -0 only when both operands are -0.
+    zero = r == 0
+    sign = np.where(zero, sa & sb, s_x)
+
+    flags = np.zeros(a.shape, dtype=np.int64)
+    finite = ~(is_nan | is_inf)
+    flags |= np.where(finite & (inexact | overflow), FLAG_INEXACT, 0)
+    flags |= np.where(finite & tiny & inexact, FLAG_UNDERFLOW, 0)
+    flags |= np.where(finite & overflow, FLAG_OVERFLOW, 0)
+    flags |= np.where(invalid, FLAG_INVALID, 0)
+    sign_shift = fmt.exp_bits + F
+    bits = np.where(is_nan, np.int64(fmt.canonical_nan),
+           np.where(is_inf, (inf_sign << sign_shift) | (np.int64(emax) << F),
+                    (sign << sign_shift) | mag))
+    return AddResult(bits.astype(a.dtype), flags.astype(np.uint8))
+
+
 def canonicalize_nan(x: np.ndarray) -> np.ndarray:
     """Replace every NaN of a float32 array by the canonical quiet NaN (in place; returns x)."""
     nan = np.isnan(x)
@@ -255,11 +341,12 @@ def canonicalize_nan(x: np.ndarray) -> np.ndarray:
 
 
 def add(a, b) -> np.ndarray:
-    """binary32 addition, round to nearest even, canonical NaN: the accumulator of the matmul.
+    """float32 addition, round to nearest even, canonical NaN: the fast twin of :func:`add_bits`
+    (no flags), used by the sequential reference matmul.
 
     NumPy's float32 addition is the host's IEEE-754 binary32 add (round to nearest even,
     gradual underflow: NumPy never sets flush-to-zero); only NaN payloads differ from the
-    RISC-V convention, so they are canonicalised. The test suite checks it against SoftFloat.
+    RISC-V convention, so they are canonicalised. Tested against add_bits and SoftFloat.
     """
     a = np.asarray(a)
     b = np.asarray(b)

@@ -93,3 +93,18 @@ def weighted_random(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
         pick = rng.random(n) < 0.03
         x[pick] = rng.choice(specials, int(pick.sum()))
     return a, b
+
+
+def weighted_random_add(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` seeded random pairs for addition: a third the multiplier's hard cases, a third
+    near-cancellations (b = -a give or take a few ulps: massive renormalisation, exact zeros),
+    a third with exponents a few apart (alignment, guard/round/sticky, carries)."""
+    k = n // 3
+    a1, b1 = weighted_random(rng, n - 2 * k)
+    a2 = weighted_random(rng, k)[0]
+    b2 = (a2 ^ np.uint32(0x80000000)) + rng.integers(-4, 5, k).astype(np.uint32)
+    a3, _ = weighted_random(rng, k)
+    shift = rng.integers(-30, 31, k).astype(np.int64)
+    e3 = np.clip(((a3 >> 23) & 0xFF).astype(np.int64) + shift, 0, 255).astype(np.uint32)
+    b3 = (rng.integers(0, 2, k, dtype=np.uint32) << 31) | (e3 << 23) | (rng.integers(0, 1 << 23, k, dtype=np.uint32))
+    return np.concatenate([a1, a2, a3]), np.concatenate([b1, b2, b3])

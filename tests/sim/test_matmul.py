@@ -92,26 +92,36 @@ def fast_path_products(a, prep):
     return np.where(q[None], a[:, :, None] * prep.checked[None], ma.view(np.float32)[:, :, None] * prep.rest[None])
 
 
+def check_fast_products(a, b, config) -> int:
+    """Each product the GEMMs see (safe elements) equals the golden product bit for bit;
+    returns how many were compared."""
+    prep = mm.prepare(b, config)
+    risky = mm.scan_first_numpy(a.view(np.uint32), config.tuning_bits,
+                                config.policy.value == "dual", prep.row_flags, prep.stats)[0]
+    safe = np.ones(a.size, bool)
+    safe[risky] = False
+    safe = safe.reshape(a.shape)
+    with np.errstate(all="ignore"):
+        fast = fast_path_products(a, prep)
+    gold = golden_products(a, b, config).bits
+    sel = np.broadcast_to(safe[:, :, None], gold.shape)
+    assert np.array_equal(fast[sel].view(np.uint32), gold[sel].view(np.uint32))
+    return int(sel.sum())
+
+
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
 def test_fast_products_equal_golden_products(config):
-    """Each product the GEMMs see (safe elements) equals the golden product bit for bit."""
     rng = np.random.default_rng(3)
-    checked = 0
-    for make in (nn_like, hard_finite):
-        a, b = make(rng, 19, 29, 17)
-        prep = mm.prepare(b, config)
-        risky = mm.scan_first_numpy(a.view(np.uint32), config.tuning_bits,
-                                    config.policy.value == "dual", prep.row_flags, prep.stats)[0]
-        safe = np.ones(a.size, bool)
-        safe[risky] = False
-        safe = safe.reshape(a.shape)
-        with np.errstate(all="ignore"):
-            fast = fast_path_products(a, prep)
-        gold = golden_products(a, b, config).bits
-        sel = np.broadcast_to(safe[:, :, None], gold.shape)
-        assert np.array_equal(fast[sel].view(np.uint32), gold[sel].view(np.uint32))
-        checked += int(sel.sum())
+    checked = sum(check_fast_products(*make(rng, 19, 29, 17), config) for make in (nn_like, hard_finite))
     print(f"{config.describe()}: {checked} fast-path products equal to golden bit for bit")
+
+
+@settings(max_examples=80, deadline=None)
+@given(m=st.integers(1, 7), k=st.integers(1, 9), n=st.integers(1, 7), t=st.integers(0, 22),
+       policy=st.sampled_from(["b", "dual"]), seed=st.integers(0, 2**32 - 1))
+def test_fast_products_property(m, k, n, t, policy, seed):
+    rng = np.random.default_rng(seed)
+    check_fast_products(*hard_finite(rng, m, k, n), CFPUConfig.approx(t, policy))
 
 
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
