@@ -1,0 +1,176 @@
+"""Golden model of the SIMD lane array: which lane computes what, and how many cycles it takes.
+
+Mapping
+    ``Y = A @ B`` (M x K times K x N) is cut into *tiles* of ``lanes`` output elements, taken in
+    row-major order of ``Y`` (tile t holds flat outputs ``t*lanes .. t*lanes+lanes-1``; the last
+    tile may leave lanes idle). Lane ``l`` of a tile owns one output ``Y[i, j]`` and streams its
+    dot product ``acc <- acc + A[i,k] * B[k,j]`` for ``k = 0 .. K-1``, exactly the golden
+    sequential reference (:func:`canna.sim.matmul.matmul_reference`): products rounded by the
+    CFPU, sums by the binary32 adder, accumulator reset to +0.0 per tile.
+
+Variable latency
+    A hit retires in 1 cycle; an exact multiply occupies its lane for ``exact_cycles`` cycles
+    (a multi-cycle significand multiplier: the area/energy trade a configurable FPU makes). A
+    product with a zero, infinite or NaN operand needs no significand multiply either (its result
+    is a special value; the CFPU holds its multiplier still for it as for a hit), so it also
+    retires in 1 cycle: with ReLU activations that is a large share of all products. The add is
+    pipelined behind the multiply and costs no extra issue cycle.
+
+Two disciplines
+    * *lockstep* -- the lanes form one SIMD unit: step ``k`` of a tile completes when its slowest
+      lane does, so one exact product among the lanes costs the whole SIMD ``exact_cycles``:
+      ``cycles(tile) = sum_k max_l lat(l, k)``.
+    * *decoupled* -- each lane runs its own dot product and the lanes synchronise only at tile
+      boundaries: ``cycles(tile) = max_l sum_k lat(l, k)``.
+    The baseline is the all-exact array on the same operands (no hits; bypasses still 1 cycle),
+    so the speedups isolate what approximation buys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import golden
+from .config import EXACT, CFPUConfig
+
+__all__ = ["ArrayGeometry", "LaneArrayResult", "tile_plan", "run_lane_array", "cycles_from_fast",
+           "multiplier_bypassed"]
+
+
+@dataclass(frozen=True)
+class ArrayGeometry:
+    """Parameters of the lane array.
+
+    Parameters
+    ----------
+    lanes : int
+        Lanes per SIMD unit (16: one Southern Islands SIMD).
+    exact_cycles : int
+        Cycles an exact multiply occupies a lane (a hit takes 1).
+    """
+
+    lanes: int = 16
+    exact_cycles: int = 4
+
+    def __post_init__(self):
+        for name in ("lanes", "exact_cycles"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+@dataclass
+class LaneArrayResult:
+    """Outputs and accounting of one matmul on the lane array."""
+
+    value: np.ndarray                 # M x N float32, bit-identical to matmul_reference
+    products: int
+    hits: int
+    tiles: int
+    cycles_lockstep: int
+    cycles_decoupled: int
+    cycles_baseline: int              # all-exact array, lockstep
+    cycles_baseline_decoupled: int    # all-exact array, decoupled
+    lane_products: np.ndarray         # per lane: products issued
+    lane_hits: np.ndarray             # per lane: hits
+    lane_bypassed: np.ndarray         # per lane: products with a zero/inf/NaN operand
+    lane_busy_lockstep: np.ndarray    # per lane: cycles spent working (not waiting) in lockstep
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.products if self.products else 0.0
+
+    @property
+    def speedup_lockstep(self) -> float:
+        """Lockstep approximate array vs the lockstep all-exact array (the GPU baseline)."""
+        return self.cycles_baseline / self.cycles_lockstep if self.cycles_lockstep else 1.0
+
+    @property
+    def speedup_decoupled(self) -> float:
+        """Decoupled approximate array vs the decoupled all-exact array."""
+        return self.cycles_baseline_decoupled / self.cycles_decoupled if self.cycles_decoupled else 1.0
+
+
+def tile_plan(m: int, n: int, lanes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, valid), each of shape (tiles, lanes): the output element of every lane."""
+    tiles = -(-(m * n) // lanes)
+    flat = np.arange(tiles * lanes)
+    valid = flat < m * n
+    flat = np.where(valid, flat, 0)
+    return (flat // n).reshape(tiles, lanes), (flat % n).reshape(tiles, lanes), valid.reshape(tiles, lanes)
+
+
+def multiplier_bypassed(a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
+    """Products that need no significand multiply: an operand is zero, infinite or NaN."""
+    def special(x):
+        e = (x >> 23) & 0xFF
+        return (e == 0xFF) | ((x & 0x7FFFFFFF) == 0)
+    return special(a_bits) | special(b_bits)
+
+
+def cycles_from_fast(fast: np.ndarray, valid: np.ndarray, exact_cycles: int):
+    """Cycles of a batch of tiles from its pattern of 1-cycle products (hits and bypasses).
+
+    ``fast``: bool (tiles, lanes, K); ``valid``: bool (tiles, lanes). Returns (lockstep per tile,
+    decoupled per tile, per-lane busy cycles in lockstep summed over tiles).
+    """
+    lat = np.where(fast, 1, exact_cycles) * valid[:, :, None]
+    step = lat.max(axis=1)                        # (tiles, K): the SIMD waits for its slowest lane
+    lockstep = step.sum(axis=1)
+    decoupled = lat.sum(axis=2).max(axis=1)
+    busy = lat.sum(axis=(0, 2))
+    return lockstep, decoupled, busy
+
+
+def run_lane_array(a, b, config: CFPUConfig = EXACT, geometry: ArrayGeometry = ArrayGeometry(),
+                   *, tile_batch: int = 256) -> LaneArrayResult:
+    """Run ``a @ b`` on the golden lane array: bit-exact outputs, hits and cycles."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise TypeError(f"lane array operands must be float32, got {a.dtype} and {b.dtype}")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
+    m, k_dim = a.shape
+    n = b.shape[1]
+    lanes = geometry.lanes
+    rows, cols, valid = tile_plan(m, n, lanes)
+    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
+    out = np.zeros(m * n, dtype=np.float32)
+    lockstep = decoupled = baseline = baseline_decoupled = 0
+    lane_products = np.zeros(lanes, np.int64)
+    lane_hits = np.zeros(lanes, np.int64)
+    busy = np.zeros(lanes, np.int64)
+    lane_bypassed = np.zeros(lanes, np.int64)
+    for t0 in range(0, rows.shape[0], tile_batch):
+        r, c, v = rows[t0:t0 + tile_batch], cols[t0:t0 + tile_batch], valid[t0:t0 + tile_batch]
+        # (tiles, lanes, K) operands of every lane at every step
+        op_a, op_b = a_bits[r], b_bits.T[c]
+        prod = golden.mul_bits(op_a, op_b, config)
+        hit = prod.hit & v[:, :, None]
+        bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]
+        acc = np.zeros(r.shape, dtype=np.float32)
+        p = prod.bits.view(np.float32)
+        for k in range(k_dim):
+            acc = golden.add(acc, p[:, :, k])
+        flat = (r * n + c)[v]
+        out[flat] = acc[v]
+        ls, dc, bz = cycles_from_fast(hit | bypass, v, geometry.exact_cycles)
+        base_ls, base_dc, _ = cycles_from_fast(bypass, v, geometry.exact_cycles)
+        baseline += int(base_ls.sum())
+        baseline_decoupled += int(base_dc.sum())
+        lockstep += int(ls.sum())
+        decoupled += int(dc.sum())
+        busy += bz
+        lane_products += v.sum(axis=0) * k_dim
+        lane_hits += hit.sum(axis=(0, 2))
+        lane_bypassed += bypass.sum(axis=(0, 2))
+    tiles = rows.shape[0]
+    return LaneArrayResult(
+        value=out.reshape(m, n), products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=tiles,
+        cycles_lockstep=lockstep, cycles_decoupled=decoupled,
+        cycles_baseline=baseline, cycles_baseline_decoupled=baseline_decoupled,
+        lane_products=lane_products, lane_hits=lane_hits, lane_bypassed=lane_bypassed,
+        lane_busy_lockstep=busy)
