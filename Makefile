@@ -13,7 +13,8 @@ all: test
 help:
 	@echo "make test       the regression suite (golden vs SoftFloat, matmul paths, CLI)"
 	@echo "make test-long  the long regressions (>= 10M SoftFloat vectors)"
-	@echo "make sim        the main job: hit rate / error / accuracy table on a digits MLP"
+	@echo "make sim        the main job: CFPU hit-rate table, then exact / uniform / GTA training and"
+	@echo "                layer-based inference on digits"
 	@echo "make bench      fast approximate matmul vs native float32 GEMM (ratios)"
 	@echo "make install    only create $(VENV) and install the project"
 
@@ -34,6 +35,7 @@ test-long: $(STAMP)
 
 sim: $(STAMP)
 	$(CANNA) workload --json build/workload.json
+	$(PY) -m canna.nn.main_job --quiet --out build/sim
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py

@@ -10,6 +10,7 @@ import sys
 SUBCOMMAND_MODULES = [
     "canna.sim.mul_cli",
     "canna.sim.workload",
+    "canna.nn.cli",
 ]
 
 

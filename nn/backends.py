@@ -1,0 +1,134 @@
+"""Pluggable matmul backends for the NN driver.
+
+A backend is a callable ``matmul(a, b, config) -> MatmulResult`` with ``a`` (M x K) and ``b``
+(K x N) float32 and ``b`` the CFPU's second operand (the one policy ``b`` checks). The registry maps
+a name to a :class:`Backend`; :func:`register_backend` adds one, which is how the RTL
+co-simulation of the lane array will plug in (it does not exist yet, and no backend pretends to be
+it).
+
+=================  ==============================================================================
+``native``         NumPy/BLAS float32 ``a @ b``. Exact arithmetic only (refuses an approximate
+                   config); counts products, never hits.
+``golden-fast``    :func:`canna.sim.matmul.matmul_fast`: every product equals the golden CFPU
+                   product bit for bit, summed by BLAS. Prepared weights are cached for inference.
+``golden-exact``   :func:`canna.sim.matmul.matmul_reference`: golden products accumulated
+                   sequentially in binary32 -- the bit-exact specification; slow (loop over K).
+=================  ==============================================================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from canna.sim.config import CFPUConfig
+from canna.sim.matmul import MatmulResult, matmul_fast, matmul_reference, prepare
+
+__all__ = ["Backend", "MatmulResult", "register_backend", "get_backend", "backend_names",
+           "checked_matmul", "nonzero_products", "OPERANDS"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A named matmul implementation.
+
+    Parameters
+    ----------
+    name : registry name.
+    matmul : ``(a, b, config) -> MatmulResult``.
+    description : one line for ``--help``.
+    supports_approx : False for backends that only compute exactly.
+    prepare : optional ``(b, config) -> object`` accepted by ``matmul`` in place of ``b`` (a
+        cached transform of fixed weights); None when the backend has none.
+    """
+
+    name: str
+    matmul: Callable[[np.ndarray, np.ndarray, CFPUConfig], MatmulResult]
+    description: str = ""
+    supports_approx: bool = True
+    prepare: Callable | None = None
+
+    def check(self, config: CFPUConfig) -> None:
+        if config.enabled and not self.supports_approx:
+            raise ValueError(f"backend {self.name!r} computes exact float32 only; "
+                             f"use golden-fast or golden-exact for {config.describe()}")
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
+    """Add ``backend`` to the registry (``replace=True`` to overwrite a name)."""
+    if not isinstance(backend, Backend):
+        raise TypeError(f"expected a Backend, got {type(backend).__name__}")
+    if backend.name in _REGISTRY and not replace:
+        raise ValueError(f"backend {backend.name!r} is already registered")
+    _REGISTRY[backend.name] = backend
+    return backend
+
+
+def get_backend(name) -> Backend:
+    """The backend called ``name`` (a :class:`Backend` passes through)."""
+    if isinstance(name, Backend):
+        return name
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
+
+
+def backend_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def _native(a, b, config: CFPUConfig) -> MatmulResult:
+    if config.enabled:
+        raise ValueError(f"backend 'native' computes exact float32 only, got {config.describe()}")
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
+    return MatmulResult(np.matmul(a, b), a.shape[0] * a.shape[1] * b.shape[1], 0)
+
+
+def _fast(a, b, config: CFPUConfig) -> MatmulResult:
+    return matmul_fast(a, b, None if not isinstance(b, np.ndarray) else config)
+
+
+register_backend(Backend("native", _native, "NumPy/BLAS float32, exact only", supports_approx=False))
+register_backend(Backend("golden-fast", _fast, "golden CFPU products, BLAS summation", prepare=prepare))
+register_backend(Backend("golden-exact", matmul_reference,
+                         "golden CFPU products, sequential binary32 sum (bit-exact, slow)"))
+
+#: Operand names per phase: the first is the ``a`` side, the second the ``b`` side of the natural
+#: product (forward ``x @ W``, backward ``delta @ W.T``, gradient ``x.T @ delta``).
+OPERANDS = {
+    "forward": ("input", "weight"),
+    "backward": ("delta", "weight"),
+    "gradient": ("input", "delta"),
+}
+
+
+def nonzero_products(left: np.ndarray, right: np.ndarray) -> int:
+    """How many of the products of ``left @ right`` have two nonzero operands (a product with a
+    zero operand is never a hit: the hit rule needs both operands normal)."""
+    if not isinstance(right, np.ndarray):
+        right = right.original
+    return int(np.count_nonzero(left, axis=0).astype(np.int64) @ np.count_nonzero(right, axis=1))
+
+
+def checked_matmul(backend: Backend, left: np.ndarray, right: np.ndarray, config: CFPUConfig,
+                   checked_right: bool = True) -> MatmulResult:
+    """``left @ right`` with ``right`` (default) or ``left`` as the CFPU's checked operand.
+
+    With ``checked_right=False`` it computes ``(right.T @ left.T).T``, so that ``left`` becomes
+    the ``b`` operand; the products are the same pairs, the operands swap roles.
+    """
+    if checked_right:
+        return backend.matmul(np.ascontiguousarray(left, dtype=np.float32),
+                              right if not isinstance(right, np.ndarray)
+                              else np.ascontiguousarray(right, dtype=np.float32), config)
+    r = backend.matmul(np.ascontiguousarray(right.T, dtype=np.float32),
+                       np.ascontiguousarray(left.T, dtype=np.float32), config)
+    return MatmulResult(np.ascontiguousarray(r.value.T), r.products, r.hits)

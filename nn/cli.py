@@ -1,0 +1,280 @@
+"""``canna train`` and ``canna infer``: the NN experiments of the paper from the command line.
+
+Examples::
+
+    canna train --dataset digits --mode gta --apx-min 5 --baseline --out runs/digits-gta
+    canna train --dataset digits --mode uniform --tuning-bits 3 --epochs 5
+    canna train --dataset mnist --data-dir ~/data/mnist --preset paper --mode gta --apx-min 5
+    canna infer --dataset digits --model runs/digits-gta/model.npz --mode both --qos 1
+    canna train ... --resume          # continue an interrupted run from --out/checkpoint.npz
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from canna.sim.config import MAX_TUNING_BITS
+
+__all__ = ["register", "run_train", "run_infer"]
+
+
+def _cli_error(msg: str):
+    from canna.cli import CliError
+    return CliError(msg)
+
+
+def _ints(text: str) -> tuple:
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive layer sizes, got {text!r}")
+    return vals
+
+
+def _bits(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"tuning bits must be an integer, got {text!r}") from None
+    if not 0 <= v <= MAX_TUNING_BITS:
+        raise argparse.ArgumentTypeError(f"tuning bits must be in 0..{MAX_TUNING_BITS}, got {v}")
+    return v
+
+
+def _checked(text: str) -> dict:
+    out = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        phase, sep, operand = item.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected phase=operand pairs, got {item!r}")
+        out[phase.strip()] = operand.strip()
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    from .backends import backend_names
+    from .datasets import DATASETS
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="digits", choices=DATASETS,
+                   help="dataset (default: digits, embedded; others read files from --data-dir)")
+    g.add_argument("--data-dir", help="directory with the dataset files")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
+    g.add_argument("--hyper-classes", type=int, default=9,
+                   help="hyperspectral: keep the N most populous classes (default 9, the paper's setup)")
+    a = p.add_argument_group("arithmetic")
+    a.add_argument("--policy", default="b", choices=["b", "dual"],
+                   help="operand whose mantissa may be discarded (default b: the checked operand)")
+    a.add_argument("--backend", default="golden-fast", choices=backend_names(),
+                   help="matmul backend (default golden-fast)")
+    a.add_argument("--checked", type=_checked, default={},
+                   help="checked operand per phase, e.g. forward=weight,backward=weight,gradient=input "
+                        "(the defaults)")
+    t = p.add_argument_group("training")
+    t.add_argument("--preset", default="default", choices=["default", "paper"],
+                   help="hyper-parameters: default (lr 0.01, momentum 0.9, batch 32) or paper "
+                        "(lr 0.001, momentum 0.1, batch 10); dropout 0.5 in both")
+    t.add_argument("--hidden", type=_ints, default=(500, 500), help="hidden layer sizes (default 500,500)")
+    t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    t.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default 0)")
+    t.add_argument("--lr", type=float, help="learning rate (overrides the preset)")
+    t.add_argument("--momentum", type=float, help="momentum (overrides the preset)")
+    t.add_argument("--batch-size", type=int, help="mini-batch size (overrides the preset)")
+    t.add_argument("--dropout", type=float, help="dropout on hidden layers (overrides the preset)")
+    t.add_argument("--train-limit", type=int, help="use only N training samples (quick runs)")
+    p.add_argument("--out", help="output directory (results JSON, checkpoint, model)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def register(sub) -> None:
+    tr = sub.add_parser("train", help="train an MLP with exact, uniform or GTA approximate arithmetic",
+                        description="Train an MLP whose every matmul multiplication runs on the CFPU "
+                                    "arithmetic (forward, backward error, weight gradient).")
+    _add_common(tr)
+    m = tr.add_argument_group("approximation")
+    m.add_argument("--mode", default="exact", choices=["exact", "uniform", "gta"],
+                   help="exact, uniform (--tuning-bits for the whole run) or gta (levels 0..--apx-min)")
+    m.add_argument("--tuning-bits", type=_bits, help="uniform mode: tuning bits (0..22)")
+    m.add_argument("--apx-min", type=_bits, help="gta mode: finest level allowed (tuning bits)")
+    m.add_argument("--phases", default="forward,backward,gradient",
+                   help="matmul phases that run approximately (default all three)")
+    m.add_argument("--gta-window", type=int, default=50, help="GTA slope window, iterations (default 50)")
+    m.add_argument("--gta-thr", type=float, default=0.002,
+                   help="GTA relative improvement threshold per iteration (default 0.002)")
+    m.add_argument("--gta-reserve", type=float, default=0.25,
+                   help="GTA fraction of iter_max reserved for the final level (default 0.25)")
+    m.add_argument("--gta-patience", type=int, default=3,
+                   help="GTA converged windows at apx-min before stopping (default 3)")
+    m.add_argument("--gta-no-stop", action="store_true", help="GTA: train all epochs even when converged")
+    tr.add_argument("--baseline", action="store_true",
+                    help="also train the exact network (same seed) and report the quality loss")
+    tr.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    tr.set_defaults(run=run_train)
+
+    inf = sub.add_parser("infer", help="layer-based (Algorithm 2) and uniform inference approximation",
+                         description="Sensitivity analysis and per-layer approximation of a trained "
+                                     "network on validation data, evaluated on test data.")
+    _add_common(inf)
+    inf.add_argument("--model", help="model.npz from `canna train` (default: train an exact one first)")
+    inf.add_argument("--mode", default="both", choices=["layer", "uniform", "both"],
+                     help="layer-based, uniform or both (default both)")
+    inf.add_argument("--qos", type=float, default=1.0,
+                     help="maximum added classification error, percentage points (default 1.0)")
+    inf.add_argument("--metric", default="kl", choices=["kl", "loss", "error"],
+                     help="sensitivity metric on validation data: KL divergence from the exact "
+                          "outputs (default), loss increase, or error increase (the paper's)")
+    inf.add_argument("--spread", type=float, default=3.0,
+                     help="tuning-bit offset of the least sensitive layer (default 3, Table II)")
+    inf.set_defaults(run=run_infer)
+
+
+def _progress(args) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _load(args):
+    from .datasets import load_dataset
+    return load_dataset(args.dataset, args.data_dir, split_seed=args.split_seed,
+                        max_classes=args.hyper_classes)
+
+
+def _train_config(args, **over):
+    from .train import TrainConfig
+    phases = tuple(p.strip() for p in getattr(args, "phases", "forward,backward,gradient").split(",") if p.strip())
+    kw = dict(dataset=args.dataset, hidden=args.hidden, policy=args.policy, backend=args.backend,
+              checked={**args.checked}, epochs=args.epochs, seed=args.seed, lr=args.lr,
+              momentum=args.momentum, batch_size=args.batch_size, dropout=args.dropout,
+              train_limit=args.train_limit, phases=phases)
+    for name in ("mode", "tuning_bits", "apx_min", "gta_window", "gta_thr", "gta_reserve", "gta_patience"):
+        if hasattr(args, name):
+            kw[name] = getattr(args, name)
+    if getattr(args, "gta_no_stop", False):
+        kw["gta_stop"] = False
+    kw.update(over)
+    from .mlp import DEFAULT_CHECKED
+    kw["checked"] = {**DEFAULT_CHECKED, **kw["checked"]}
+    return TrainConfig.from_preset(args.preset, **kw)
+
+
+def _errors():
+    from .checkpoint import CheckpointError
+    from .datasets import DatasetError
+    return (ValueError, TypeError, FloatingPointError, DatasetError, CheckpointError)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def print_train_summary(res: dict, file=sys.stdout) -> None:
+    cfg = res["config"]
+    print(f"train {cfg['dataset']} mode={cfg['mode']} topology={res['topology']} backend={cfg['backend']} "
+          f"policy={cfg['policy']} seed={cfg['seed']} iterations={res['iterations_run']}/{res['iter_max']}",
+          file=file)
+    line = f"  test accuracy {_pct(res['test_accuracy'])}"
+    if "exact_test_accuracy" in res:
+        line += (f"   exact baseline {_pct(res['exact_test_accuracy'])}   "
+                 f"quality loss {100 * res['quality_loss']:+.2f} pp")
+    if "test_accuracy_final_level" in res:
+        line += f"   (inference at final level t={res['final_level']}: {_pct(res['test_accuracy_final_level'])})"
+    print(line, file=file)
+    print(f"  products {res['products']:,}   hit rate {_pct(res['hit_rate'])} "
+          f"(of products with nonzero operands: {_pct(res['nonzero_hit_rate'])})", file=file)
+    for row in res["per_layer"]:
+        parts = [f"{ph} {_pct(row[ph]['hit_rate'])}" for ph in ("forward", "backward", "gradient") if ph in row]
+        print(f"    layer {row['layer']}: {', '.join(parts)}", file=file)
+    if "gta" in res:
+        traj = " -> ".join(f"t={e['level']}@{e['iteration']}" for e in res["gta"]["trajectory"]
+                           if e["reason"] != "stop")
+        stop = " (stopped: converged at apx-min)" if res["gta"]["stopped_early"] else ""
+        print(f"  GTA trajectory (level@iteration): {traj}{stop}", file=file)
+
+
+def print_infer_summary(res: dict, file=sys.stdout) -> None:
+    print(f"infer: QoS {100 * res['qos']:.2f} pp on validation; exact test accuracy "
+          f"{_pct(res['exact_test_accuracy'])}", file=file)
+    if "sensitivity" in res:
+        s = res["sensitivity"]
+        print(f"  sensitivity ({s['metric']}, one layer at t={s['apx_max']}): "
+              + "  ".join(f"L{i + 1} {v:.2f}" for i, v in enumerate(s["normalized"])), file=file)
+    for mode in ("layer", "uniform"):
+        if mode not in res:
+            continue
+        r = res[mode]
+        bits = "exact" if r["bits"] is None else "[" + ", ".join(map(str, r["bits"])) + "] bits"
+        print(f"  {mode:8s} {bits:24s} test accuracy {_pct(r['test_accuracy'])} "
+              f"quality loss {100 * r['quality_loss']:+.2f} pp  hit rate {_pct(r['hit_rate'])}  per layer "
+              + " ".join(_pct(h) for h in r["layer_hit_rates"]), file=file)
+
+
+def _baseline_dir(out):
+    return None if out is None else Path(out) / "baseline"
+
+
+def run_train(args) -> int:
+    from .checkpoint import write_json
+    from .train import train
+    try:
+        data = _load(args)
+        cfg = _train_config(args)
+        res = None
+        base = None
+        if args.baseline and cfg.mode != "exact":
+            bcfg = _train_config(args, mode="exact", tuning_bits=None, apx_min=None)
+            base = train(data, bcfg, out_dir=_baseline_dir(args.out), resume=args.resume,
+                         progress=_progress(args), quiet=args.quiet)
+        res = train(data, cfg, out_dir=args.out, resume=args.resume, progress=_progress(args),
+                    quiet=args.quiet)
+    except _errors() as e:
+        raise _cli_error(str(e)) from None
+    res.pop("_model", None)
+    if base is not None:
+        res["exact_test_accuracy"] = base["test_accuracy"]
+        res["quality_loss"] = base["test_accuracy"] - res["test_accuracy"]
+        res["baseline"] = {k: base[k] for k in ("test_accuracy", "val_accuracy", "products", "seconds")}
+    if args.out:
+        write_json(Path(args.out) / "results.json", res)
+    print_train_summary(res)
+    if args.out:
+        print(f"  results: {Path(args.out) / 'results.json'}   model: {Path(args.out) / 'model.npz'}")
+    return 0
+
+
+def run_infer(args) -> int:
+    from .checkpoint import write_json
+    from .layerwise import run_inference
+    from .train import load_model, train
+    try:
+        data = _load(args)
+        if args.model:
+            model, meta = load_model(args.model)
+            if model.sizes[0] != data.n_features or model.sizes[-1] != data.n_classes:
+                raise ValueError(f"model {args.model} takes {model.sizes[0]} features / {model.sizes[-1]} "
+                                 f"classes; dataset {data.name} has {data.n_features} / {data.n_classes}")
+            source = str(args.model)
+        else:
+            cfg = _train_config(args, mode="exact", tuning_bits=None, apx_min=None)
+            tr = train(data, cfg, out_dir=None if args.out is None else Path(args.out) / "trained",
+                       progress=_progress(args), quiet=args.quiet)
+            model, source = tr["_model"], "trained exact network (this run)"
+        modes = ("layer", "uniform") if args.mode == "both" else (args.mode,)
+        from .mlp import DEFAULT_CHECKED
+        res = run_inference(model, data, args.qos / 100.0, args.backend, policy=args.policy,
+                            checked={**DEFAULT_CHECKED, **args.checked}, metric=args.metric,
+                            spread=args.spread, modes=modes)
+    except _errors() as e:
+        raise _cli_error(str(e)) from None
+    res["model"] = source
+    res["dataset"] = data.summary()
+    res["config"] = {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else list(v))
+                     for k, v in vars(args).items() if k != "run"}
+    if args.out:
+        write_json(Path(args.out) / "infer.json", res)
+    print_infer_summary(res)
+    if args.out:
+        print(f"  results: {Path(args.out) / 'infer.json'}")
+    return 0

@@ -1,0 +1,89 @@
+"""The ``make sim`` main job: the paper's experiments end to end on the embedded digits set.
+
+1. exact training (baseline), 2. uniform approximate training at ``apx_min`` tuning bits,
+3. GTA training (levels 0 .. ``apx_min``), 4. layer-based and uniform inference approximation of
+the exact network under a QoS. Prints accuracy, quality loss, hit rates per layer and phase, and
+the GTA trajectory; ``--out`` also writes every results JSON.
+
+Run: ``python -m canna.nn.main_job`` (about a minute on 2 cores).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import write_json
+from .cli import print_infer_summary, print_train_summary
+from .datasets import load_digits
+from .layerwise import run_inference
+from .train import TrainConfig, train
+
+__all__ = ["main"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m canna.nn.main_job", description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=20, help="training epochs per run (default 20)")
+    p.add_argument("--hidden", default="500,500", help="hidden layer sizes (default 500,500)")
+    p.add_argument("--apx-min", type=int, default=5, help="GTA finest level / uniform level (default 5)")
+    p.add_argument("--qos", type=float, default=1.0, help="inference QoS, percentage points (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--backend", default="golden-fast", help="matmul backend (default golden-fast)")
+    p.add_argument("--out", help="directory for the results JSON files")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    args = p.parse_args(argv)
+    hidden = tuple(int(h) for h in args.hidden.split(","))
+    t0 = time.monotonic()
+    data = load_digits()
+    out = Path(args.out) if args.out else None
+    s = data.summary()
+    print(f"== CANNA NN main job: digits ({s['n_train']} train / {s['n_val']} val / {s['n_test']} test, "
+          f"{s['n_features']} features, {s['n_classes']} classes), topology {[s['n_features'], *hidden, 10]}, "
+          f"preset default (lr 0.01, momentum 0.9, batch 32, dropout 0.5), {args.epochs} epochs, "
+          f"seed {args.seed}, backend {args.backend}, policy b")
+    print("   command: python -m canna.nn.main_job " + " ".join(argv if argv is not None else sys.argv[1:]))
+    runs = {}
+    for name, kw in (("exact", dict(mode="exact")),
+                     ("uniform", dict(mode="uniform", tuning_bits=args.apx_min)),
+                     ("gta", dict(mode="gta", apx_min=args.apx_min))):
+        cfg = TrainConfig.from_preset("default", epochs=args.epochs, hidden=hidden, seed=args.seed,
+                                      backend=args.backend, **kw)
+        t = time.monotonic()
+        res = train(data, cfg, out_dir=None, quiet=args.quiet)
+        model = res.pop("_model")
+        if name != "exact":
+            res["exact_test_accuracy"] = runs["exact"][0]["test_accuracy"]
+            res["quality_loss"] = res["exact_test_accuracy"] - res["test_accuracy"]
+        runs[name] = (res, model)
+        print(f"\n-- training: {name} ({time.monotonic() - t:.1f} s)")
+        print_train_summary(res)
+        if out:
+            write_json(out / f"train-{name}.json", res)
+
+    t = time.monotonic()
+    inf = run_inference(runs["exact"][1], data, args.qos / 100.0, args.backend)
+    print(f"\n-- inference approximation of the exact network ({time.monotonic() - t:.1f} s)")
+    print_infer_summary(inf)
+    if out:
+        write_json(out / "infer.json", inf)
+
+    print("\n-- summary")
+    e = runs["exact"][0]["test_accuracy"]
+    for name in ("uniform", "gta"):
+        r = runs[name][0]
+        print(f"  training {name:8s} test accuracy {100 * r['test_accuracy']:.2f}% (exact {100 * e:.2f}%, "
+              f"quality loss {100 * r['quality_loss']:+.2f} pp), hit rate {100 * r['hit_rate']:.1f}% "
+              f"({100 * r['nonzero_hit_rate']:.1f}% of nonzero products), {r['iterations_run']} iterations")
+    for mode in ("layer", "uniform"):
+        r = inf[mode]
+        print(f"  inference {mode:8s} bits {r['bits']} quality loss {100 * r['quality_loss']:+.2f} pp, "
+              f"hit rate {100 * r['hit_rate']:.1f}%")
+    print("  RTL co-simulation of the lane array: not available yet (no 'rtl' backend registered)")
+    print(f"  total time {time.monotonic() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

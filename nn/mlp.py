@@ -1,0 +1,336 @@
+"""A multilayer perceptron whose every matmul multiplication runs on a CFPU backend.
+
+Network (paper, Section V-A): fully connected layers, ReLU clamped at 6 on hidden layers,
+dropout (0.5 in the paper) on hidden layers during training, softmax cross-entropy on the output.
+Weights are stored ``(fan_in, fan_out)`` so that a layer computes ``z = x @ W + b`` on a batch
+``x`` of row vectors (the paper's ``W x`` for column vectors).
+
+Three matmuls per layer and training step go through the backend, each with its own
+:class:`~canna.sim.config.CFPUConfig` from an :class:`ArithPlan`:
+
+============  ====================  ==================================  =======================
+phase         product               operands (a side, b side)           checked by default
+============  ====================  ==================================  =======================
+forward       ``x @ W``             input, weight                       weight
+backward      ``delta @ W.T``       delta, weight                       weight
+gradient      ``x.T @ delta``       input, delta                        input (paper: x bounds)
+============  ====================  ==================================  =======================
+
+Only these multiplications go through the CFPU, as in the paper; bias additions, ReLU, dropout,
+softmax, the loss and the SGD update are plain float32 NumPy. The backward error is not computed
+for the first layer (nothing consumes it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from canna.sim.config import MAX_TUNING_BITS, CFPUConfig, EXACT
+
+from .backends import OPERANDS, Backend, checked_matmul, get_backend, nonzero_products
+
+__all__ = ["PHASES", "DEFAULT_CHECKED", "ArithPlan", "Counters", "MLP", "relu6", "log_softmax"]
+
+PHASES = ("forward", "backward", "gradient")
+DEFAULT_CHECKED = {"forward": "weight", "backward": "weight", "gradient": "input"}
+
+
+def _check_checked(checked: dict | None) -> dict:
+    out = dict(DEFAULT_CHECKED)
+    for phase, operand in (checked or {}).items():
+        if phase not in OPERANDS:
+            raise ValueError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
+        if operand not in OPERANDS[phase]:
+            raise ValueError(f"phase {phase}: checked operand must be one of "
+                             f"{', '.join(OPERANDS[phase])}, got {operand!r}")
+        out[phase] = operand
+    return out
+
+
+class ArithPlan:
+    """CFPU configuration per layer and phase, plus which operand is checked per phase.
+
+    Parameters
+    ----------
+    configs : list of dict phase -> CFPUConfig, one per layer (missing phases are exact).
+    checked : dict phase -> operand name (see :data:`DEFAULT_CHECKED`).
+    """
+
+    def __init__(self, configs: list[dict], checked: dict | None = None):
+        self.configs = []
+        for i, layer in enumerate(configs):
+            row = {}
+            for phase in PHASES:
+                c = layer.get(phase, EXACT)
+                if not isinstance(c, CFPUConfig):
+                    raise TypeError(f"layer {i} {phase}: expected a CFPUConfig, got {type(c).__name__}")
+                row[phase] = c
+            self.configs.append(row)
+        self.checked = _check_checked(checked)
+
+    @classmethod
+    def exact(cls, n_layers: int, checked: dict | None = None) -> "ArithPlan":
+        return cls([{} for _ in range(n_layers)], checked)
+
+    @classmethod
+    def uniform(cls, n_layers: int, tuning_bits: int | None, policy="b", phases=PHASES,
+                checked: dict | None = None) -> "ArithPlan":
+        """Every layer and every phase in ``phases`` at ``tuning_bits`` (None: exact)."""
+        return cls.per_layer([tuning_bits] * n_layers, policy, phases, checked)
+
+    @classmethod
+    def per_layer(cls, bits: list, policy="b", phases=("forward",), checked: dict | None = None) -> "ArithPlan":
+        """Layer ``i`` at ``bits[i]`` tuning bits (None: exact) in the given phases."""
+        for p in phases:
+            if p not in PHASES:
+                raise ValueError(f"unknown phase {p!r}; known: {', '.join(PHASES)}")
+        rows = []
+        for t in bits:
+            c = EXACT if t is None else CFPUConfig.approx(t, policy)
+            rows.append({p: c for p in phases})
+        return cls(rows, checked)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.configs)
+
+    def config(self, layer: int, phase: str) -> CFPUConfig:
+        return self.configs[layer][phase]
+
+    def checked_right(self, phase: str) -> bool:
+        """True when the checked operand is the natural product's right (``b``) side."""
+        return self.checked[phase] == OPERANDS[phase][1]
+
+    def bits(self, phase: str = "forward") -> list:
+        """Tuning bits per layer for ``phase`` (None where exact)."""
+        return [c[phase].tuning_bits if c[phase].enabled else None for c in self.configs]
+
+    def as_dict(self) -> dict:
+        return {"checked": dict(self.checked),
+                "layers": [{p: c[p].as_dict() for p in PHASES} for c in self.configs]}
+
+
+class Counters:
+    """Products, hits and nonzero products (both operands nonzero) per layer and phase
+    (int64 arrays ``[layer, phase]``)."""
+
+    def __init__(self, n_layers: int):
+        self.products = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
+        self.hits = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
+        self.nonzero = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
+
+    def add(self, layer: int, phase: str, products: int, hits: int, nonzero: int = 0) -> None:
+        j = PHASES.index(phase)
+        self.products[layer, j] += products
+        self.hits[layer, j] += hits
+        self.nonzero[layer, j] += nonzero
+
+    def merge(self, other: "Counters") -> None:
+        self.products += other.products
+        self.hits += other.hits
+        self.nonzero += other.nonzero
+
+    @property
+    def nonzero_hit_rate(self) -> float:
+        nz = int(self.nonzero.sum())
+        return self.total_hits / nz if nz else 0.0
+
+    @property
+    def total_products(self) -> int:
+        return int(self.products.sum())
+
+    @property
+    def total_hits(self) -> int:
+        return int(self.hits.sum())
+
+    @property
+    def hit_rate(self) -> float:
+        return self.total_hits / self.total_products if self.total_products else 0.0
+
+    def layer_hit_rates(self) -> list[float]:
+        p = self.products.sum(axis=1)
+        h = self.hits.sum(axis=1)
+        return [float(h[i] / p[i]) if p[i] else 0.0 for i in range(len(p))]
+
+    def as_dict(self) -> dict:
+        layers = []
+        for i in range(self.products.shape[0]):
+            row = {"layer": i + 1}
+            for j, phase in enumerate(PHASES):
+                p, h = int(self.products[i, j]), int(self.hits[i, j])
+                if p:
+                    row[phase] = {"products": p, "hits": h, "hit_rate": h / p}
+            p, h = int(self.products[i].sum()), int(self.hits[i].sum())
+            row["total"] = {"products": p, "hits": h, "hit_rate": h / p if p else 0.0}
+            layers.append(row)
+        return {"products": self.total_products, "hits": self.total_hits,
+                "hit_rate": self.hit_rate, "nonzero_products": int(self.nonzero.sum()),
+                "nonzero_hit_rate": self.nonzero_hit_rate, "per_layer": layers}
+
+    def load(self, products, hits, nonzero) -> None:
+        self.products[...] = products
+        self.hits[...] = hits
+        self.nonzero[...] = nonzero
+
+
+def relu6(z: np.ndarray) -> np.ndarray:
+    return np.clip(z, 0.0, 6.0)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax (float64-safe)."""
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+@dataclass
+class _Cache:
+    inputs: list      # input of each layer (after dropout)
+    pre: list         # pre-activations z of each layer
+    masks: list       # dropout masks (scaled) of hidden layers, or None
+
+
+class MLP:
+    """Fully connected network ``sizes[0] -> ... -> sizes[-1]``, He-initialised from ``seed``."""
+
+    def __init__(self, sizes, seed: int = 0):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s <= 0 for s in sizes):
+            raise ValueError(f"topology needs at least 2 positive layer sizes, got {sizes}")
+        self.sizes = sizes
+        rng = np.random.default_rng(seed)
+        self.weights = [(rng.standard_normal((i, o)) * np.sqrt(2.0 / i)).astype(np.float32)
+                        for i, o in zip(sizes[:-1], sizes[1:])]
+        self.biases = [np.zeros(o, dtype=np.float32) for o in sizes[1:]]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.weights)
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            raise ValueError(f"input shape mismatch: network takes {self.sizes[0]} features, got {x.shape}")
+        return x.astype(np.float32, copy=False)
+
+    def forward(self, x, plan: ArithPlan, backend: Backend, counters: Counters | None = None, *,
+                dropout: float = 0.0, rng: np.random.Generator | None = None, prepared=None):
+        """Logits for the batch ``x``; returns ``(logits, cache)``.
+
+        ``dropout`` > 0 (training) drops hidden activations with inverted scaling, drawn from
+        ``rng``. ``prepared`` (inference) is a list of per-layer prepared weights or None.
+        """
+        backend = get_backend(backend)
+        h = self._check_input(x)
+        cache = _Cache([], [], [])
+        right = plan.checked_right("forward")
+        for i in range(self.n_layers):
+            cfg = plan.config(i, "forward")
+            w = prepared[i] if (prepared is not None and prepared[i] is not None and right) else self.weights[i]
+            r = checked_matmul(backend, h, w, cfg, right)
+            if counters is not None:
+                counters.add(i, "forward", r.products, r.hits, nonzero_products(h, w))
+            cache.inputs.append(h)
+            z = r.value + self.biases[i]
+            cache.pre.append(z)
+            if i == self.n_layers - 1:
+                return z, cache
+            h = relu6(z)
+            mask = None
+            if dropout > 0.0:
+                keep = 1.0 - dropout
+                mask = ((rng.random(h.shape) < keep) / keep).astype(np.float32)
+                h = h * mask
+            cache.masks.append(mask)
+        raise AssertionError("unreachable")
+
+    def backward(self, logits, cache: _Cache, y, plan: ArithPlan, backend: Backend,
+                 counters: Counters | None = None):
+        """Gradients of the mean softmax cross-entropy; returns ``(grads_w, grads_b, loss)``."""
+        backend = get_backend(backend)
+        n = logits.shape[0]
+        logp = log_softmax(logits)
+        loss = float(-logp[np.arange(n), y].mean())
+        delta = np.exp(logp)
+        delta[np.arange(n), y] -= 1.0
+        delta = (delta / n).astype(np.float32)
+        gw = [None] * self.n_layers
+        gb = [None] * self.n_layers
+        for i in reversed(range(self.n_layers)):
+            cfg = plan.config(i, "gradient")
+            r = checked_matmul(backend, cache.inputs[i].T, delta, cfg, plan.checked_right("gradient"))
+            if counters is not None:
+                counters.add(i, "gradient", r.products, r.hits, nonzero_products(cache.inputs[i].T, delta))
+            gw[i] = r.value
+            gb[i] = delta.sum(axis=0)
+            if i == 0:
+                break
+            cfg = plan.config(i, "backward")
+            r = checked_matmul(backend, delta, self.weights[i].T, cfg, plan.checked_right("backward"))
+            if counters is not None:
+                counters.add(i, "backward", r.products, r.hits, nonzero_products(delta, self.weights[i].T))
+            z = cache.pre[i - 1]
+            d = r.value * ((z > 0.0) & (z < 6.0))
+            if cache.masks[i - 1] is not None:
+                d = d * cache.masks[i - 1]
+            delta = d.astype(np.float32)
+        return gw, gb, loss
+
+    def logits(self, x, plan: ArithPlan, backend, counters: Counters | None = None,
+               batch: int = 2048) -> np.ndarray:
+        """Inference logits of ``x`` under ``plan`` (forward phase), in batches of ``batch``."""
+        backend = get_backend(backend)
+        x = self._check_input(x)
+        for i in range(self.n_layers):
+            backend.check(plan.config(i, "forward"))
+        prepared = None
+        if backend.prepare is not None and plan.checked_right("forward"):
+            prepared = [backend.prepare(w, plan.config(i, "forward")) for i, w in enumerate(self.weights)]
+        out = [self.forward(x[s:s + batch], plan, backend, counters, prepared=prepared)[0]
+               for s in range(0, len(x), batch)]
+        return np.concatenate(out) if out else np.zeros((0, self.sizes[-1]), np.float32)
+
+    def evaluate(self, x, y, plan: ArithPlan, backend, counters: Counters | None = None,
+                 batch: int = 2048, return_logits: bool = False) -> dict:
+        """Classification error and mean cross-entropy of ``(x, y)`` under ``plan`` (forward)."""
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise ValueError(f"{len(x)} samples but {len(y)} labels")
+        z = self.logits(x, plan, backend, counters, batch)
+        wrong = int(np.count_nonzero(z.argmax(axis=1) != y))
+        loss = float(-log_softmax(z)[np.arange(len(y)), y].mean())
+        r = {"error": wrong / len(y), "accuracy": 1.0 - wrong / len(y), "loss": loss,
+             "samples": int(len(y))}
+        if return_logits:
+            r["logits"] = z
+        return r
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def arrays(self) -> dict:
+        out = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            out[f"W{i}"] = w
+            out[f"b{i}"] = b
+        return out
+
+    @classmethod
+    def from_arrays(cls, sizes, arrays) -> "MLP":
+        m = cls(sizes)
+        for i in range(m.n_layers):
+            w = np.asarray(arrays[f"W{i}"], dtype=np.float32)
+            b = np.asarray(arrays[f"b{i}"], dtype=np.float32)
+            if w.shape != m.weights[i].shape or b.shape != m.biases[i].shape:
+                raise ValueError(f"layer {i + 1}: stored shapes {w.shape}/{b.shape} do not match "
+                                 f"topology {sizes}")
+            m.weights[i] = w.copy()
+            m.biases[i] = b.copy()
+        return m
+
+
+def check_tuning_bits(t, what: str = "tuning bits") -> int:
+    """``t`` as an int in 0..22, else ValueError naming ``what``."""
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t <= MAX_TUNING_BITS:
+        raise ValueError(f"{what} must be an integer in 0..{MAX_TUNING_BITS}, got {t!r}")
+    return int(t)
