@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 CANNA  := $(VENV)/bin/canna
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install test test-long sim bench workload clean distclean help
+.PHONY: all install test test-long test-rtl-long sim bench verilog synth activity clean distclean help
 
 all: test
 
@@ -15,7 +15,11 @@ help:
 	@echo "make test-long  the long regressions (>= 10M SoftFloat vectors)"
 	@echo "make sim        the main job: CFPU hit-rate table, then exact / uniform / GTA training and"
 	@echo "                layer-based inference on digits"
+	@echo "make test-rtl-long  10M vectors through the Verilated CFPU (cocotb)"
 	@echo "make bench      fast approximate matmul vs native float32 GEMM (ratios)"
+	@echo "make verilog    CFPU and exact multiplier Verilog under build/verilog, linted"
+	@echo "make synth      Yosys synthesis: area, transistors, CFPU overhead (LIBERTY=file.lib)"
+	@echo "make activity   switching activity per submodule, exact vs approximate operations"
 	@echo "make install    only create $(VENV) and install the project"
 
 $(STAMP): pyproject.toml
@@ -33,6 +37,9 @@ test: $(STAMP)
 test-long: $(STAMP)
 	CANNA_SOFTFLOAT_VECTORS=10000000 $(PY) -m pytest tests/sim/test_golden_exact.py
 
+test-rtl-long: $(STAMP)
+	CANNA_RTL_VECTORS=10000000 $(PY) -m pytest -s tests/sim/test_cosim_verilator.py -k regression
+
 sim: $(STAMP)
 	$(CANNA) workload --json build/workload.json
 	$(PY) -m canna.nn.main_job --quiet --out build/sim
@@ -40,9 +47,27 @@ sim: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 
+verilog: $(STAMP)
+	$(PY) scripts/verilog.py
+
+synth: $(STAMP)
+	$(PY) scripts/synth.py $(if $(LIBERTY),--liberty $(LIBERTY))
+
+activity: $(STAMP)
+	$(PY) scripts/activity.py
+
 clean:
 	rm -rf build .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distclean: clean
+distverilog: $(STAMP)
+	$(PY) scripts/verilog.py
+
+synth: $(STAMP)
+	$(PY) scripts/synth.py $(if $(LIBERTY),--liberty $(LIBERTY))
+
+activity: $(STAMP)
+	$(PY) scripts/activity.py
+
+clean: clean
 	rm -rf $(VENV) *.egg-info
