@@ -32,7 +32,10 @@ converged
 step
     On convergence below ``Apx_min``: one tuning bit more (one level less approximate). The level
     never moves toward deeper approximation. At ``Apx_min``, ``patience`` consecutive converged
-    windows stop training (Algorithm 1, line 9) when ``stop`` is set.
+    windows stop training (Algorithm 1, line 9) when ``stop`` is set -- but only after at least
+    ``reserve * iter_max`` iterations at ``Apx_min``: the mini-batch error is noisy enough that a
+    50-iteration slope "converges" by chance, and without this floor Fashion-MNIST stopped at
+    iteration 465 of 4689 with a 4.9 pp quality loss.
 
 Levels are tuning bits ``start .. apx_min`` (paper: start at 0, the deepest approximation).
 """
@@ -161,10 +164,16 @@ class GTAController:
         else:
             self.converged_windows += 1
             self.errors = []
-            if c.stop and self.converged_windows >= c.patience:
+            if (c.stop and self.converged_windows >= c.patience
+                    and iteration + 1 - self.final_level_since >= c.reserve * self.iter_max):
                 self.stopped = True
                 self.trajectory.append({**entry, "level": self.level, "reason": "stop"})
         return self.level
+
+    @property
+    def final_level_since(self) -> int:
+        """The iteration at which the level reached ``apx_min`` (derived from the trajectory)."""
+        return next(e["iteration"] for e in self.trajectory if e["level"] == self.config.apx_min)
 
     # -- persistence ---------------------------------------------------------------------------
 

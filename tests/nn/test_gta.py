@@ -50,11 +50,21 @@ def test_deadline_reaches_apx_min(apx_min, window, reserve):
 
 
 def test_plateau_steps_early_and_stops():
-    c = GTAController(GTAConfig(apx_min=2, window=10, patience=2), 10_000)
+    c = GTAController(GTAConfig(apx_min=2, window=10, patience=2, reserve=0.1), 200)
     levels = run(c, np.full(200, 0.1))
     print(f"flat error: trajectory {[(e['iteration'], e['level'], e['reason']) for e in c.trajectory]}")
     assert levels[9] == 1 and levels[19] == 2  # each full window on a plateau converges
     assert c.stopped and c.trajectory[-1]["reason"] == "stop" and c.trajectory[-1]["iteration"] == 40
+
+
+def test_stop_waits_for_the_reserve_at_the_final_level():
+    """Converged windows at Apx_min stop training only after reserve * iter_max iterations there."""
+    c = GTAController(GTAConfig(apx_min=2, window=10, patience=2, reserve=0.25), 1000)
+    run(c, np.full(1000, 0.1))
+    stop = c.trajectory[-1]
+    print(f"reached apx_min at {c.final_level_since}, stopped at {stop['iteration']}")
+    assert stop["reason"] == "stop" and stop["iteration"] - c.final_level_since >= 250
+    assert stop["iteration"] == 270
 
 
 def test_thr_definition():
