@@ -32,9 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from canna.hw.layouts import encode_config
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from canna.hw.adder import FAdd
+from canna.hw.layouts import encode_config, input_layout, output_layout
 from canna.sim import cosim, golden
 from canna.sim.config import CFPUConfig
+from canna.sim.formats import BINARY32
 
 SUBMODULES = ("unpack", "decide", "sigmul", "normalise", "roundpack", "select", "top")
 SKIP = {"clk", "rst"}
@@ -116,23 +122,77 @@ write_verilog -noattr {dst}
 """
 
 
-def gate_level_build(stages: int, out: Path) -> Path:
-    """Synthesize the CFPU to a Yosys gate netlist (hierarchy kept) and build it on Verilator
-    with tracing of every net (Yosys names internal nets ``_123_``: --trace-underscore)."""
+def gate_level_build(stages: int, out: Path, design: str = "cfpu") -> Path:
+    """Synthesize the CFPU (or, with ``design="adder"``, the accumulator adder behind the same
+    ports) to a Yosys gate netlist (hierarchy kept) and build it on Verilator with tracing of
+    every net (Yosys names internal nets ``_123_``: --trace-underscore)."""
     import subprocess
+
+    from amaranth.back import verilog
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from synth import yosys_exe
     rel = Path(out).resolve()
-    src = cosim.write_verilog(rel / "cfpu_rtl.v", stages=stages)
-    dst = rel / "cfpu_gates.v"
-    ys = rel / "gates.ys"
+    if design == "cfpu":
+        src = cosim.write_verilog(rel / "cfpu_rtl.v", stages=stages)
+    else:
+        src = rel / "adder_rtl.v"
+        src.write_text(verilog.convert(AdderBehindCFPUPorts(), name="cfpu", emit_src=False))
+    dst = rel / f"{design}_gates.v"
+    ys = rel / f"{design}_gates.ys"
     ys.write_text(GATES_YS.format(src=src, dst=dst))
-    p = subprocess.run([yosys_exe(), "-q", "-l", str(rel / "gates.log"), str(ys)],
+    p = subprocess.run([yosys_exe(), "-q", "-l", str(rel / f"{design}_gates.log"), str(ys)],
                        capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"yosys failed: {p.stderr[-2000:]}")
-    return cosim.verilator_build(source=dst, name=f"cfpu_gates_s{stages}_trace", waves=True,
+    return cosim.verilator_build(source=dst, name=f"{design}_gates_s{stages}_trace", waves=True,
                                  extra_args=["--trace-underscore"])
+
+
+class AdderBehindCFPUPorts(wiring.Component):
+    """The lanes' accumulator adder (:class:`canna.hw.adder.FAdd`, one output register) behind the
+    CFPU's stream ports, so that the CFPU's Verilator flow measures it unchanged: ``a`` is the
+    accumulator, ``b`` the product; the configuration is ignored and ``hit`` is 0."""
+
+    def __init__(self):
+        super().__init__({"i": In(stream.Signature(input_layout(BINARY32))),
+                          "o": Out(stream.Signature(output_layout(BINARY32)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.add = add = FAdd()
+        m.d.comb += [add.a.eq(self.i.payload.a), add.b.eq(self.i.payload.b)]
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.bits.eq(add.bits),
+                         self.o.payload.flags.eq(add.flags)]
+        return m
+
+
+def measure_adder(acc, products, gates_build) -> dict:
+    """Toggles per accumulation of the gate-level adder, checked against golden add_bits."""
+    with tempfile.TemporaryDirectory(prefix="canna_act_") as tmp:
+        vcd = Path(tmp) / "run.vcd"
+        result = cosim.simulate_verilator(acc, products, np.zeros(len(acc), np.uint64), vcd=str(vcd),
+                                          build_dir=gates_build)
+        toggles = count_toggles(vcd)
+    want = golden.add_bits(acc, products)
+    assert np.array_equal(result.bits, want.bits) and np.array_equal(result.flags, want.flags), \
+        "RTL adder and golden disagree during the activity run"
+    n = len(acc)
+    return {"ops": n, "toggles_per_op": {
+        "add": round(toggles.get("add", 0) / n, 2),
+        "total": round((toggles.get("_total", 0) - toggles.get("interface", 0)) / n, 2)}}
+
+
+def accumulation_stream(a, b):
+    """(accumulator, product) pairs of the lanes' dot products over an mlp stream whose outputs
+    are 64 products long, as the lane adds them (exact products, accumulator from +0.0)."""
+    p = golden.mul_bits(a, b).bits.view(np.float32).reshape(-1, 64)
+    acc = np.zeros(p.shape, np.float32)
+    for k in range(1, 64):
+        acc[:, k] = golden.add(acc[:, k - 1], p[:, k - 1])
+    return acc.ravel().view(np.uint32).copy(), p.ravel().view(np.uint32).copy()
 
 
 def measure(a, b, config: CFPUConfig, stages: int, gates_build=None) -> dict:
@@ -222,15 +282,25 @@ def main(argv=None) -> int:
         runs["hits only, t=2"] = measure(a[hits], b[hits], probe, args.stages, gates)
         runs["same operands, exact"] = measure(a[hits], b[hits], CFPUConfig.exact(), args.stages, gates)
         runs["non-hit finite, exact"] = measure(a[exact_ops], b[exact_ops], CFPUConfig.exact(), args.stages, gates)
+        zero = np.flatnonzero((golden.as_float(a) == 0) | (golden.as_float(b) == 0))[:n]
+        if zero.size:
+            runs["zero operand (bypass)"] = measure(a[zero], b[zero], CFPUConfig.exact(), args.stages, gates)
         report["streams"][name] = runs
     hit = report["streams"]["mlp"]["hits only, t=2"]["toggles_per_op"] if "mlp" in report["streams"] else None
     ex = report["streams"]["mlp"]["same operands, exact"]["toggles_per_op"] if hit else None
     if hit:
         report["per_operation"] = {
-            "source": "mlp stream: the products that hit at t=2, run as hits and in exact mode",
+            "source": "mlp stream: the products that hit at t=2, run as hits and in exact mode; "
+                      "bypass: products with a zero operand; add: the lanes' accumulations",
             "exact_op": ex, "approx_hit": hit,
+            "bypass_op": report["streams"]["mlp"]["zero operand (bypass)"]["toggles_per_op"],
             "ratio_hit_over_exact": {k: round(hit[k] / ex[k], 4) if ex[k] else None for k in ex},
         }
+        if gates is not None:
+            adder_gates = gate_level_build(args.stages, out, design="adder")
+            rng = np.random.default_rng(args.seed)
+            acc, prod = accumulation_stream(*mlp_stream(rng, 64 * -(-args.ops // 64)))
+            report["per_operation"]["add"] = measure_adder(acc, prod, adder_gates)["toggles_per_op"]
     report["seconds"] = round(time.time() - t0, 1)
     (out / "activity.json").write_text(json.dumps(report, indent=1))
 
@@ -243,6 +313,9 @@ def main(argv=None) -> int:
         for run, res in runs.items():
             tp = res["toggles_per_op"]
             print(f"{run:24s} {100 * res['hit_rate']:6.1f} " + " ".join(f"{tp[c]:9.2f}" for c in cols))
+    if hit and "add" in report["per_operation"]:
+        print(f"\naccumulator adder (gate level): {report['per_operation']['add']['total']:.2f} "
+              "toggles per accumulation")
     if hit:
         print("\nper operation (mlp, t=2 hits): approximate hit / exact = "
               + ", ".join(f"{k} {v:.3f}" for k, v in report["per_operation"]["ratio_hit_over_exact"].items()
