@@ -10,8 +10,8 @@
   accumulation sequences.
 * Clock: every flip-flop of every lane sees its clock pin toggle twice per cycle, whether the
   lane works or waits (no clock gating); ``flops_lane`` comes from ``make synth``.
-* Leakage: ``leakage`` toggle-equivalents per transistor per cycle (``stat -tech cmos`` estimate
-  plus 24 per flip-flop). Not measurable in RTL simulation; default 0.001 (about 5% of a lane's
+* Leakage: ``leakage`` toggle-equivalents per transistor per cycle (the ``stat -tech cmos``
+  estimate with flip-flops, as ``make synth`` reports it). Not measurable in RTL simulation; default 0.001 (about 5% of a lane's
   exact-multiply energy per cycle at our size), a documented assumption: reports print the
   energy ratios at 0 and 10x too, so no conclusion hangs on it.
 * ``e_t`` (joules per toggle) is the one calibration constant: it is chosen so that our exact
@@ -29,9 +29,6 @@ __all__ = ["EnergyModel", "HOROWITZ_FP32_MUL_PJ", "load_energy_model", "EnergyRe
 
 #: 45 nm binary32 multiply energy (Horowitz, ISSCC 2014), the calibration point of e_t.
 HOROWITZ_FP32_MUL_PJ = 3.7
-#: Transistors counted per flip-flop (Yosys' cmos estimate has none for sequential cells).
-TRANSISTORS_PER_FLOP = 24
-
 
 @dataclass(frozen=True)
 class EnergyModel:
@@ -87,7 +84,7 @@ def load_energy_model(activity_json: Path, synth_json: Path, *, leakage: float =
     if lane is None:
         raise ValueError(f"{synth_json} has no 'lane' design: rerun `make synth`")
     flops = int(lane["total"]["flops"])
-    transistors = int(lane["total"]["transistors"]) + TRANSISTORS_PER_FLOP * flops
+    transistors = int(lane["total"]["transistors_incl_flops"])
     return EnergyModel(
         mul_exact=float(per_op["exact_op"]["total"]), mul_hit=float(per_op["approx_hit"]["total"]),
         mul_bypass=float(per_op["bypass_op"]["total"]), add=float(per_op["add"]["total"]),
