@@ -16,7 +16,7 @@ help:
 	@echo "make sim        the main job: CFPU hit-rate table, then exact / uniform / GTA training and"
 	@echo "                layer-based inference on digits"
 	@echo "make test-rtl-long  10M vectors through the Verilated CFPU (cocotb)"
-	@echo "make bench      fast approximate matmul vs native float32 GEMM (ratios)"
+	@echo "make bench      fast approximate matmul vs native GEMM (ratios); MAC/s of every array backend"
 	@echo "make verilog    CFPU and exact multiplier Verilog under build/verilog, linted"
 	@echo "make synth      Yosys synthesis: area, transistors, CFPU overhead (LIBERTY=file.lib)"
 	@echo "make activity   switching activity per submodule, exact vs approximate operations"
@@ -46,6 +46,7 @@ sim: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_array.py
 
 verilog: $(STAMP)
 	$(PY) scripts/verilog.py

@@ -1,0 +1,241 @@
+"""One multiply-accumulate lane of the SIMD array: issue stage, CFPU, binary32 accumulator.
+
+Microarchitecture (registers in ``[ ]``)::
+
+    i (a, b, last, nop) --+--> ApproxDecide + special test --> fast? (hit | zero/inf/NaN | nop)
+                          |                                        |
+                          +------> [held op, cfg, rem] <-----------+   rem = fast ? 0 : k-1
+                                        | push when rem == 0
+                                        v
+                                 CFPU (``stages`` regs)  ~~ [tags: last, nop] (same advance)
+                                        |
+                         +0.0 or [acc] -+-> FAdd --> [acc]
+                                                 \\--> [res] --> o (one beat per ``last`` op)
+
+Issue
+    The lane accepts one operation when its *held* register is empty or its held operation
+    leaves this cycle. The issue stage decides, before the multiply, whether the product is
+    *fast*: an approximate hit (the same :class:`~canna.hw.approx.ApproxDecide` rule the CFPU
+    applies), a product with a zero, infinite or NaN operand (the multiplier is bypassed), or a
+    ``nop`` (a padding lane of the last tile). A fast operation occupies the lane for 1 cycle;
+    any other holds it for ``exact_cycles`` cycles (a multi-cycle significand multiplier): the
+    held register keeps the operands still for ``exact_cycles - 1`` extra cycles before pushing
+    them into the CFPU. So an operation accepted in cycle ``c`` with occupancy ``L`` enters the
+    CFPU in cycle ``c + L`` and the lane accepts its next operation in that same cycle.
+
+Accumulate
+    The CFPU's results arrive in order; :class:`~canna.hw.adder.FAdd` adds each to the
+    accumulator (``+0.0`` for the first product of a tile, so the sum is the golden
+    ``add(+0.0, p0)``, ``add(acc, p1)``, ...: two roundings per step, not fused). The result of
+    the ``last`` operation is also written to ``res``, presented on ``o`` until taken. A new
+    ``last`` result waits in the CFPU (back-pressure) while ``res`` is still full.
+
+Configuration
+    A per-lane configuration register (``cfg_we``/``cfg_data``, :func:`config_layout`) applies
+    to operations accepted from the next cycle on; every held operation keeps the configuration
+    it was accepted with.
+
+Counters (``counter_width`` bits, wrap around, cleared by ``clear``)
+    ``ops`` (real operations accepted), ``bypass`` (of them with a zero/inf/NaN operand),
+    ``hits`` (approximate products, counted from the CFPU's own ``hit`` output), ``busy``
+    (cycles the held register holds a real operation: ``sum`` of occupancies when nothing
+    stalls), ``mul`` (operations that went through the significand multiplier).
+
+Latency: an operation accepted in cycle ``c`` with occupancy ``L`` updates the accumulator at
+the end of cycle ``c + L + stages``; the tile result is on ``o`` from cycle ``c + L + stages + 1``.
+"""
+from __future__ import annotations
+
+import operator
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from canna.sim.formats import BINARY32, FloatFormat
+
+from .adder import FAdd
+from .approx import ApproxDecide
+from .cfpu import CFPU
+from .layouts import KIND_FINITE, check_format, config_layout, float_layout
+from .stages import Unpack
+
+__all__ = ["Lane", "op_layout", "COUNTERS"]
+
+#: Names of the per-lane counters, in the order the drivers report them.
+COUNTERS = ("ops", "hits", "bypass", "busy", "mul")
+
+
+def op_layout(fmt: FloatFormat) -> data.StructLayout:
+    """One lane operation: operands ``a`` and ``b``, ``last`` (the final product of a tile) and
+    ``nop`` (a padding operation: takes one cycle, changes nothing, counts nothing)."""
+    return data.StructLayout({"a": float_layout(fmt), "b": float_layout(fmt), "last": 1, "nop": 1})
+
+
+class Lane(wiring.Component):
+    """A multiply-accumulate lane with variable latency (see the module docstring).
+
+    Parameters
+    ----------
+    fmt : FloatFormat
+    exact_cycles : int
+        Cycles an operation that needs the significand multiplier occupies the lane (>= 1).
+    stages : int
+        Pipeline registers of the CFPU (0 .. 4).
+    counter_width : int
+        Width of every counter.
+
+    Members
+    -------
+    i : In(stream.Signature(op_layout(fmt)))
+        Operations; ``i.ready`` does not depend on ``i.valid``.
+    o : Out(stream.Signature(fmt.width))
+        The accumulator value after each ``last`` operation.
+    cfg_we : In(1), cfg_data : In(config_layout(fmt))
+        Configuration register write.
+    clear : In(1)
+        Reset every counter to zero.
+    ops, hits, bypass, busy, mul : Out(counter_width)
+        Counters (see the module docstring).
+    active : Out(1)
+        The held register holds an operation this cycle (the array's cycle counter uses it).
+    acc : Out(fmt.width)
+        The accumulator register (an activity probe).
+    """
+
+    def __init__(self, *, fmt: FloatFormat = BINARY32, exact_cycles: int = 4, stages: int = 3,
+                 counter_width: int = 32):
+        self.fmt = check_format(fmt)
+        self.exact_cycles = operator.index(exact_cycles)
+        if self.exact_cycles < 1:
+            raise ValueError(f"exact_cycles must be >= 1, got {exact_cycles}")
+        self.stages = operator.index(stages)
+        self.counter_width = operator.index(counter_width)
+        if self.counter_width < 1:
+            raise ValueError(f"counter_width must be >= 1, got {counter_width}")
+        self.cfpu = CFPU(fmt=fmt, stages=self.stages, approx=True)
+        members = {
+            "i": In(stream.Signature(op_layout(fmt))),
+            "o": Out(stream.Signature(fmt.width)),
+            "cfg_we": In(1), "cfg_data": In(config_layout(fmt)),
+            "clear": In(1),
+            "active": Out(1),
+            "acc": Out(fmt.width),
+        }
+        members.update({name: Out(self.counter_width) for name in COUNTERS})
+        super().__init__(members)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the push into the CFPU to the accumulator update (CFPU latency)."""
+        return self.cfpu.latency
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt = self.fmt
+        k = self.exact_cycles
+        m.submodules.cfpu = cfpu = self.cfpu
+        cfg = Signal(config_layout(fmt))
+        with m.If(self.cfg_we):
+            m.d.sync += cfg.eq(self.cfg_data)
+
+        # ---- issue: fast or exact --------------------------------------------------------
+        op = self.i.payload
+        # The CFPU's own early decision blocks, on the incoming operands: ``kind`` says whether
+        # the result is a special value (a zero, infinite or NaN operand: no multiply).
+        m.submodules.unpack = unpack = Unpack(fmt=fmt)
+        m.submodules.decide = decide = ApproxDecide(fmt=fmt)
+        m.d.comb += [unpack.a.eq(op.a), unpack.b.eq(op.b),
+                     decide.a.eq(op.a), decide.b.eq(op.b), decide.config.eq(cfg)]
+        if "exp" in decide.signature.members:
+            m.d.comb += decide.exp.eq(unpack.exp)
+        bypass = Signal()
+        m.d.comb += bypass.eq(unpack.kind != KIND_FINITE)
+        fast = Signal()
+        m.d.comb += fast.eq(decide.hit | bypass | op.nop)
+
+        full = Signal()
+        rem = Signal(range(k))
+        held = Signal(op_layout(fmt))
+        held_cfg = Signal(config_layout(fmt))
+        push = Signal()
+        free = Signal()
+        accept = Signal()
+        m.d.comb += [
+            cfpu.i.valid.eq(full & (rem == 0)),
+            cfpu.i.payload.a.eq(held.a), cfpu.i.payload.b.eq(held.b),
+            cfpu.i.payload.config.eq(held_cfg),
+            push.eq(cfpu.i.valid & cfpu.i.ready),
+            free.eq(~full | push),
+            self.i.ready.eq(free),
+            accept.eq(self.i.valid & free),
+            self.active.eq(full),
+        ]
+        with m.If(accept):
+            m.d.sync += [full.eq(1), held.eq(op), held_cfg.eq(cfg),
+                         rem.eq(Mux(fast, 0, k - 1))]
+        with m.Else():
+            with m.If(push):
+                m.d.sync += full.eq(0)
+            with m.If(full & (rem != 0)):
+                m.d.sync += rem.eq(rem - 1)
+
+        # ---- tags beside the CFPU: it advances all its registers together -----------------
+        advance = Signal()
+        m.d.comb += advance.eq(~cfpu.o.valid | cfpu.o.ready)
+        tag = Cat(held.last, held.nop)
+        for s in range(cfpu.latency):
+            t = Signal(2, name=f"tag{s}")
+            with m.If(advance):
+                m.d.sync += t.eq(tag)
+            tag = t
+        tag_last, tag_nop = tag[0], tag[1]
+
+        # ---- accumulate ---------------------------------------------------------------------
+        acc = Signal(fmt.width)
+        acc_zero = Signal(init=1)
+        res = Signal(fmt.width)
+        res_valid = Signal()
+        m.submodules.add = add = FAdd(fmt=fmt)
+        m.d.comb += [
+            add.a.eq(Mux(acc_zero, 0, acc)),
+            add.b.eq(cfpu.o.payload.bits),
+            cfpu.o.ready.eq(~(tag_last & res_valid & ~self.o.ready)),
+            self.o.valid.eq(res_valid),
+            self.o.payload.eq(res),
+            self.acc.eq(acc),
+        ]
+        consume = Signal()
+        m.d.comb += consume.eq(cfpu.o.valid & cfpu.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += res_valid.eq(0)
+        with m.If(consume):
+            with m.If(~tag_nop):
+                m.d.sync += [acc.eq(add.bits), acc_zero.eq(0)]
+            with m.If(tag_last):
+                m.d.sync += [res.eq(Mux(tag_nop, Mux(acc_zero, 0, acc), add.bits)),
+                             res_valid.eq(1), acc_zero.eq(1)]
+
+        # ---- counters ---------------------------------------------------------------------
+        real = accept & ~op.nop
+        incs = {
+            "ops": real,
+            "bypass": real & bypass,
+            "hits": consume & ~tag_nop & cfpu.o.payload.hit,
+            "busy": full & ~held.nop,
+        }
+        # Operations through the significand multiplier: pushed real operations that are
+        # neither bypassed nor a hit (the same decision as at issue, recorded in the held op).
+        held_fast = Signal()
+        with m.If(accept):
+            m.d.sync += held_fast.eq(fast)
+        incs["mul"] = push & ~held.nop & ~held_fast
+        for name, inc in incs.items():
+            counter = getattr(self, name)
+            reg = Signal(self.counter_width, name=f"count_{name}")
+            with m.If(self.clear):
+                m.d.sync += reg.eq(0)
+            with m.Elif(inc):
+                m.d.sync += reg.eq(reg + 1)
+            m.d.comb += counter.eq(reg)
+        return m

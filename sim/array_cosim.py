@@ -1,0 +1,659 @@
+"""Matmul driver of the SIMD lane array (:class:`canna.hw.array.LaneArray`) over three backends.
+
+``run_array(a, b, config, backend=..., geometry=..., discipline=...)`` tiles ``a @ b`` onto the
+array exactly as the golden lane model does (:mod:`canna.sim.lanes`: tiles of ``lanes``
+consecutive outputs of ``Y`` in row-major order, lane ``l`` streams the ``K`` products of its
+output, padding lanes of the last tile stream ``nop`` operations), runs it, and checks every
+result against the golden model: output bits, per-lane operation / hit / bypass / busy counts
+and the cycle count of the discipline (the RTL's ``cycles`` counter must equal
+``cycles_lockstep`` or ``cycles_decoupled``; wall-clock cycles are ``cycles + latency``).
+
+Backends
+    ``"amaranth"``
+        The Amaranth simulator, one Python testbench step per cycle (small matrices only).
+    ``"cocotb"``
+        cocotb on the Verilated array (:mod:`canna.sim.cocotb_array`), one Python step per cycle.
+    ``"verilator-fast"``
+        The Verilated array driven by a compiled C++ loop (``sim/array_driver.cpp``) loaded with
+        ctypes: Python hands over whole matrices, the driver runs every cycle in C++. Built once
+        and cached by content hash under ``build/array/`` (``CANNA_BUILD_DIR``).
+
+Operands are fed with no idle cycles and the output is always ready, unless ``p_stall`` (output
+back-pressure probability, amaranth/cocotb) is set: then results are still checked bit for bit,
+cycles are not (the model has no back-pressure).
+
+A mismatch raises :class:`ArrayMismatch` whose message is the reproducer: backend, discipline,
+geometry, configuration, seed, the first differing outputs (index, expected, actual) and the
+path of an ``.npz`` with the operands. ``vcd=path`` writes a waveform (amaranth, cocotb).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from canna.hw.array import pipeline_latency
+
+from . import golden
+from .config import EXACT, CFPUConfig
+from .lanes import ArrayGeometry, LaneArrayResult, multiplier_bypassed, run_lane_array, tile_plan
+
+__all__ = ["BACKENDS", "ArrayRunResult", "ArrayMismatch", "run_array", "lane_ops",
+           "golden_per_lane", "verilog_array", "build_fast", "FastArray", "DEFAULT_STAGES"]
+
+BACKENDS = ("amaranth", "cocotb", "verilator-fast")
+DEFAULT_STAGES = 3
+COUNTERS = ("ops", "hits", "bypass", "busy", "mul")
+
+
+class ArrayMismatch(AssertionError):
+    """The RTL array disagrees with the golden model; the message is a reproducer."""
+
+
+@dataclass
+class ArrayRunResult:
+    """One matmul on the RTL array, with the golden model it was checked against."""
+
+    value: np.ndarray                 # M x N float32, bit-identical to matmul_reference
+    products: int
+    hits: int
+    tiles: int
+    discipline: str
+    cycles: int                       # the RTL's cycle counter (occupied cycles)
+    wall_cycles: int                  # clock cycles from the first operation to the last beat
+    counters: dict                    # per-lane RTL counters: ops, hits, bypass, busy, mul
+    model: LaneArrayResult | None     # golden lane-array model (None for per-lane configs)
+    backend: str
+    seconds: float                    # simulation time (excluding builds and the golden check)
+    activity: dict = field(default_factory=dict)
+
+    @property
+    def cycles_lockstep(self) -> int:
+        return self.model.cycles_lockstep
+
+    @property
+    def cycles_decoupled(self) -> int:
+        return self.model.cycles_decoupled
+
+    @property
+    def macs_per_second(self) -> float:
+        return self.products / self.seconds if self.seconds else float("inf")
+
+
+# ---- operand plan ----------------------------------------------------------------------------
+
+def lane_ops(a_bits: np.ndarray, b_bits: np.ndarray, lanes: int):
+    """Per-lane operation streams: (op_a, op_b, nop), op_* of shape (tiles, lanes, K) and nop
+    (tiles, lanes). Padding lanes get zero operands and ``nop``."""
+    m, _ = a_bits.shape
+    n = b_bits.shape[1]
+    rows, cols, valid = tile_plan(m, n, lanes)
+    op_a = np.where(valid[:, :, None], a_bits[rows], 0).astype(np.uint32)
+    op_b = np.where(valid[:, :, None], b_bits.T[cols], 0).astype(np.uint32)
+    return op_a, op_b, ~valid
+
+
+def golden_per_lane(a, b, configs, lanes: int) -> np.ndarray:
+    """Golden outputs when lane ``l`` runs with ``configs[l]`` (sequential over K, +0.0 start)."""
+    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
+    op_a, op_b, nop = lane_ops(a_bits, b_bits, lanes)
+    m, n = a.shape[0], b.shape[1]
+    acc = np.zeros(op_a.shape[:2], np.float32)
+    prods = np.zeros(op_a.shape, np.uint32)
+    for l, cfg in enumerate(configs):
+        prods[:, l] = golden.mul_bits(op_a[:, l], op_b[:, l], cfg).bits
+    for k in range(op_a.shape[2]):
+        acc = golden.add(acc, prods[:, :, k].view(np.float32))
+    return acc.reshape(-1)[:m * n].reshape(m, n)
+
+
+def _codes(configs, lanes):
+    from canna.hw.layouts import encode_config
+    return [encode_config(c) for c in configs]
+
+
+def _check_inputs(a, b):
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    if a.dtype != np.float32 or b.dtype != np.float32:
+        raise TypeError(f"operands must be float32, got {a.dtype} and {b.dtype}")
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
+    if a.shape[1] == 0:
+        raise ValueError("K must be >= 1")
+    return a, b
+
+
+# ---- golden check ----------------------------------------------------------------------------
+
+def _reproducer_path(tag: str) -> Path:
+    from .cosim import build_root
+    d = build_root() / "array_mismatch"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{tag}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.npz"
+
+
+def check_result(res: ArrayRunResult, a, b, configs, geometry: ArrayGeometry, *, seed=None,
+                 check_cycles: bool = True, expected_value=None, latency: int | None = None,
+                 max_lines: int = 10) -> None:
+    """Raise :class:`ArrayMismatch` unless ``res`` equals the golden model."""
+    problems = []
+    exp = expected_value if expected_value is not None else res.model.value
+    eb, gb = exp.view(np.uint32), res.value.view(np.uint32)
+    bad = eb != gb
+    if bad.any():
+        idx = np.argwhere(bad)
+        problems.append(f"{len(idx)} of {bad.size} outputs differ:")
+        for i, j in idx[:max_lines]:
+            problems.append(f"  Y[{i},{j}] (tile {(i * b.shape[1] + j) // geometry.lanes}, lane "
+                            f"{(i * b.shape[1] + j) % geometry.lanes}): expected "
+                            f"{int(eb[i, j]):08X} ({exp[i, j]!r}), got {int(gb[i, j]):08X} "
+                            f"({res.value[i, j]!r})")
+    model = res.model
+    if model is not None:
+        want = {"ops": model.lane_products, "hits": model.lane_hits,
+                "bypass": model.lane_bypassed, "busy": model.lane_busy_lockstep,
+                "mul": model.lane_products - model.lane_hits - model.lane_bypassed}
+        for name, w in want.items():
+            got = np.asarray(res.counters[name])
+            if not np.array_equal(got, w):
+                problems.append(f"lane {name} counters: expected {w.tolist()}, got {got.tolist()}")
+        if check_cycles:
+            w = model.cycles_lockstep if res.discipline == "lockstep" else model.cycles_decoupled
+            if res.cycles != w:
+                problems.append(f"cycles ({res.discipline}): expected {w}, got {res.cycles}")
+            if latency is not None and res.wall_cycles != w + latency:
+                problems.append(f"wall cycles: expected {w} + latency {latency}, got {res.wall_cycles}")
+    if problems:
+        path = _reproducer_path(res.backend)
+        np.savez(path, a=a, b=b, configs=np.array([repr(c) for c in configs]),
+                 expected=exp, actual=res.value)
+        cfg = configs[0].describe() if len(set(configs)) == 1 else [c.describe() for c in configs]
+        head = (f"lane array mismatch: backend {res.backend}, discipline {res.discipline}, "
+                f"lanes {geometry.lanes}, exact_cycles {geometry.exact_cycles}, config {cfg}, "
+                f"shape {a.shape} x {b.shape}, seed {seed}")
+        raise ArrayMismatch("\n".join([head, *problems, f"  operands saved to {path}",
+                                       "  rerun with vcd=... (amaranth/cocotb) for a waveform"]))
+
+
+# ---- backend: Amaranth simulator -------------------------------------------------------------
+
+def cfg_word(code: int, lane: int, broadcast: bool, lanes: int) -> int:
+    """The integer of :func:`canna.hw.array.config_write_layout` for one write."""
+    from canna.hw.array import config_write_layout
+    layout = config_write_layout(_fmt(), lanes)
+    return ((int(code) << layout["config"].offset) | (int(lane) << layout["lane"].offset)
+            | (int(broadcast) << layout["broadcast"].offset))
+
+
+def _fmt():
+    from .formats import BINARY32
+    return BINARY32
+
+
+def _pack_op(a, b, last, nop) -> int:
+    return int(a) | (int(b) << 32) | (int(last) << 64) | (int(nop) << 65)
+
+
+def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stages, vcd=None,
+                  p_stall=0.0, rng=None, dut=None):
+    from amaranth.sim import Simulator
+
+    from canna.hw.array import LaneArray
+    dut = dut or LaneArray(lanes=lanes, exact_cycles=exact_cycles, discipline=discipline,
+                           stages=stages)
+    tiles, _, k_dim = op_a.shape
+    streams = []
+    for l in range(lanes):
+        words = []
+        for t in range(tiles):
+            for k in range(k_dim):
+                words.append(_pack_op(op_a[t, l, k], op_b[t, l, k], k == k_dim - 1, nop[t, l]))
+        streams.append(words)
+    total = tiles * k_dim
+    beats: list[list[int]] = []
+    state = {}
+    rng = rng or np.random.default_rng(0)
+    limit = (total * exact_cycles + 8 * (stages + 4)) * (4 if p_stall else 1) + 64
+
+    async def testbench(ctx):
+        # configuration writes: broadcast when uniform, else one per lane
+        if len(set(codes)) == 1:
+            writes = [(0, 1, codes[0])]
+        else:
+            writes = [(l, 0, c) for l, c in enumerate(codes)]
+        for lane, bc, code in writes:
+            ctx.set(dut.cfg.valid, 1)
+            ctx.set(dut.cfg.payload.as_value(), cfg_word(code, lane, bc, lanes))
+            await ctx.tick()
+        ctx.set(dut.cfg.valid, 0)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        pos = [0] * lanes
+        cycle = 0
+        started = None
+        i_valid = [dut.i[l].valid for l in range(lanes)]
+        i_ready = [dut.i[l].ready for l in range(lanes)]
+        i_payload = [dut.i[l].payload.as_value() for l in range(lanes)]
+        while len(beats) < tiles:
+            if cycle > limit:
+                raise RuntimeError(f"array stalled: {len(beats)} of {tiles} tiles after {cycle} cycles")
+            for l in range(lanes):
+                offer = pos[l] < total
+                ctx.set(i_valid[l], offer)
+                if offer:
+                    ctx.set(i_payload[l], streams[l][pos[l]])
+            ready = not (p_stall and rng.random() < p_stall)
+            ctx.set(dut.o.ready, ready)
+            if ready and ctx.get(dut.o.valid):
+                state["wall"] = cycle + 1 - started
+                v = ctx.get(dut.o.payload.as_value())
+                beats.append([(v >> (32 * l)) & 0xFFFFFFFF for l in range(lanes)])
+            for l in range(lanes):
+                if pos[l] < total and ctx.get(i_ready[l]):
+                    if started is None:
+                        started = cycle
+                    pos[l] += 1
+            await ctx.tick()
+            cycle += 1
+        state["cycles"] = ctx.get(dut.cycles)
+        state["counters"] = {name: [ctx.get(getattr(dut, name)[l]) for l in range(lanes)]
+                             for name in COUNTERS}
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    if vcd:
+        with sim.write_vcd(str(vcd)):
+            sim.run()
+    else:
+        sim.run()
+    out = np.array(beats, dtype=np.uint32).reshape(tiles, lanes)
+    return out, state["cycles"], state["wall"], state["counters"]
+
+
+# ---- backend: cocotb on Verilator ------------------------------------------------------------
+
+def build_cocotb(*, lanes: int, exact_cycles: int, discipline: str, stages: int,
+                 waves: bool = False) -> Path:
+    """Build the cocotb/Verilator simulation of the array once (cached by content under
+    ``build/array/cocotb/``); returns the build directory."""
+    from cocotb_tools.runner import get_runner
+
+    from .cosim import VERILATOR_BUILD_ARGS, _apply_env, build_root, verilator_env
+    name = array_name(lanes, exact_cycles, discipline, stages) + ("_trace" if waves else "")
+    root = build_root() / "array" / "cocotb"
+    src = verilog_array(root / "rtl" / f"{name}.v", lanes=lanes, exact_cycles=exact_cycles,
+                        discipline=discipline, stages=stages)
+    bdir = root / name
+    key = hashlib.sha256((src.read_text() + repr(VERILATOR_BUILD_ARGS) + str(waves)).encode()).hexdigest()
+    stamp = bdir / ".canna_stamp"
+    if stamp.exists() and stamp.read_text() == key:
+        return bdir
+    _apply_env(verilator_env())
+    bdir.mkdir(parents=True, exist_ok=True)
+    get_runner("verilator").build(
+        sources=[src], hdl_toplevel="lane_array", build_dir=bdir, waves=waves,
+        build_args=list(VERILATOR_BUILD_ARGS) + (["--trace"] if waves else []), always=True,
+        log_file=root / f"{name}.build.log")
+    stamp.write_text(key)
+    return bdir
+
+
+def run_cocotb(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stages, vcd=None,
+               p_stall=0.0, seed=1):
+    import tempfile
+
+    from cocotb_tools.runner import get_runner
+
+    from .cosim import _apply_env, _tail, verilator_env
+    bdir = build_cocotb(lanes=lanes, exact_cycles=exact_cycles, discipline=discipline,
+                        stages=stages, waves=bool(vcd))
+    tiles, _, k_dim = op_a.shape
+    last = np.broadcast_to((np.arange(k_dim) == k_dim - 1)[None, None, :], op_a.shape)
+    flags = last.astype(np.uint8) | (np.broadcast_to(nop[:, :, None], op_a.shape).astype(np.uint8) << 1)
+
+    def per_lane(x):
+        return np.ascontiguousarray(x.transpose(1, 0, 2).reshape(lanes, tiles * k_dim))
+    if len(set(codes)) == 1:
+        cfg = [cfg_word(codes[0], 0, True, lanes)]
+    else:
+        cfg = [cfg_word(c, l, False, lanes) for l, c in enumerate(codes)]
+    _apply_env(verilator_env())
+    with tempfile.TemporaryDirectory(prefix="canna_array_") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "in.npz", a=per_lane(op_a), b=per_lane(op_b), flags=per_lane(flags),
+                 cfg=np.array(cfg, np.uint64), tiles=tiles)
+        env = {"CANNA_ARRAY_IN": str(tmp / "in.npz"), "CANNA_ARRAY_OUT": str(tmp / "out.npz"),
+               "CANNA_P_STALL": str(p_stall), "CANNA_SEED": str(seed)}
+        log = tmp / "sim.log"
+        try:
+            get_runner("verilator").test(
+                test_module="canna.sim.cocotb_array", hdl_toplevel="lane_array",
+                hdl_toplevel_lang="verilog", testcase="matmul_file", build_dir=bdir, test_dir=tmp,
+                extra_env=env, waves=bool(vcd), seed=seed, log_file=log,
+                results_xml=str(tmp / "results.xml"))
+        except SystemExit as e:
+            raise RuntimeError(f"cocotb run failed ({e}); log:\n{_tail(log)}") from None
+        if not (tmp / "out.npz").exists():
+            raise RuntimeError(f"cocotb run produced no results; log:\n{_tail(log)}")
+        if vcd:
+            dump = tmp / "dump.vcd"
+            shutil.copyfile(dump if dump.exists() else bdir / "dump.vcd", vcd)
+        out = np.load(tmp / "out.npz")
+        counters = {name: out[name] for name in COUNTERS}
+        return out["beats"], int(out["cycles"]), int(out["wall"]), counters
+
+
+# ---- the driver --------------------------------------------------------------------------
+
+def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verilator-fast",
+              geometry: ArrayGeometry = ArrayGeometry(), discipline: str = "lockstep",
+              stages: int = DEFAULT_STAGES, seed=None, vcd=None, p_stall: float = 0.0,
+              check: bool = True, activity: bool = False) -> ArrayRunResult:
+    """Run ``a @ b`` on the RTL lane array and check it against the golden model.
+
+    ``config``: one :class:`CFPUConfig` broadcast to every lane, or a list of ``lanes``
+    configurations (lane ``l`` uses ``config[l]``; then no cycle model is checked).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    a, b = _check_inputs(a, b)
+    lanes, k_cycles = geometry.lanes, geometry.exact_cycles
+    configs = list(config) if isinstance(config, (list, tuple)) else [config] * lanes
+    if len(configs) != lanes or not all(isinstance(c, CFPUConfig) for c in configs):
+        raise ValueError(f"config must be a CFPUConfig or a list of {lanes} of them")
+    codes = _codes(configs, lanes)
+    uniform = len(set(configs)) == 1
+    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
+    m, n = a.shape[0], b.shape[1]
+    tiles = -(-(m * n) // lanes)
+    extra = {}
+    t0 = time.perf_counter()
+    if backend == "verilator-fast":
+        fast = FastArray.get(lanes=lanes, exact_cycles=k_cycles, discipline=discipline,
+                             stages=stages)
+        t0 = time.perf_counter()
+        out, cycles, wall, counters, extra = fast.run(a_bits, b_bits, codes, activity=activity)
+        elapsed = time.perf_counter() - t0
+        value = out.view(np.float32)
+        latency = fast.latency
+    else:
+        op_a, op_b, nop = lane_ops(a_bits, b_bits, lanes)
+        if backend == "amaranth":
+            out, cycles, wall, counters = _run_amaranth(
+                op_a, op_b, nop, codes, lanes=lanes, exact_cycles=k_cycles,
+                discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall,
+                rng=np.random.default_rng(seed))
+        else:
+            out, cycles, wall, counters = run_cocotb(
+                op_a, op_b, nop, codes, lanes=lanes, exact_cycles=k_cycles,
+                discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall, seed=seed or 1)
+        elapsed = time.perf_counter() - t0
+        value = out.reshape(-1)[:m * n].reshape(m, n).view(np.float32)
+        latency = pipeline_latency(stages)
+    counters = {k: np.asarray(v, dtype=np.int64) for k, v in counters.items()}
+    model = run_lane_array(a, b, configs[0], geometry) if uniform else None
+    res = ArrayRunResult(value=value.copy(), products=m * n * a.shape[1],
+                         hits=int(counters["hits"].sum()), tiles=tiles, discipline=discipline,
+                         cycles=int(cycles), wall_cycles=int(wall), counters=counters,
+                         model=model, backend=backend, seconds=elapsed, activity=extra)
+    if check:
+        expected = None if uniform else golden_per_lane(a, b, configs, lanes)
+        check_result(res, a, b, configs, geometry, seed=seed, check_cycles=not p_stall,
+                     expected_value=expected, latency=None if p_stall else latency)
+    return res
+
+
+# ---- backend: fast Verilator co-simulation ---------------------------------------------------
+
+#: Verilator flags of the fast build: no assertions, X values resolved at compile time.
+VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+                   "-Wno-fatal", "-Wno-lint", "-Wno-style", "--output-split", "20000")
+#: C++ flags: the model's hot files at -O2, its one-off initialisation files at -O0.
+CXX_FAST = ("-O2",)
+CXX_SLOW = ("-O0",)
+CXX_COMMON = ("-std=c++17", "-fPIC", "-fno-strict-aliasing", "-w")
+
+
+def array_name(lanes: int, exact_cycles: int, discipline: str, stages: int) -> str:
+    return f"lane_array_l{lanes}_k{exact_cycles}_{discipline}_s{stages}"
+
+
+def verilog_array(path, *, lanes: int = 16, exact_cycles: int = 4, discipline: str = "lockstep",
+                  stages: int = DEFAULT_STAGES, name: str = "lane_array",
+                  shared_lane: bool = True) -> Path:
+    """Write the array's Verilog (``amaranth.back.verilog``) to ``path``; rewrite only on change.
+
+    ``shared_lane``: one ``canna_lane`` module instantiated ``lanes`` times (the simulator then
+    shares one lane model among the lanes) instead of one flattened copy per lane.
+    """
+    import warnings
+
+    from amaranth.back import verilog
+
+    from canna.hw.array import LaneArray
+    dut = LaneArray(lanes=lanes, exact_cycles=exact_cycles, discipline=discipline, stages=stages,
+                    lane_module=LANE_MODULE if shared_lane else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the per-lane Lane objects are only port holders here
+        text = verilog.convert(dut, name=name, emit_src=False)
+        if shared_lane:
+            text = verilog.convert(dut.lane_units[0], name=LANE_MODULE, emit_src=False) + text
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+LANE_MODULE = "canna_lane"
+#: Verilator configuration: keep the lane a module of its own (one C++ class shared by all lanes).
+VERILATOR_CONFIG = f'`verilator_config\nno_inline -module "{LANE_MODULE}"\n'
+
+
+def _ports_header(lanes: int, top_class: str) -> str:
+    def v(name):  # Verilator's name of an Amaranth port ("__" is escaped)
+        return name.replace("__", "___05F")
+    binds = " ".join(
+        f"payload[{l}] = reinterpret_cast<uint32_t*>(&(top)->{v(f'i__{l}__payload')}); "
+        f"valid[{l}] = &(top)->{v(f'i__{l}__valid')}; ready[{l}] = &(top)->{v(f'i__{l}__ready')};"
+        for l in range(lanes))
+    ptrs = ", ".join(f"reinterpret_cast<const uint32_t*>(&(top)->{c})" for c in COUNTERS)
+    names = {"P_O_READY": "o__ready", "P_O_VALID": "o__valid", "P_O_PAYLOAD": "o__payload",
+             "P_CFG_VALID": "cfg__valid", "P_CFG_PAYLOAD": "cfg__payload"}
+    return "\n".join([
+        f"// generated by canna.sim.array_cosim: ports of the {lanes}-lane array",
+        "#pragma once", f'#include "{top_class}.h"',
+        f"#define LANES {lanes}", f"#define TOP_CLASS {top_class}",
+        f"#define BIND_LANES(top, payload, valid, ready) do {{ {binds} }} while (0)",
+        f"#define N_COUNTERS {len(COUNTERS)}", f"#define COUNTER_PTRS(top) {ptrs}",
+        *[f"#define {k} {v(n)}" for k, n in names.items()], ""])
+
+
+def _parallel(cmds: list[list[str]], jobs: int, cwd) -> None:
+    from .native import NativeBuildError
+    running: list[tuple[subprocess.Popen, list[str]]] = []
+    pending = list(cmds)
+    while pending or running:
+        while pending and len(running) < jobs:
+            cmd = pending.pop(0)
+            running.append((subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True), cmd))
+        proc, cmd = running.pop(0)
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            for p, _ in running:
+                p.kill()
+            raise NativeBuildError(f"{' '.join(cmd)} failed:\n{out[-4000:]}")
+
+
+def build_fast(*, lanes: int = 16, exact_cycles: int = 4, discipline: str = "lockstep",
+               stages: int = DEFAULT_STAGES, jobs: int | None = None, quiet: bool = True) -> Path:
+    """Verilate the array and compile it with ``sim/array_driver.cpp`` into a shared library.
+
+    Cached: the library's name carries a hash of the Verilog, the driver, the flags and the
+    Verilator version, under ``build/array/`` (``CANNA_BUILD_DIR``); a rebuild happens only when
+    one of them changes. Returns the library path. Build time is written to ``build.log``.
+    """
+    from .cosim import build_root, verilator_env
+    from .native import NativeBuildError
+    name = array_name(lanes, exact_cycles, discipline, stages)
+    root = build_root() / "array"
+    src = verilog_array(root / "rtl" / f"{name}.v", lanes=lanes, exact_cycles=exact_cycles,
+                        discipline=discipline, stages=stages)
+    driver = Path(__file__).with_name("array_driver.cpp")
+    env = verilator_env()
+    vl_root = Path(env.get("VERILATOR_ROOT", ""))
+    version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
+                             text=True).stdout.strip()
+    key = hashlib.sha256("\0".join([src.read_text(), driver.read_text(), repr(VERILATOR_FLAGS), VERILATOR_CONFIG,
+                                    repr((CXX_FAST, CXX_SLOW, CXX_COMMON)), version,
+                                    os.environ.get("CXX", "g++")]).encode()).hexdigest()[:16]
+    lib = root / f"{name}-{key}.so"
+    if lib.exists():
+        return lib
+    t0 = time.perf_counter()
+    work = root / f"{name}-{key}.obj"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    top_class = "Vlane_array"
+    vlt = work / "lane.vlt"
+    vlt.write_text(VERILATOR_CONFIG)
+    cmd = ["verilator", "--cc", str(vlt), str(src), "--top-module", "lane_array", "--prefix", top_class,
+           "-Mdir", str(work), *VERILATOR_FLAGS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NativeBuildError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+    t_vl = time.perf_counter() - t0
+    (work / "array_ports.h").write_text(_ports_header(lanes, top_class))
+    cxx = os.environ.get("CXX", "g++")
+    inc = ["-I", str(work), "-I", str(vl_root / "include"), "-I", str(vl_root / "include" / "vltstd")]
+    slow = sorted(p for p in work.glob(f"{top_class}*.cpp") if "Slow" in p.name)
+    fast = sorted(p for p in work.glob(f"{top_class}*.cpp") if "Slow" not in p.name)
+    support = [vl_root / "include" / "verilated.cpp", vl_root / "include" / "verilated_threads.cpp"]
+    cmds, objs = [], []
+    for files, opt in ((fast + [driver], CXX_FAST), (slow + support, CXX_SLOW)):
+        for f in files:
+            obj = work / (Path(f).stem + ".o")
+            objs.append(obj)
+            cmds.append([cxx, *CXX_COMMON, *opt, *inc, "-DVM_TRACE=0", "-c", str(f), "-o", str(obj)])
+    # biggest first, so that the two jobs finish together
+    cmds.sort(key=lambda c: -Path(c[-3]).stat().st_size)
+    _parallel(cmds, jobs or max(1, min(2, os.cpu_count() or 1)), work)
+    tmp = root / f".{lib.name}.{os.getpid()}.tmp"
+    link = [cxx, "-shared", "-o", str(tmp), *map(str, objs), "-pthread"]
+    proc = subprocess.run(link, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NativeBuildError(f"link failed:\n{proc.stderr[-4000:]}")
+    os.replace(tmp, lib)
+    elapsed = time.perf_counter() - t0
+    (root / f"{name}-{key}.build.log").write_text(
+        f"verilator {t_vl:.1f} s, total {elapsed:.1f} s, jobs {jobs}\n{' '.join(cmd)}\n")
+    shutil.rmtree(work, ignore_errors=True)
+    if not quiet:
+        print(f"built {lib.name}: verilator {t_vl:.1f} s, total {elapsed:.1f} s")
+    return lib
+
+
+class FastArray:
+    """Loaded fast co-simulations of one array geometry: ``threads`` independent models (default
+    2, ``CANNA_ARRAY_THREADS``) that share a matmul's tiles, each in its own Python thread (ctypes
+    releases the GIL). Tiles are independent and never stall, so the cycle counts and counters of
+    the parts add up to those of one array running every tile; each part is checked on its own
+    (its wall cycles equal its cycles plus the pipeline latency)."""
+
+    _cache: dict = {}
+
+    def __init__(self, lib_path: Path, lanes: int, stages: int, threads: int | None = None):
+        import ctypes
+        self.lib = ctypes.CDLL(str(lib_path))
+        self.lanes = lanes
+        self.latency = pipeline_latency(stages)
+        L = self.lib
+        p = ctypes.c_void_p
+        L.canna_array_new.restype = p
+        L.canna_array_free.argtypes = [p]
+        L.canna_array_config.argtypes = [p, ctypes.c_uint32]
+        i64 = ctypes.c_int64
+        L.canna_array_matmul.argtypes = [p, i64, i64, i64, p, p, p, p, p, p, i64, i64]
+        L.canna_array_matmul.restype = ctypes.c_int
+        if L.canna_array_lanes() != lanes:
+            raise RuntimeError(f"{lib_path} has {L.canna_array_lanes()} lanes, expected {lanes}")
+        if threads is None:
+            threads = int(os.environ.get("CANNA_ARRAY_THREADS", min(2, os.cpu_count() or 1)))
+        self.handles = [L.canna_array_new() for _ in range(max(1, threads))]
+        self.codes: list | None = None
+
+    @classmethod
+    def get(cls, *, lanes: int, exact_cycles: int, discipline: str, stages: int) -> "FastArray":
+        key = (lanes, exact_cycles, discipline, stages)
+        if key not in cls._cache:
+            lib = build_fast(lanes=lanes, exact_cycles=exact_cycles, discipline=discipline,
+                             stages=stages)
+            cls._cache[key] = cls(lib, lanes, stages)
+        return cls._cache[key]
+
+    def configure(self, codes: list[int]) -> None:
+        """Write the lanes' configurations (one broadcast when uniform); skipped when unchanged."""
+        if self.codes == list(codes):
+            return
+        for h in self.handles:
+            if len(set(codes)) == 1:
+                self.lib.canna_array_config(h, cfg_word(codes[0], 0, True, self.lanes))
+            else:
+                for l, c in enumerate(codes):
+                    self.lib.canna_array_config(h, cfg_word(c, l, False, self.lanes))
+        self.codes = list(codes)
+
+    def run(self, a_bits: np.ndarray, b_bits: np.ndarray, codes: list[int], *,
+            activity: bool = False):
+        """Run one matmul; returns (out bits (M, N), cycles, wall cycles, counters, extra)."""
+        from concurrent.futures import ThreadPoolExecutor
+        self.configure(codes)
+        m, k_dim = a_bits.shape
+        n = b_bits.shape[1]
+        a_c = np.ascontiguousarray(a_bits, dtype=np.uint32)
+        bt = np.ascontiguousarray(b_bits.T, dtype=np.uint32)
+        out = np.zeros((m, n), np.uint32)
+        tiles = -(-(m * n) // self.lanes)
+        parts = min(len(self.handles), max(1, tiles))
+        bounds = [tiles * i // parts for i in range(parts + 1)]
+        counters = np.zeros((parts, len(COUNTERS), self.lanes), np.uint64)
+        stats = np.zeros((parts, 3), np.uint64)
+        act = np.zeros((parts, self.lanes, 3), np.uint64)
+
+        def part(i):
+            return self.lib.canna_array_matmul(
+                self.handles[i], m, n, k_dim, a_c.ctypes.data, bt.ctypes.data, out.ctypes.data,
+                counters[i].ctypes.data, stats[i].ctypes.data,
+                act[i].ctypes.data if activity else None, bounds[i], bounds[i + 1])
+        if parts == 1:
+            rcs = [part(0)]
+        else:
+            with ThreadPoolExecutor(parts) as pool:
+                rcs = list(pool.map(part, range(parts)))
+        if any(rcs):
+            raise RuntimeError("the Verilated array stopped making progress")
+        walls = stats[:, 1].astype(np.int64)
+        cycles = stats[:, 0].astype(np.int64)
+        if not np.array_equal(walls[bounds[1:] > np.array(bounds[:-1])],
+                              (cycles + self.latency)[bounds[1:] > np.array(bounds[:-1])]):
+            raise ArrayMismatch(f"fast co-simulation: wall cycles {walls.tolist()} != cycles "
+                                f"{cycles.tolist()} + latency {self.latency}")
+        extra = {"sim_cycles": int(stats[:, 2].sum()), "models": parts}
+        if activity:
+            tot = act.sum(axis=0).astype(np.int64)
+            extra.update({"toggles_a": tot[:, 0], "toggles_b": tot[:, 1], "toggles_acc": tot[:, 2]})
+        total = counters.sum(axis=0)
+        # one array running all tiles back to back: the fill/drain latency counts once
+        return (out, int(cycles.sum()), int(cycles.sum()) + self.latency,
+                {name: total[i].astype(np.int64) for i, name in enumerate(COUNTERS)}, extra)

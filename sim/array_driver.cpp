@@ -1,0 +1,194 @@
+// Fast co-simulation driver of the Verilated lane array (canna.hw.array.LaneArray).
+//
+// Python (sim/array_cosim.py) hands over whole matrices through ctypes; every clock cycle runs
+// here. The array's per-lane ports are reached through pointers set up once from the generated
+// header "array_ports.h" (LANES, BIND_LANES, the top class and Verilator's names of the ports), so this file does not depend
+// on the lane count.
+//
+// Cycle protocol (one clock cycle): drive every lane's operand stream (valid + payload of its
+// next operation) and o.ready = 1, settle with clk = 0, sample o (a tile beat) and every
+// i[l].ready (a handshake), then the rising edge. The operand streams never run dry and the
+// output is always ready, so the RTL cycle counter equals the golden model's cycle count.
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "verilated.h"
+#include "array_ports.h"
+
+namespace {
+
+struct Array {
+    std::unique_ptr<VerilatedContext> ctx;
+    std::unique_ptr<TOP_CLASS> top;
+    uint32_t* payload[LANES];
+    CData* valid[LANES];
+    CData* ready[LANES];
+    uint64_t total_cycles = 0;
+
+    Array() : ctx(new VerilatedContext), top(new TOP_CLASS(ctx.get(), "top")) {
+        BIND_LANES(top, payload, valid, ready);
+        top->clk = 0;
+        top->rst = 1;
+        for (int l = 0; l < LANES; ++l) *valid[l] = 0;
+        top->P_O_READY = 1;
+        top->P_CFG_VALID = 0;
+        top->clear = 0;
+        for (int c = 0; c < 2; ++c) tick();
+        top->rst = 0;
+        top->eval();
+    }
+
+    inline void tick() {
+        top->clk = 0;
+        top->eval();
+        top->clk = 1;
+        top->eval();
+        ++total_cycles;
+    }
+
+    static inline uint32_t word(const void* p, int i) {
+        return reinterpret_cast<const uint32_t*>(p)[i];
+    }
+};
+
+inline int popcount32(uint32_t x) { return __builtin_popcount(x); }
+
+}  // namespace
+
+extern "C" {
+
+int canna_array_lanes() { return LANES; }
+
+void* canna_array_new() {
+    return new Array();
+}
+
+void canna_array_free(void* h) { delete static_cast<Array*>(h); }
+
+// Write one configuration (cfg payload word, see config_write_layout) in one cycle.
+void canna_array_config(void* h, uint32_t word) {
+    Array* s = static_cast<Array*>(h);
+    s->top->P_CFG_VALID = 1;
+    s->top->P_CFG_PAYLOAD = word;
+    s->tick();
+    s->top->P_CFG_VALID = 0;
+}
+
+// Y = A @ B with A (M x K, row-major) and BT = B transposed (N x K, row-major), all as bit
+// patterns. out: M x N. counters: N_COUNTERS x LANES (ops, hits, bypass, busy, mul).
+// stats: [0] RTL cycle counter, [1] wall cycles (first accept .. last beat, inclusive),
+// [2] simulated clock cycles in this call. activity (may be null): LANES x 3 bit toggles
+// (held operand a, held operand b, accumulator register).
+// Returns 0, or -1 when the array stops making progress.
+// Only tiles tile_lo .. tile_hi - 1 run (tile_hi < 0: to the end), so that several models can
+// share one matmul (tiles are independent; cycles and counters add up).
+int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t* A,
+                       const uint32_t* BT, uint32_t* out, uint64_t* counters, uint64_t* stats,
+                       uint64_t* activity, int64_t tile_lo, int64_t tile_hi) {
+    Array* s = static_cast<Array*>(h);
+    TOP_CLASS* top = s->top.get();
+    const int64_t outputs = M * N;
+    const int64_t all_tiles = (outputs + LANES - 1) / LANES;
+    if (tile_hi < 0 || tile_hi > all_tiles) tile_hi = all_tiles;
+    if (tile_lo < 0) tile_lo = 0;
+    const int64_t tiles = tile_hi > tile_lo ? tile_hi - tile_lo : 0;
+    const int64_t total = tiles * K;  // operations per lane
+    // clear the counters
+    top->clear = 1;
+    s->tick();
+    top->clear = 0;
+    const uint64_t start_cycles = s->total_cycles;
+
+    int64_t pos[LANES];          // next operation of each lane (tile * K + k)
+    const uint32_t* arow[LANES]; // operand rows of each lane's current output
+    const uint32_t* brow[LANES];
+    bool pad[LANES];
+    uint32_t prev_a[LANES], prev_b[LANES], prev_acc[LANES];
+    static const uint32_t zeros[1] = {0};
+    auto bind = [&](int l, int64_t tile) {
+        const int64_t flat = tile * LANES + l;
+        pad[l] = flat >= outputs;
+        if (!pad[l]) {
+            arow[l] = A + (flat / N) * K;
+            brow[l] = BT + (flat % N) * K;
+        }
+    };
+    for (int l = 0; l < LANES; ++l) {
+        pos[l] = 0;
+        prev_a[l] = prev_b[l] = prev_acc[l] = 0;
+        if (total) bind(l, tile_lo);
+    }
+    int64_t beats = 0;
+    int64_t first_accept = -1, last_beat = -1;
+    int64_t cycle = 0;
+    int64_t idle = 0;
+    top->P_O_READY = 1;
+    while (beats < tiles) {
+        bool any = false;
+        for (int l = 0; l < LANES; ++l) {
+            if (pos[l] < total) {
+                const int64_t k = pos[l] % K;
+                uint32_t* p = s->payload[l];
+                if (pad[l]) {
+                    p[0] = 0; p[1] = 0; p[2] = (k == K - 1 ? 1u : 0u) | 2u;
+                } else {
+                    p[0] = arow[l][k]; p[1] = brow[l][k]; p[2] = (k == K - 1 ? 1u : 0u);
+                }
+                *s->valid[l] = 1;
+            } else {
+                *s->valid[l] = 0;
+            }
+        }
+        top->clk = 0;
+        top->eval();
+        if (top->P_O_VALID) {
+            const uint32_t* o = reinterpret_cast<const uint32_t*>(&top->P_O_PAYLOAD);
+            const int64_t base = (tile_lo + beats) * LANES;
+            const int64_t n = outputs - base < LANES ? outputs - base : LANES;
+            std::memcpy(out + base, o, n * sizeof(uint32_t));
+            ++beats;
+            last_beat = cycle;
+            any = true;
+        }
+        for (int l = 0; l < LANES; ++l) {
+            if (*s->valid[l] && *s->ready[l]) {
+                any = true;
+                if (first_accept < 0) first_accept = cycle;
+                if (activity && !pad[l]) {
+                    const uint32_t* p = s->payload[l];
+                    activity[l * 3 + 0] += popcount32(prev_a[l] ^ p[0]);
+                    activity[l * 3 + 1] += popcount32(prev_b[l] ^ p[1]);
+                    prev_a[l] = p[0];
+                    prev_b[l] = p[1];
+                }
+                ++pos[l];
+                if (pos[l] < total && pos[l] % K == 0) bind(l, tile_lo + pos[l] / K);
+            }
+        }
+        if (activity) {
+            const uint32_t* acc = reinterpret_cast<const uint32_t*>(&top->acc);
+            for (int l = 0; l < LANES; ++l) {
+                activity[l * 3 + 2] += popcount32(prev_acc[l] ^ acc[l]);
+                prev_acc[l] = acc[l];
+            }
+        }
+        top->clk = 1;
+        top->eval();
+        ++s->total_cycles;
+        ++cycle;
+        idle = any ? 0 : idle + 1;
+        if (idle > 1000) return -1;
+    }
+    (void)zeros;
+    const uint32_t* c[N_COUNTERS] = {COUNTER_PTRS(top)};
+    for (int n = 0; n < N_COUNTERS; ++n)
+        for (int l = 0; l < LANES; ++l) counters[n * LANES + l] = c[n][l];
+    stats[0] = top->cycles;
+    stats[1] = (first_accept < 0) ? 0 : (uint64_t)(last_beat - first_accept + 1);
+    stats[2] = s->total_cycles - start_cycles;
+    return 0;
+}
+
+}  // extern "C"
