@@ -13,9 +13,10 @@ all: test
 help:
 	@echo "make test       the regression suite (golden vs SoftFloat, matmul paths, CLI)"
 	@echo "make test-long  the long regressions (>= 10M SoftFloat vectors)"
-	@echo "make sim        the main job: CFPU hit-rate table, then exact / uniform / GTA training and"
-	@echo "                layer-based inference on digits"
 	@echo "make test-rtl-long  10M vectors through the Verilated CFPU (cocotb)"
+	@echo "make sim        the main job: CFPU hit-rate table; exact / uniform / GTA training and"
+	@echo "                layer-based inference on digits; inference on the RTL lane array with"
+	@echo "                cycles and energy (makes build/synth and build/activity first if missing)"
 	@echo "make bench      fast approximate matmul vs native GEMM (ratios); MAC/s of every array backend"
 	@echo "make verilog    CFPU and exact multiplier Verilog under build/verilog, linted"
 	@echo "make synth      Yosys synthesis: area, transistors, CFPU overhead (LIBERTY=file.lib)"
@@ -40,7 +41,17 @@ test-long: $(STAMP)
 test-rtl-long: $(STAMP)
 	CANNA_RTL_VECTORS=10000000 $(PY) -m pytest -s tests/sim/test_cosim_verilator.py -k regression
 
-sim: $(STAMP)
+# The energy model reads the measured switching activity and the synthesized lane area; they are
+# made once (and again when the RTL changes).
+HW_SOURCES := $(wildcard hw/*.py)
+
+build/synth/synth.json: $(STAMP) $(HW_SOURCES) scripts/synth.py
+	$(PY) scripts/synth.py
+
+build/activity/activity.json: $(STAMP) $(HW_SOURCES) scripts/activity.py
+	$(PY) scripts/activity.py --streams mlp
+
+sim: $(STAMP) build/synth/synth.json build/activity/activity.json
 	$(CANNA) workload --json build/workload.json
 	$(PY) -m canna.nn.main_job --quiet --out build/sim
 
@@ -61,14 +72,5 @@ clean:
 	rm -rf build .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distverilog: $(STAMP)
-	$(PY) scripts/verilog.py
-
-synth: $(STAMP)
-	$(PY) scripts/synth.py $(if $(LIBERTY),--liberty $(LIBERTY))
-
-activity: $(STAMP)
-	$(PY) scripts/activity.py
-
-clean: clean
+distclean: clean
 	rm -rf $(VENV) *.egg-info

@@ -2,9 +2,7 @@
 
 A backend is a callable ``matmul(a, b, config) -> MatmulResult`` with ``a`` (M x K) and ``b``
 (K x N) float32 and ``b`` the CFPU's second operand (the one policy ``b`` checks). The registry maps
-a name to a :class:`Backend`; :func:`register_backend` adds one, which is how the RTL
-co-simulation of the lane array will plug in (it does not exist yet, and no backend pretends to be
-it).
+a name to a :class:`Backend`; :func:`register_backend` adds one.
 
 =================  ==============================================================================
 ``native``         NumPy/BLAS float32 ``a @ b``. Exact arithmetic only (refuses an approximate
@@ -13,6 +11,8 @@ it).
                    product bit for bit, summed by BLAS. Prepared weights are cached for inference.
 ``golden-exact``   :func:`canna.sim.matmul.matmul_reference`: golden products accumulated
                    sequentially in binary32 -- the bit-exact specification; slow (loop over K).
+``rtl``            :class:`ArrayCosim`: the Verilated RTL lane array, checked against the golden
+                   lane model on every matmul (bit-identical to ``golden-exact``); slow.
 =================  ==============================================================================
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from canna.sim.config import CFPUConfig
 from canna.sim.matmul import MatmulResult, matmul_fast, matmul_reference, prepare
 
-__all__ = ["Backend", "MatmulResult", "register_backend", "get_backend", "backend_names",
+__all__ = ["Backend", "ArrayCosim", "MatmulResult", "register_backend", "get_backend", "backend_names",
            "checked_matmul", "nonzero_products", "OPERANDS"]
 
 
@@ -100,6 +100,39 @@ register_backend(Backend("native", _native, "NumPy/BLAS float32, exact only", su
 register_backend(Backend("golden-fast", _fast, "golden CFPU products, BLAS summation", prepare=prepare))
 register_backend(Backend("golden-exact", matmul_reference,
                          "golden CFPU products, sequential binary32 sum (bit-exact, slow)"))
+
+class ArrayCosim:
+    """The RTL lane array as a matmul backend: every matmul runs on the Verilated array
+    (:func:`canna.sim.array_cosim.run_array`, fast C++ co-simulation), checked bit for bit, counter
+    for counter and cycle for cycle against the golden lane model. The counters of every call
+    add up in :attr:`totals` (golden lane model, both disciplines) and :attr:`rtl_cycles` (the
+    RTL's own cycle counter, in this backend's discipline)."""
+
+    def __init__(self, discipline: str = "lockstep", lanes: int = 16, exact_cycles: int = 4,
+                 simulator: str = "verilator-fast"):
+        from canna.sim.lanes import ArrayGeometry
+        self.discipline = discipline
+        self.geometry = ArrayGeometry(lanes, exact_cycles)
+        self.simulator = simulator
+        self.reset()
+
+    def reset(self) -> None:
+        from canna.sim.lanes import LaneArrayTotals
+        self.totals = LaneArrayTotals()
+        self.rtl_cycles = 0
+
+    def __call__(self, a, b, config: CFPUConfig) -> MatmulResult:
+        from canna.sim.array_cosim import run_array
+        r = run_array(np.ascontiguousarray(a, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32),
+                      config, backend=self.simulator, geometry=self.geometry, discipline=self.discipline)
+        self.totals.add(r.model)
+        self.rtl_cycles += int(r.cycles)
+        return MatmulResult(r.value, r.products, r.hits)
+
+
+register_backend(Backend("rtl", ArrayCosim("lockstep"),
+                         "RTL lane array (16 lanes, fast Verilator co-simulation, lockstep), "
+                         "checked against the golden model; slow"))
 
 #: Operand names per phase: the first is the ``a`` side, the second the ``b`` side of the natural
 #: product (forward ``x @ W``, backward ``delta @ W.T``, gradient ``x.T @ delta``).

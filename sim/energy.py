@@ -80,6 +80,9 @@ def load_energy_model(activity_json: Path, synth_json: Path, *, leakage: float =
         raise ValueError(f"{activity_json} lacks {', '.join(missing)}: rerun `make activity` "
                          "(gate level)")
     syn = json.loads(Path(synth_json).read_text())
+    if syn.get("liberty"):
+        raise ValueError(f"{synth_json} was mapped to a liberty library; the energy model uses "
+                         "the cmos transistor estimate: rerun `make synth` without LIBERTY")
     lane = syn.get("designs", {}).get("lane")
     if lane is None:
         raise ValueError(f"{synth_json} has no 'lane' design: rerun `make synth`")
@@ -103,11 +106,11 @@ class EnergyReport:
 
     @classmethod
     def from_result(cls, model: EnergyModel, result, lanes: int) -> "EnergyReport":
-        """``result``: a :class:`canna.sim.lanes.LaneArrayResult` (or anything with the same
-        counters)."""
+        """``result``: a :class:`canna.sim.lanes.LaneArrayResult` or
+        :class:`~canna.sim.lanes.LaneArrayTotals`."""
         products = int(result.products)
         hits = int(result.hits)
-        bypassed = int(result.lane_bypassed.sum())
+        bypassed = int(result.bypassed)
         common = dict(bypassed=bypassed, adds=products, lanes=lanes)
         approx = dict(exact=products - hits - bypassed, hits=hits, **common)
         exact = dict(exact=products - bypassed, hits=0, **common)

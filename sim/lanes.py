@@ -34,7 +34,7 @@ import numpy as np
 from . import golden
 from .config import EXACT, CFPUConfig
 
-__all__ = ["ArrayGeometry", "LaneArrayResult", "tile_plan", "run_lane_array", "cycles_from_fast",
+__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "tile_plan", "run_lane_array", "cycles_from_fast",
            "multiplier_bypassed"]
 
 
@@ -83,6 +83,10 @@ class LaneArrayResult:
         return self.hits / self.products if self.products else 0.0
 
     @property
+    def bypassed(self) -> int:
+        return int(self.lane_bypassed.sum())
+
+    @property
     def speedup_lockstep(self) -> float:
         """Lockstep approximate array vs the lockstep all-exact array (the GPU baseline)."""
         return self.cycles_baseline / self.cycles_lockstep if self.cycles_lockstep else 1.0
@@ -91,6 +95,28 @@ class LaneArrayResult:
     def speedup_decoupled(self) -> float:
         """Decoupled approximate array vs the decoupled all-exact array."""
         return self.cycles_baseline_decoupled / self.cycles_decoupled if self.cycles_decoupled else 1.0
+
+
+@dataclass
+class LaneArrayTotals:
+    """Counters of many lane-array runs added up (e.g. every matmul of an inference pass)."""
+
+    products: int = 0
+    hits: int = 0
+    bypassed: int = 0
+    tiles: int = 0
+    cycles_lockstep: int = 0
+    cycles_decoupled: int = 0
+    cycles_baseline: int = 0
+    cycles_baseline_decoupled: int = 0
+
+    def add(self, r: "LaneArrayResult | LaneArrayTotals") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + int(getattr(r, name)))
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.products if self.products else 0.0
 
 
 def tile_plan(m: int, n: int, lanes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
