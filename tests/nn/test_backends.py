@@ -13,9 +13,9 @@ from canna.nn.mlp import MLP, ArithPlan, Counters
 def test_registry():
     names = backend_names()
     print(f"backends: {names}")
-    assert {"native", "golden-fast", "golden-exact"} <= set(names)
-    with pytest.raises(ValueError, match="unknown backend 'rtl'"):
-        get_backend("rtl")
+    assert {"native", "golden-fast", "golden-exact", "rtl"} <= set(names)
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        get_backend("gpu")
     with pytest.raises(ValueError, match="exact float32 only"):
         get_backend("native").matmul(np.ones((2, 2), np.float32), np.ones((2, 2), np.float32),
                                      CFPUConfig.approx(3))
