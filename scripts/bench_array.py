@@ -70,30 +70,50 @@ def main(argv=None) -> int:
     # ---- MAC/s per backend ---------------------------------------------------------------------
     shapes = {"amaranth": (4, 32, 8), "cocotb": (4, 32, 8),
               "verilator-fast": (32, 128, 32) if args.quick else (64, 512, 64)}
-    print(f"{'backend':16s} {'lanes':>5s} {'shape':>12s} {'products':>10s} {'hits':>6s} "
-          f"{'cycles':>9s} {'seconds':>8s} {'MAC/s':>12s} {'cycles/s':>10s}")
-    for backend, shape in shapes.items():
+    runs = [("amaranth", "lockstep"), ("cocotb", "lockstep"), ("verilator-fast", "lockstep"),
+            ("verilator-fast", "decoupled")]
+    print("MAC/s: simulation only; 'checked': simulation plus the golden check of every result "
+          "(bits, per-lane counters, cycles)")
+    print(f"{'backend':16s} {'discipline':10s} {'lanes':>5s} {'shape':>10s} {'products':>9s} "
+          f"{'hits':>6s} {'cycles':>8s} {'sim s':>7s} {'MAC/s':>12s} {'cycles/s':>10s} "
+          f"{'check s':>7s} {'MAC/s checked':>13s} golden")
+    for backend, disc in runs:
+        shape = shapes[backend]
         a, b = workload(rng, *shape)
         g = small if backend == "cocotb" else geo
-        r = run_array(a, b, cfg, backend=backend, geometry=g, discipline="lockstep",
-                      seed=args.seed)
+        t0 = time.perf_counter()
+        r = run_array(a, b, cfg, backend=backend, geometry=g, discipline=disc, seed=args.seed)
+        total = time.perf_counter() - t0
         rate = r.products / r.seconds
-        report["backends"][backend] = {"lanes": g.lanes, "shape": shape, "products": r.products, "hits": r.hits,
-                                       "cycles": r.cycles, "seconds": round(r.seconds, 4),
-                                       "mac_per_s": round(rate), "cycles_per_s": round(r.cycles / r.seconds)}
-        print(f"{backend:16s} {g.lanes:5d} {'x'.join(map(str, shape)):>12s} {r.products:10d} "
-              f"{r.hits / r.products:6.3f} {r.cycles:9d} {r.seconds:8.3f} {rate:12,.0f} "
-              f"{r.cycles / r.seconds:10,.0f}")
-    # the golden lane model itself, for scale
+        check_s = r.activity.get("check_seconds", 0.0)
+        checked = r.products / (r.seconds + check_s)
+        report["backends"][f"{backend} {disc}"] = {
+            "backend": backend, "discipline": disc, "lanes": g.lanes, "shape": shape,
+            "products": r.products, "hits": r.hits, "cycles": r.cycles,
+            "seconds": round(r.seconds, 4), "mac_per_s": round(rate),
+            "cycles_per_s": round(r.cycles / r.seconds), "check_seconds": round(check_s, 4),
+            "mac_per_s_checked": round(checked), "call_seconds": round(total, 4),
+            "golden": r.activity.get("golden"), "models": r.activity.get("models"),
+            "evals": r.activity.get("evals"), "sim_cycles": r.activity.get("sim_cycles")}
+        print(f"{backend:16s} {disc:10s} {g.lanes:5d} {'x'.join(map(str, shape)):>10s} "
+              f"{r.products:9d} {r.hits / r.products:6.3f} {r.cycles:8d} {r.seconds:7.3f} "
+              f"{rate:12,.0f} {r.cycles / r.seconds:10,.0f} {check_s:7.3f} {checked:13,.0f} "
+              f"{r.activity.get('golden', '')}")
+    # the golden lane models themselves, for scale (the C twin checks the runs when it builds)
+    from canna.sim import golden_fast
     a, b = workload(rng, *shapes["verilator-fast"])
-    t0 = time.perf_counter()
-    g = run_lane_array(a, b, cfg, geo)
-    dt = time.perf_counter() - t0
-    report["backends"]["golden model (numpy)"] = {"products": g.products, "seconds": round(dt, 4),
-                                                  "mac_per_s": round(g.products / dt)}
-    print(f"{'golden (numpy)':16s} {geo.lanes:5d} {'x'.join(map(str, shapes['verilator-fast'])):>12s} "
-          f"{g.products:10d} {g.hit_rate:6.3f} {g.cycles_lockstep:9d} {dt:8.3f} "
-          f"{g.products / dt:12,.0f}")
+    models = [("golden (numpy)", run_lane_array)]
+    if golden_fast.available():
+        models.append(("golden (C twin)", golden_fast.run_lane_array))
+    for label, fn in models:
+        t0 = time.perf_counter()
+        g = fn(a, b, cfg, geo)
+        dt = time.perf_counter() - t0
+        report["backends"][label] = {"products": g.products, "seconds": round(dt, 4),
+                                     "mac_per_s": round(g.products / dt)}
+        print(f"{label:16s} {'both':10s} {geo.lanes:5d} "
+              f"{'x'.join(map(str, shapes['verilator-fast'])):>10s} {g.products:9d} "
+              f"{g.hit_rate:6.3f} {g.cycles_lockstep:8d} {dt:7.3f} {g.products / dt:12,.0f}")
 
     # ---- cycle findings: both disciplines on the RTL, against the all-exact array ------------
     m, k, n = (32, 256, 32) if args.quick else (64, 512, 64)

@@ -2,12 +2,25 @@
 //
 // Python (sim/array_cosim.py) hands over whole matrices through ctypes; every clock cycle runs
 // here. The array's per-lane ports are reached through pointers set up once from the generated
-// header "array_ports.h" (LANES, BIND_LANES, the top class and Verilator's names of the ports), so this file does not depend
-// on the lane count.
+// header "array_ports.h" (LANES, BIND_LANES, the top class and Verilator's names of the ports),
+// so this file does not depend on the lane count.
 //
-// Cycle protocol (one clock cycle): drive every lane's operand stream (valid + payload of its
-// next operation) and o.ready = 1, settle with clk = 0, sample o (a tile beat) and every
-// i[l].ready (a handshake), then the rising edge. The operand streams never run dry and the
+// One eval() per clock cycle. The fast build's Verilog clocks every register on both edges of
+// `clk` (`always @(edge clk)`, see array_cosim.build_fast), so one toggle of `clk` plus one eval
+// is one clock cycle: the eval first settles the combinational logic with the cycle's inputs
+// and then applies the clock edge. Before the edge the driver needs each lane's `i[l].ready`
+// and the output beat `o`; it reads them from the previous eval: `o` depends on registers only,
+// and `i[l].ready` on registers, `o.ready` (always 1) and the `valid` inputs, never on the
+// payload (the lane decides on its held register; the discipline on readiness and validity).
+// So the values settled after the previous edge are this cycle's values as long as the
+// `valid` inputs do not change; when they do (a lane's stream runs out, once per run), or
+// a control input changes (configuration write, clear), an extra eval without a clock edge
+// settles them first. Any mistake here would show up as a result, counter or cycle mismatch
+// against the golden model, which every run checks.
+//
+// Cycle protocol: (outputs settled) sample o (a tile beat) and every i[l].ready (a handshake),
+// toggle clk and eval (the edge samples the payloads on the inputs), then present the next
+// operation's payload on the lanes that advanced. The operand streams never run dry and the
 // output is always ready, so the RTL cycle counter equals the golden model's cycle count.
 #include <cstdint>
 #include <cstring>
@@ -35,21 +48,17 @@ struct Array {
         top->P_O_READY = 1;
         top->P_CFG_VALID = 0;
         top->clear = 0;
+        top->eval();
         for (int c = 0; c < 2; ++c) tick();
         top->rst = 0;
         top->eval();
     }
 
+    // One clock cycle: toggle clk (every register is clocked on both edges), settle, edge.
     inline void tick() {
-        top->clk = 0;
-        top->eval();
-        top->clk = 1;
+        top->clk = !top->clk;
         top->eval();
         ++total_cycles;
-    }
-
-    static inline uint32_t word(const void* p, int i) {
-        return reinterpret_cast<const uint32_t*>(p)[i];
     }
 };
 
@@ -74,13 +83,14 @@ void canna_array_config(void* h, uint32_t word) {
     s->top->P_CFG_PAYLOAD = word;
     s->tick();
     s->top->P_CFG_VALID = 0;
+    s->top->eval();
 }
 
 // Y = A @ B with A (M x K, row-major) and BT = B transposed (N x K, row-major), all as bit
 // patterns. out: M x N. counters: N_COUNTERS x LANES (ops, hits, bypass, busy, mul).
 // stats: [0] RTL cycle counter, [1] wall cycles (first accept .. last beat, inclusive),
-// [2] simulated clock cycles in this call. activity (may be null): LANES x 3 bit toggles
-// (held operand a, held operand b, accumulator register).
+// [2] simulated clock cycles in this call, [3] evals in this call. activity (may be null):
+// LANES x 3 bit toggles (held operand a, held operand b, accumulator register).
 // Returns 0, or -1 when the array stops making progress.
 // Only tiles tile_lo .. tile_hi - 1 run (tile_hi < 0: to the end), so that several models can
 // share one matmul (tiles are independent; cycles and counters add up).
@@ -100,13 +110,14 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
     s->tick();
     top->clear = 0;
     const uint64_t start_cycles = s->total_cycles;
+    uint64_t evals = 0;
 
     int64_t pos[LANES];          // next operation of each lane (tile * K + k)
+    int64_t kk[LANES];           // pos % K
     const uint32_t* arow[LANES]; // operand rows of each lane's current output
     const uint32_t* brow[LANES];
     bool pad[LANES];
     uint32_t prev_a[LANES], prev_b[LANES], prev_acc[LANES];
-    static const uint32_t zeros[1] = {0};
     auto bind = [&](int l, int64_t tile) {
         const int64_t flat = tile * LANES + l;
         pad[l] = flat >= outputs;
@@ -115,34 +126,35 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
             brow[l] = BT + (flat % N) * K;
         }
     };
+    auto present = [&](int l) {  // drive lane l's next operation
+        uint32_t* p = s->payload[l];
+        const int64_t k = kk[l];
+        if (pad[l]) {
+            p[0] = 0; p[1] = 0; p[2] = (k == K - 1 ? 1u : 0u) | 2u;
+        } else {
+            p[0] = arow[l][k]; p[1] = brow[l][k]; p[2] = (k == K - 1 ? 1u : 0u);
+        }
+    };
     for (int l = 0; l < LANES; ++l) {
         pos[l] = 0;
+        kk[l] = 0;
         prev_a[l] = prev_b[l] = prev_acc[l] = 0;
-        if (total) bind(l, tile_lo);
+        if (total) {
+            bind(l, tile_lo);
+            present(l);
+        }
+        *s->valid[l] = total > 0;
     }
+    top->P_O_READY = 1;
+    top->eval();  // settle the new inputs: ready is read before the first edge
+    ++evals;
     int64_t beats = 0;
     int64_t first_accept = -1, last_beat = -1;
     int64_t cycle = 0;
     int64_t idle = 0;
-    top->P_O_READY = 1;
+    bool acc_l[LANES];
     while (beats < tiles) {
         bool any = false;
-        for (int l = 0; l < LANES; ++l) {
-            if (pos[l] < total) {
-                const int64_t k = pos[l] % K;
-                uint32_t* p = s->payload[l];
-                if (pad[l]) {
-                    p[0] = 0; p[1] = 0; p[2] = (k == K - 1 ? 1u : 0u) | 2u;
-                } else {
-                    p[0] = arow[l][k]; p[1] = brow[l][k]; p[2] = (k == K - 1 ? 1u : 0u);
-                }
-                *s->valid[l] = 1;
-            } else {
-                *s->valid[l] = 0;
-            }
-        }
-        top->clk = 0;
-        top->eval();
         if (top->P_O_VALID) {
             const uint32_t* o = reinterpret_cast<const uint32_t*>(&top->P_O_PAYLOAD);
             const int64_t base = (tile_lo + beats) * LANES;
@@ -153,9 +165,9 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
             any = true;
         }
         for (int l = 0; l < LANES; ++l) {
-            if (*s->valid[l] && *s->ready[l]) {
+            acc_l[l] = *s->valid[l] && *s->ready[l];
+            if (acc_l[l]) {
                 any = true;
-                if (first_accept < 0) first_accept = cycle;
                 if (activity && !pad[l]) {
                     const uint32_t* p = s->payload[l];
                     activity[l * 3 + 0] += popcount32(prev_a[l] ^ p[0]);
@@ -163,8 +175,6 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
                     prev_a[l] = p[0];
                     prev_b[l] = p[1];
                 }
-                ++pos[l];
-                if (pos[l] < total && pos[l] % K == 0) bind(l, tile_lo + pos[l] / K);
             }
         }
         if (activity) {
@@ -174,20 +184,42 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
                 prev_acc[l] = acc[l];
             }
         }
-        top->clk = 1;
-        top->eval();
-        ++s->total_cycles;
+        if (first_accept < 0) {
+            for (int l = 0; l < LANES; ++l)
+                if (acc_l[l]) { first_accept = cycle; break; }
+        }
+        s->tick();  // the edge samples the presented payloads
+        ++evals;
         ++cycle;
+        bool valid_changed = false;
+        for (int l = 0; l < LANES; ++l) {
+            if (!acc_l[l]) continue;
+            ++pos[l];
+            if (pos[l] >= total) {
+                *s->valid[l] = 0;
+                valid_changed = true;
+                continue;
+            }
+            if (++kk[l] == K) {
+                kk[l] = 0;
+                bind(l, tile_lo + pos[l] / K);
+            }
+            present(l);
+        }
+        if (valid_changed) {  // settle: ready may depend on valid
+            top->eval();
+            ++evals;
+        }
         idle = any ? 0 : idle + 1;
         if (idle > 1000) return -1;
     }
-    (void)zeros;
     const uint32_t* c[N_COUNTERS] = {COUNTER_PTRS(top)};
     for (int n = 0; n < N_COUNTERS; ++n)
         for (int l = 0; l < LANES; ++l) counters[n * LANES + l] = c[n][l];
     stats[0] = top->cycles;
     stats[1] = (first_accept < 0) ? 0 : (uint64_t)(last_beat - first_accept + 1);
     stats[2] = s->total_cycles - start_cycles;
+    stats[3] = evals;
     return 0;
 }
 

@@ -50,6 +50,13 @@ def test_fast_small(discipline):
     configs = [EXACT, CFPUConfig.approx(0), CFPUConfig.approx(4, "dual"), CFPUConfig.approx(1)]
     a, b = nn_like(rng, 3, 9, 6)
     r = run_array(a, b, configs, backend="verilator-fast", geometry=geometry, discipline=discipline)
+    # the per-lane golden outputs of the check (C twin when it builds) equal the NumPy ones
+    from canna.sim import golden_fast
+    from canna.sim.array_cosim import golden_per_lane
+    if golden_fast.available():
+        ref = golden_fast.per_lane_value(a, b, configs, 4)
+        assert np.array_equal(r.value.view(np.uint32), ref.view(np.uint32))
+    assert golden_per_lane(a, b, configs, 4).shape == r.value.shape
     checked += r.products
     print(f"verilator-fast {discipline}, 4 lanes: {checked} products in {tiles + r.tiles} tiles "
           f"bit-exact with golden, counters and cycles equal to the lane model "
@@ -66,6 +73,9 @@ def test_fast_bigger_16_lanes_with_activity():
                       discipline="lockstep", activity=True, seed=SEED)
         check_reference(r, a, b, config)
         assert r.activity["toggles_a"].shape == (16,) and r.activity["toggles_acc"].sum() > 0
+        # one eval() per clock cycle (dual-edge build), plus one settle per model at the start
+        # and one whenever the lanes' valid inputs change (streams running out)
+        assert r.activity["evals"] <= r.activity["sim_cycles"] + r.activity["models"] * 17
         total += r.products
         print(f"verilator-fast lockstep, 16 lanes, {config.describe()}: {r.products} products, "
               f"{r.tiles} tiles, hit rate {r.hits / r.products:.3f}, cycles {r.cycles} "

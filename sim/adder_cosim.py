@@ -1,0 +1,138 @@
+"""The lanes' accumulator (:class:`canna.hw.adder.FAdd`) Verilated and driven from C++
+(``sim/adder_driver.cpp``), checked against :func:`canna.sim.golden.add_bits` (bits and flags).
+
+``build_adder()`` Verilates ``FAdd`` and compiles it with the driver into one shared library,
+cached by content hash (Verilog, driver, flags, Verilator version) under ``build/adder/``
+(``CANNA_BUILD_DIR``). ``run_adder(a, b)`` returns the RTL's ``(bits, flags)``;
+``check_adder(a, b, seed=...)`` raises :class:`AdderMismatch` naming the seed, the operands and
+the expected and actual results of the first mismatches.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import golden
+
+__all__ = ["AdderMismatch", "build_adder", "run_adder", "check_adder"]
+
+VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
+                   "-Wno-fatal", "-Wno-lint", "-Wno-style")
+CXX_FLAGS = ("-std=c++17", "-fPIC", "-fno-strict-aliasing", "-w", "-O1")
+_loaded: dict = {}
+
+
+class AdderMismatch(AssertionError):
+    """The Verilated adder disagrees with golden.add_bits; the message is a reproducer."""
+
+
+def build_adder(*, quiet: bool = True) -> Path:
+    """Verilate FAdd and build it with the driver (cached); returns the library path."""
+    import warnings
+
+    from amaranth.back import verilog
+
+    from canna.hw.adder import FAdd
+
+    from .array_cosim import _parallel
+    from .cosim import build_root, verilator_env
+    from .native import NativeBuildError
+    root = build_root() / "adder"
+    root.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = verilog.convert(FAdd(), name="fadd", emit_src=False)
+    driver = Path(__file__).with_name("adder_driver.cpp")
+    env = verilator_env()
+    vl_root = Path(env.get("VERILATOR_ROOT", ""))
+    version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
+                             text=True).stdout.strip()
+    cxx = os.environ.get("CXX", "g++")
+    key = hashlib.sha256("\0".join([text, driver.read_text(), repr(VERILATOR_FLAGS),
+                                    repr(CXX_FLAGS), version, cxx]).encode()).hexdigest()[:16]
+    lib = root / f"fadd-{key}.so"
+    if lib.exists():
+        return lib
+    t0 = time.perf_counter()
+    work = root / f"fadd-{key}.obj"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    src = work / "fadd.v"
+    src.write_text(text)
+    cmd = ["verilator", "--cc", str(src), "--top-module", "fadd", "--prefix", "Vfadd",
+           "-Mdir", str(work), *VERILATOR_FLAGS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NativeBuildError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
+    inc = ["-I", str(work), "-I", str(vl_root / "include"), "-I", str(vl_root / "include" / "vltstd")]
+    files = sorted(work.glob("Vfadd*.cpp")) + [driver, vl_root / "include" / "verilated.cpp",
+                                               vl_root / "include" / "verilated_threads.cpp"]
+    cmds, objs = [], []
+    for f in files:
+        obj = work / (Path(f).stem + ".o")
+        objs.append(obj)
+        cmds.append([cxx, *CXX_FLAGS, *inc, "-DVM_TRACE=0", "-c", str(f), "-o", str(obj)])
+    cmds.sort(key=lambda c: -Path(c[-3]).stat().st_size)
+    _parallel(cmds, max(1, min(2, os.cpu_count() or 1)), work)
+    tmp = root / f".{lib.name}.{os.getpid()}.tmp"
+    proc = subprocess.run([cxx, "-shared", "-o", str(tmp), *map(str, objs), "-pthread"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise NativeBuildError(f"link failed:\n{proc.stderr[-4000:]}")
+    os.replace(tmp, lib)
+    shutil.rmtree(work, ignore_errors=True)
+    if not quiet:
+        print(f"built {lib.name} in {time.perf_counter() - t0:.1f} s")
+    return lib
+
+
+def _handle():
+    if "h" not in _loaded:
+        lib = ctypes.CDLL(str(build_adder()))
+        p, i64 = ctypes.c_void_p, ctypes.c_int64
+        lib.canna_adder_new.restype = p
+        lib.canna_adder_run.argtypes = [p, i64, p, p, p, p]
+        lib.canna_adder_run.restype = None
+        _loaded["lib"], _loaded["h"] = lib, lib.canna_adder_new()
+    return _loaded["lib"], _loaded["h"]
+
+
+def run_adder(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The Verilated FAdd on uint32 bit patterns: ``(bits uint32, flags uint8)``."""
+    a = np.ascontiguousarray(a, dtype=np.uint32)
+    b = np.ascontiguousarray(b, dtype=np.uint32)
+    if a.shape != b.shape:
+        raise ValueError(f"operand shapes differ: {a.shape} and {b.shape}")
+    lib, h = _handle()
+    bits = np.empty(a.shape, np.uint32)
+    flags = np.empty(a.shape, np.uint8)
+    lib.canna_adder_run(h, a.size, a.ctypes.data, b.ctypes.data, bits.ctypes.data,
+                        flags.ctypes.data)
+    return bits, flags
+
+
+def check_adder(a, b, *, seed=None, max_lines: int = 10) -> int:
+    """Run the vectors through the Verilated adder and compare bits and flags with
+    golden.add_bits; returns the vector count or raises :class:`AdderMismatch`."""
+    a = np.ascontiguousarray(a, dtype=np.uint32).reshape(-1)
+    b = np.ascontiguousarray(b, dtype=np.uint32).reshape(-1)
+    bits, flags = run_adder(a, b)
+    ref = golden.add_bits(a, b)
+    bad = (bits != ref.bits) | (flags != ref.flags)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        lines = [f"FAdd (Verilator) vs golden.add_bits: {idx.size} of {a.size} vectors differ, "
+                 f"seed {seed}"]
+        for i in idx[:max_lines]:
+            lines.append(f"  #{i}: a={int(a[i]):08X} b={int(b[i]):08X} expected "
+                         f"{int(ref.bits[i]):08X} flags {int(ref.flags[i]):05b}, got "
+                         f"{int(bits[i]):08X} flags {int(flags[i]):05b}")
+        raise AdderMismatch("\n".join(lines))
+    return int(a.size)
