@@ -10,6 +10,7 @@
  * Built on first use by sim/native.py (gcc -O3 -march=native) and cached; loaded with ctypes.
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 enum { ROW_RISKY_NONZERO = 1, ROW_RISKY_ALL = 2 };
 #define EMPTY_LO 0xFFFFFFFFu   /* an empty exponent range has lo > hi */
@@ -172,4 +173,43 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
         }
     }
     return count;
+}
+
+/* The common case of policy b in one light pass over the first operand: per-column counts of
+ * nonzero elements, the exponent range of the nonzero elements, and whether any element is
+ * subnormal or non-finite. When nothing is subnormal or non-finite and the range is safe
+ * against the checked operand's, no element is risky and every nonzero element is normal, so
+ * the hit count is sum_k nonzero[k] * nq[k], which it returns (the caller checks the
+ * conditions in stats_out = {e_lo, e_hi, special} and otherwise runs canna_scan_first). */
+int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const int64_t *nq,
+                               uint32_t *stats_out)
+{
+    uint32_t *cnt = calloc((size_t)cols, sizeof *cnt);
+    if (!cnt) {
+        stats_out[2] = 1;   /* no memory: report "special" so the caller takes the full scan */
+        return 0;
+    }
+    uint32_t e_lo = EMPTY_LO, e_hi = EMPTY_HI, special = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        const uint32_t *restrict src = a + i * cols;
+        uint32_t *restrict c = cnt;
+        for (int64_t k = 0; k < cols; k++) {
+            uint32_t x = src[k];
+            uint32_t e = (x >> 23) & 0xFFu;
+            uint32_t nonzero = MASK((x & 0x7FFFFFFFu) != 0u);
+            c[k] += nonzero & 1u;
+            e_lo = min_u(e_lo, e | ~nonzero);
+            e_hi = max_u(e_hi, e & nonzero);
+            special |= MASK(e == 0u) & nonzero;       /* subnormal */
+            special |= MASK(e == 255u);               /* inf, NaN */
+        }
+    }
+    int64_t hits = 0;
+    for (int64_t k = 0; k < cols; k++)
+        hits += (int64_t)cnt[k] * nq[k];
+    free(cnt);
+    stats_out[0] = e_lo;
+    stats_out[1] = e_hi;
+    stats_out[2] = special & 1u;
+    return hits;
 }

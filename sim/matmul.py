@@ -152,12 +152,14 @@ class _Kernels:
             lib.canna_transform_checked.restype = None
             lib.canna_scan_first.argtypes = [p, i64, i64, i32, i32, p, p, p, p, p, p, i64]
             lib.canna_scan_first.restype = i64
+            lib.canna_scan_first_quick.argtypes = [p, i64, i64, p, p]
+            lib.canna_scan_first_quick.restype = i64
             cls._lib = lib
         return cls._lib
 
 
 def _ptr(x: np.ndarray | None):
-    return None if x is None else x.ctypes.data
+    return None if x is None else x.__array_interface__["data"][0]
 
 
 def _fields(bits: np.ndarray, t: int):
@@ -198,7 +200,8 @@ def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
 
 
 def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
-    """NumPy twin of ``canna_scan_first``: returns (risky_flat_indices, ma, cnt_normal, cnt_q)."""
+    """NumPy twin of ``canna_scan_first``: returns (risky_flat_indices, ma, cnt_normal, cnt_q),
+    ``cnt_q`` None for policy b."""
     e, f, normal, qual, pe = _fields(a, t)
     qual &= dual
     zero = (a & 0x7FFFFFFF) == 0
@@ -217,7 +220,7 @@ def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
         pow2 = ((a & 0x80000000) | (pe.astype(np.uint32) << 23)).astype(np.uint32)
         ma = np.where(bad, 0, np.where(qual, pow2, a)).astype(np.uint32)
     return (np.flatnonzero(bad), ma, (normal & safe).sum(axis=0).astype(np.int64),
-            (qual & safe).sum(axis=0).astype(np.int64))
+            (qual & safe).sum(axis=0).astype(np.int64) if dual else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,10 +249,13 @@ class Prepared:
     nn: np.ndarray
     row_flags: np.ndarray
     stats: np.ndarray
+    quick_range: tuple | None = None   # (q_lo, q_hi) when policy b's quick scan applies
 
     @property
     def shape(self) -> tuple:
         return self.original.shape
+
+
 
 
 def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Prepared:
@@ -278,17 +284,35 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
         stats = np.empty(4, np.int32)
         lib.canna_transform_checked(_ptr(bits), k_dim, n, t, int(dual), _ptr(mq), _ptr(wn),
                                     _ptr(nq), _ptr(nn), _ptr(row_flags), _ptr(stats))
+    quick = None if dual or row_flags.any() else (int(stats[0]), int(stats[1]))
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
-                    nq, nn, row_flags, stats)
+                    nq, nn, row_flags, stats, quick)
+
+
+_NO_RISKY = np.empty(0, np.int64)
 
 
 def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
+    """Classify the first operand against ``prep``: (risky flat indices, dual's transform of a
+    or None, per-column safe normal counts -- or directly the safe hit count (an int) from policy
+    b's quick scan --, per-column safe qualifying counts or None)."""
     t = prep.config.tuning_bits
     dual = prep.config.policy is Policy.DUAL
     lib = _Kernels.get() if native in (None, True) else None
     if lib is None:
         return scan_first_numpy(a_bits, t, dual, prep.row_flags, prep.stats)
     m, k_dim = a_bits.shape
+    if prep.quick_range is not None:
+        # Policy b's common case in one light pass: when no element is subnormal or non-finite
+        # and the exponent range of the nonzero elements is safe against the checked operand's,
+        # nothing is risky, every nonzero element is normal, and the kernel's hit count is exact.
+        quick = np.empty(3, np.uint32)
+        hits = lib.canna_scan_first_quick(_ptr(a_bits), m, k_dim, _ptr(prep.nq), _ptr(quick))
+        e_lo, e_hi, special = quick.tolist()
+        q_lo, q_hi = prep.quick_range
+        in_range = q_lo > q_hi or e_lo > e_hi or (e_lo + q_lo - 127 >= 1 and e_hi + q_hi - 127 <= 254)
+        if not special and in_range:
+            return _NO_RISKY, None, hits, None
     ma = np.empty_like(a_bits) if dual else None
     cap = max(1024, a_bits.size // 256)
     while True:
@@ -299,7 +323,7 @@ def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
                                      _ptr(prep.stats), _ptr(ma), _ptr(cnt_normal), _ptr(cnt_q),
                                      _ptr(risky), cap)
         if count <= cap:
-            return risky[:count], ma, cnt_normal.astype(np.int64), cnt_q.astype(np.int64)
+            return risky[:count], ma, cnt_normal, cnt_q if dual else None
         cap = int(count)
 
 
@@ -334,7 +358,9 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
         y = np.matmul(a, prep.checked)
         if prep.rest is not None:
             y += np.matmul(ma.view(np.float32), prep.rest)
-    hits = int(cnt_normal @ prep.nq + cnt_q @ prep.nn)
+    hits = cnt_normal if isinstance(cnt_normal, int) else int(np.dot(cnt_normal, prep.nq))
+    if cnt_q is not None:
+        hits += int(np.dot(cnt_q, prep.nn))
     if risky.size:
         hits += _add_golden_products(y, a_bits, prep, risky)
     return MatmulResult(y, products, hits)

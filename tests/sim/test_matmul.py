@@ -124,12 +124,19 @@ def test_fast_products_property(m, k, n, t, policy, seed):
     check_fast_products(*hard_finite(rng, m, k, n), CFPUConfig.approx(t, policy))
 
 
+@pytest.mark.parametrize("data", ["hard", "nn", "nn-subnormal"])
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
-def test_native_kernels_match_numpy_twins(config):
+def test_native_kernels_match_numpy_twins(config, data):
+    """C kernels vs NumPy twins; "nn" data takes policy b's quick scan, the others the full one."""
     rng = np.random.default_rng(4)
-    a, b = hard_finite(rng, 31, 53, 29)
-    b[3, 5] = np.inf
-    b[7, 1] = np.float32(2.0 ** 127 * 1.75)  # qualifies at t=0 but 2^128 is not representable
+    if data == "hard":
+        a, b = hard_finite(rng, 31, 53, 29)
+        b[3, 5] = np.inf
+        b[7, 1] = np.float32(2.0 ** 127 * 1.75)  # qualifies at t=0 but 2^128 is not representable
+    else:
+        a, b = nn_like(rng, 31, 53, 29)
+        if data == "nn-subnormal":
+            a[5, 7] = np.float32(1e-41)
     p_c = mm.prepare(b, config, native=True)
     p_n = mm.prepare(b, config, native=False)
     for name in ("checked", "rest", "nq", "nn", "row_flags", "stats"):
@@ -140,6 +147,12 @@ def test_native_kernels_match_numpy_twins(config):
         assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8)), name
     scan_c = mm._scan_first(a.view(np.uint32), p_c, True)
     scan_n = mm._scan_first(a.view(np.uint32), p_n, False)
+    quick = isinstance(scan_c[2], int)     # policy b's quick scan gives the hit count directly
+    assert quick == (data == "nn" and config.policy.value == "b")
+    if quick:
+        scan_c = (scan_c[0], scan_c[1], None, scan_c[3])
+        assert mm._scan_first(a.view(np.uint32), p_c, True)[2] == int(np.dot(scan_n[2], p_n.nq))
+        scan_n = (scan_n[0], scan_n[1], None, scan_n[3])
     for x, y in zip(scan_c, scan_n):
         assert (x is None and y is None) or np.array_equal(x, y)
     print(f"{config.describe()}: C kernels == NumPy twins on {a.size + b.size} elements, "
