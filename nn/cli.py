@@ -170,7 +170,8 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def print_train_summary(res: dict, file=sys.stdout) -> None:
+def print_train_summary(res: dict, file=None) -> None:
+    file = file or sys.stdout   # looked up per call: sys.stdout may be replaced
     cfg = res["config"]
     print(f"train {cfg['dataset']} mode={cfg['mode']} topology={res['topology']} backend={cfg['backend']} "
           f"policy={cfg['policy']} seed={cfg['seed']} iterations={res['iterations_run']}/{res['iter_max']}",
@@ -194,7 +195,8 @@ def print_train_summary(res: dict, file=sys.stdout) -> None:
         print(f"  GTA trajectory (level@iteration): {traj}{stop}", file=file)
 
 
-def print_infer_summary(res: dict, file=sys.stdout) -> None:
+def print_infer_summary(res: dict, file=None) -> None:
+    file = file or sys.stdout   # looked up per call: sys.stdout may be replaced
     print(f"infer: QoS {100 * res['qos']:.2f} pp on validation; exact test accuracy "
           f"{_pct(res['exact_test_accuracy'])}", file=file)
     if "sensitivity" in res:

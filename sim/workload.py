@@ -101,7 +101,8 @@ def product_stats(work: Workload, config: CFPUConfig, samples: int) -> dict:
             "mean_rel_error": err_sum / max(nonzero, 1), "max_rel_error": err_max}
 
 
-def run_table(seed: int = 0, samples: int = 200, max_tuning_bits: int = 10, out=sys.stdout) -> dict:
+def run_table(seed: int = 0, samples: int = 200, max_tuning_bits: int = 10, out=None) -> dict:
+    out = out or sys.stdout   # looked up per call: sys.stdout may be replaced
     t0 = time.time()
     work = train_digits_mlp(seed)
     exact_acc = accuracy(work, CFPUConfig.exact())
