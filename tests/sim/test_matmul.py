@@ -124,12 +124,18 @@ def test_fast_products_property(m, k, n, t, policy, seed):
     check_fast_products(*hard_finite(rng, m, k, n), CFPUConfig.approx(t, policy))
 
 
-@pytest.mark.parametrize("data", ["hard", "nn", "nn-subnormal"])
+@pytest.mark.parametrize("data", ["hard", "nn", "nn-subnormal", "nn-large"])
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
 def test_native_kernels_match_numpy_twins(config, data):
-    """C kernels vs NumPy twins; "nn" data takes policy b's quick scan, the others the full one."""
+    """C kernels vs NumPy twins; "nn" data takes policy b's quick scan, the others the full one;
+    "nn-large" operands are big enough for the kernels to split them over two threads."""
     rng = np.random.default_rng(4)
-    if data == "hard":
+    if data == "nn-large":
+        a, b = nn_like(rng, 450, 300, 450)     # 135,000 elements each: above the split size
+        a[449, 299] = 0.5 ** 140                # the second half's only subnormal
+        if config.tuning_bits == 3:
+            a[449, 299] = 0.25                  # ... or nothing special: the quick path
+    elif data == "hard":
         a, b = hard_finite(rng, 31, 53, 29)
         b[3, 5] = np.inf
         b[7, 1] = np.float32(2.0 ** 127 * 1.75)  # qualifies at t=0 but 2^128 is not representable
@@ -148,7 +154,8 @@ def test_native_kernels_match_numpy_twins(config, data):
     scan_c = mm._scan_first(a.view(np.uint32), p_c, True)
     scan_n = mm._scan_first(a.view(np.uint32), p_n, False)
     quick = isinstance(scan_c[2], int)     # policy b's quick scan gives the hit count directly
-    assert quick == (data == "nn" and config.policy.value == "b")
+    expect_quick = data == "nn" or (data == "nn-large" and config.tuning_bits == 3)
+    assert quick == (expect_quick and config.policy.value == "b")
     if quick:
         scan_c = (scan_c[0], scan_c[1], None, scan_c[3])
         assert mm._scan_first(a.view(np.uint32), p_c, True)[2] == int(np.dot(scan_n[2], p_n.nq))
