@@ -6,11 +6,9 @@
  * The NumPy twins are the reference; tests/sim/test_matmul.py checks these against them.
  *
  * The loops are written branch-free on uint32 lanes so that gcc vectorises them (check with
- * -fopt-info-vec); the rare risky elements are collected by a second, scalar pass. Large
- * operands are split over two threads (PARALLEL_MIN_ELEMENTS).
+ * -fopt-info-vec); the rare risky elements are collected by a second, scalar pass.
  * Built on first use by sim/native.py (gcc -O3 -march=native) and cached; loaded with ctypes.
  */
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -66,76 +64,25 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
     acc[5] = q_lo; acc[6] = q_hi; acc[7] = n_lo; acc[8] = n_hi;
 }
 
-/* Large operands are split in two row halves, one on a second thread (this machine class has
- * two cores; the GEMM that follows uses both anyway). Below this many elements a thread costs
- * more than it saves. */
-#define PARALLEL_MIN_ELEMENTS (1 << 17)
-
-typedef struct {
-    const uint32_t *w;
-    int64_t lo, hi, cols;
-    uint32_t sh, ones;
-    int dual;
-    uint32_t *mq, *wn, *row_flags;
-    int64_t *nq, *nn;
-    uint32_t range[4];     /* q_lo, q_hi, n_lo, n_hi of these rows */
-} transform_job;
-
-static void *transform_rows(void *arg)
-{
-    transform_job *j = arg;
-    uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
-    for (int64_t k = j->lo; k < j->hi; k++) {
-        uint32_t acc[9];
-        const uint32_t *src = j->w + k * j->cols;
-        if (j->dual)
-            transform_row(src, j->mq + k * j->cols, j->wn + k * j->cols, j->cols, j->sh, j->ones, 1, acc);
-        else
-            transform_row(src, j->mq + k * j->cols, 0, j->cols, j->sh, j->ones, 0, acc);
-        j->nq[k] = acc[0];
-        j->nn[k] = acc[1];
-        j->row_flags[k] = (acc[4] ? ROW_RISKY_ALL : 0u) |
-                          ((acc[2] | (j->dual ? acc[3] : 0u)) ? ROW_RISKY_NONZERO : 0u);
-        q_lo = min_u(q_lo, acc[5]); q_hi = max_u(q_hi, acc[6]);
-        n_lo = min_u(n_lo, acc[7]); n_hi = max_u(n_hi, acc[8]);
-    }
-    j->range[0] = q_lo; j->range[1] = q_hi; j->range[2] = n_lo; j->range[3] = n_hi;
-    return NULL;
-}
-
-/* Run job(parts[0]) on a second thread and job(parts[1]) here when split; else job(parts[1])
- * covers everything. Falls back to one thread if the thread cannot be created. */
-static void run_split(void *(*job)(void *), void *first, void *second, int split)
-{
-    pthread_t thread;
-    if (split && pthread_create(&thread, NULL, job, first) == 0) {
-        job(second);
-        pthread_join(thread, NULL);
-    } else {
-        if (split)
-            job(first);
-        job(second);
-    }
-}
-
 /* stats[0..3] = q_lo, q_hi, n_lo, n_hi over the whole operand (empty range: lo > hi). */
 void canna_transform_checked(const uint32_t *w, int64_t rows, int64_t cols, int t, int dual,
                              uint32_t *mq, uint32_t *wn, int64_t *nq, int64_t *nn,
                              uint32_t *row_flags, int32_t *stats)
 {
-    transform_job job = {w, 0, rows, cols, 22u - (uint32_t)t, (1u << (t + 1)) - 1u, dual,
-                         mq, wn, row_flags, nq, nn, {0}};
-    transform_job first = job;
-    int split = rows >= 2 && rows * cols >= PARALLEL_MIN_ELEMENTS;
-    if (split) {
-        first.hi = rows / 2;
-        job.lo = rows / 2;
-    }
-    run_split(transform_rows, &first, &job, split);
-    uint32_t q_lo = job.range[0], q_hi = job.range[1], n_lo = job.range[2], n_hi = job.range[3];
-    if (split) {
-        q_lo = min_u(q_lo, first.range[0]); q_hi = max_u(q_hi, first.range[1]);
-        n_lo = min_u(n_lo, first.range[2]); n_hi = max_u(n_hi, first.range[3]);
+    const uint32_t sh = 22u - (uint32_t)t, ones = (1u << (t + 1)) - 1u;
+    uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
+    for (int64_t k = 0; k < rows; k++) {
+        uint32_t acc[9];
+        if (dual)
+            transform_row(w + k * cols, mq + k * cols, wn + k * cols, cols, sh, ones, 1, acc);
+        else
+            transform_row(w + k * cols, mq + k * cols, 0, cols, sh, ones, 0, acc);
+        nq[k] = acc[0];
+        nn[k] = acc[1];
+        row_flags[k] = (acc[4] ? ROW_RISKY_ALL : 0u) |
+                       ((acc[2] | (dual ? acc[3] : 0u)) ? ROW_RISKY_NONZERO : 0u);
+        q_lo = min_u(q_lo, acc[5]); q_hi = max_u(q_hi, acc[6]);
+        n_lo = min_u(n_lo, acc[7]); n_hi = max_u(n_hi, acc[8]);
     }
     stats[0] = q_lo == EMPTY_LO ? 1000 : (int32_t)q_lo;
     stats[1] = q_lo == EMPTY_LO ? -1000 : (int32_t)q_hi;
@@ -234,21 +181,19 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
  * against the checked operand's, no element is risky and every nonzero element is normal, so
  * the hit count is sum_k nonzero[k] * nq[k], which it returns (the caller checks the
  * conditions in stats_out = {e_lo, e_hi, special} and otherwise runs canna_scan_first). */
-typedef struct {
-    const uint32_t *a;
-    int64_t lo, hi, cols;
-    uint32_t *cnt;
-    uint32_t e_lo, e_hi, special;
-} quick_job;
-
-static void *quick_rows(void *arg)
+int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const int64_t *nq,
+                               uint32_t *stats_out)
 {
-    quick_job *j = arg;
+    uint32_t *cnt = calloc((size_t)cols, sizeof *cnt);
+    if (!cnt) {
+        stats_out[2] = 1;   /* no memory: report "special" so the caller takes the full scan */
+        return 0;
+    }
     uint32_t e_lo = EMPTY_LO, e_hi = EMPTY_HI, special = 0;
-    for (int64_t i = j->lo; i < j->hi; i++) {
-        const uint32_t *restrict src = j->a + i * j->cols;
-        uint32_t *restrict c = j->cnt;
-        for (int64_t k = 0; k < j->cols; k++) {
+    for (int64_t i = 0; i < rows; i++) {
+        const uint32_t *restrict src = a + i * cols;
+        uint32_t *restrict c = cnt;
+        for (int64_t k = 0; k < cols; k++) {
             uint32_t x = src[k];
             uint32_t e = (x >> 23) & 0xFFu;
             uint32_t nonzero = MASK((x & 0x7FFFFFFFu) != 0u);
@@ -259,31 +204,12 @@ static void *quick_rows(void *arg)
             special |= MASK(e == 255u);               /* inf, NaN */
         }
     }
-    j->e_lo = e_lo; j->e_hi = e_hi; j->special = special & 1u;
-    return NULL;
-}
-
-int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const int64_t *nq,
-                               uint32_t *stats_out)
-{
-    uint32_t *cnt = calloc(2 * (size_t)cols, sizeof *cnt);
-    if (!cnt) {
-        stats_out[2] = 1;   /* no memory: report "special" so the caller takes the full scan */
-        return 0;
-    }
-    quick_job first = {a, 0, rows, cols, cnt + cols, 0, 0, 0}, job = {a, 0, rows, cols, cnt, 0, 0, 0};
-    int split = rows >= 2 && rows * cols >= PARALLEL_MIN_ELEMENTS;
-    if (split) {
-        first.hi = rows / 2;
-        job.lo = rows / 2;
-    }
-    run_split(quick_rows, &first, &job, split);
     int64_t hits = 0;
     for (int64_t k = 0; k < cols; k++)
-        hits += ((int64_t)cnt[k] + (split ? cnt[cols + k] : 0u)) * nq[k];
+        hits += (int64_t)cnt[k] * nq[k];
     free(cnt);
-    stats_out[0] = split ? min_u(job.e_lo, first.e_lo) : job.e_lo;
-    stats_out[1] = split ? max_u(job.e_hi, first.e_hi) : job.e_hi;
-    stats_out[2] = job.special | (split ? first.special : 0u);
+    stats_out[0] = e_lo;
+    stats_out[1] = e_hi;
+    stats_out[2] = special & 1u;
     return hits;
 }

@@ -143,8 +143,7 @@ class _Kernels:
                 return None
             from .native import NativeBuildError, build_shared
             try:
-                lib = build_shared("fastkernels", [Path(__file__).with_name("fastkernels.c")],
-                                   flags=("-O3", "-march=native", "-std=c11", "-pthread"))
+                lib = build_shared("fastkernels", [Path(__file__).with_name("fastkernels.c")])
             except (NativeBuildError, OSError) as e:
                 warnings.warn(f"fast matmul kernels unavailable, using NumPy: {e}", RuntimeWarning)
                 return None

@@ -128,11 +128,11 @@ def test_fast_products_property(m, k, n, t, policy, seed):
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
 def test_native_kernels_match_numpy_twins(config, data):
     """C kernels vs NumPy twins; "nn" data takes policy b's quick scan, the others the full one;
-    "nn-large" operands are big enough for the kernels to split them over two threads."""
+    "nn-large" operands are large (135,000 elements each)."""
     rng = np.random.default_rng(4)
     if data == "nn-large":
-        a, b = nn_like(rng, 450, 300, 450)     # 135,000 elements each: above the split size
-        a[449, 299] = 0.5 ** 140                # the second half's only subnormal
+        a, b = nn_like(rng, 450, 300, 450)
+        a[449, 299] = 0.5 ** 140                # the last element is subnormal
         if config.tuning_bits == 3:
             a[449, 299] = 0.25                  # ... or nothing special: the quick path
     elif data == "hard":
