@@ -42,7 +42,8 @@ from canna.hw.array import pipeline_latency
 
 from . import golden
 from .config import EXACT, CFPUConfig
-from .lanes import ArrayGeometry, LaneArrayResult, multiplier_bypassed, run_lane_array, tile_plan
+from .lanes import (ArrayGeometry, LaneArrayResult, check_operands, multiplier_bypassed,
+                    run_lane_array, tile_plan)
 
 __all__ = ["BACKENDS", "ArrayRunResult", "ArrayMismatch", "run_array", "lane_ops",
            "golden_per_lane", "golden_model", "verilog_array", "build_fast", "FastArray", "DEFAULT_STAGES"]
@@ -122,17 +123,6 @@ def _codes(configs, lanes):
     return [encode_config(c) for c in configs]
 
 
-def _check_inputs(a, b):
-    a = np.ascontiguousarray(a)
-    b = np.ascontiguousarray(b)
-    if a.dtype != np.float32 or b.dtype != np.float32:
-        raise TypeError(f"operands must be float32, got {a.dtype} and {b.dtype}")
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
-    if a.shape[1] == 0:
-        raise ValueError("K must be >= 1")
-    return a, b
-
 
 # ---- golden check ----------------------------------------------------------------------------
 
@@ -210,6 +200,8 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
     from amaranth.sim import Simulator
 
     from canna.hw.array import LaneArray
+
+    from .cosim import run_simulator
     dut = dut or LaneArray(lanes=lanes, exact_cycles=exact_cycles, discipline=discipline,
                            stages=stages)
     tiles, _, k_dim = op_a.shape
@@ -274,11 +266,7 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
-    if vcd:
-        with sim.write_vcd(str(vcd)):
-            sim.run()
-    else:
-        sim.run()
+    run_simulator(sim, vcd)
     out = np.array(beats, dtype=np.uint32).reshape(tiles, lanes)
     return out, state["cycles"], state["wall"], state["counters"]
 
@@ -369,7 +357,7 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
-    a, b = _check_inputs(a, b)
+    a, b = check_operands(a, b)
     lanes, k_cycles = geometry.lanes, geometry.exact_cycles
     configs = list(config) if isinstance(config, (list, tuple)) else [config] * lanes
     if len(configs) != lanes or not all(isinstance(c, CFPUConfig) for c in configs):

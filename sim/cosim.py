@@ -26,7 +26,7 @@ from .formats import BINARY32, FloatFormat
 from .golden import MulResult
 
 __all__ = [
-    "mul_amaranth", "mul_verilator", "simulate_amaranth", "simulate_verilator",
+    "mul_amaranth", "mul_verilator", "run_simulator", "simulate_amaranth", "simulate_verilator",
     "mismatch_report", "decode_config", "write_verilog", "verilator_build", "verilator_env",
     "repo_root", "build_root", "DEFAULT_STAGES",
 ]
@@ -169,13 +169,18 @@ def simulate_amaranth(a, b, codes, *, stages: int = DEFAULT_STAGES, approx: bool
     sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
+    run_simulator(sim, vcd)
+    bits, flags, hit = unpack_outputs(outs, fmt)
+    return MulResult(bits, flags, hit), state["cycles"]
+
+
+def run_simulator(sim, vcd=None) -> None:
+    """Run an Amaranth simulation to its end, writing a waveform to ``vcd`` when given."""
     if vcd:
         with sim.write_vcd(str(vcd)):
             sim.run()
     else:
         sim.run()
-    bits, flags, hit = unpack_outputs(outs, fmt)
-    return MulResult(bits, flags, hit), state["cycles"]
 
 
 def mul_amaranth(a, b, config: CFPUConfig, *, vcd=None, stages: int = DEFAULT_STAGES,

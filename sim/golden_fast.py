@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import EXACT, CFPUConfig, Policy
-from .lanes import ArrayGeometry, LaneArrayResult
+from .lanes import ArrayGeometry, LaneArrayResult, check_operands
 
 __all__ = ["available", "library", "mul_bits", "add_bits", "run_lane_array", "per_lane_value"]
 
@@ -99,12 +99,7 @@ def add_bits(a, b) -> np.ndarray:
 
 
 def _run(a, b, configs, geometry: ArrayGeometry, threads: int | None):
-    a = np.ascontiguousarray(a)
-    b = np.asarray(b)
-    if a.dtype != np.float32 or b.dtype != np.float32:
-        raise TypeError(f"lane array operands must be float32, got {a.dtype} and {b.dtype}")
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
+    a, b = check_operands(a, b)
     lib = library()
     m, k_dim = a.shape
     n = b.shape[1]

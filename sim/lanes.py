@@ -34,7 +34,7 @@ import numpy as np
 from . import golden
 from .config import EXACT, CFPUConfig
 
-__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "tile_plan", "run_lane_array", "cycles_from_fast",
+__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "tile_plan", "run_lane_array", "cycles_from_fast",
            "multiplier_bypassed"]
 
 
@@ -150,15 +150,24 @@ def cycles_from_fast(fast: np.ndarray, valid: np.ndarray, exact_cycles: int):
     return lockstep, decoupled, busy
 
 
-def run_lane_array(a, b, config: CFPUConfig = EXACT, geometry: ArrayGeometry = ArrayGeometry(),
-                   *, tile_batch: int = 256) -> LaneArrayResult:
-    """Run ``a @ b`` on the golden lane array: bit-exact outputs, hits and cycles."""
-    a = np.asarray(a)
-    b = np.asarray(b)
+def check_operands(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a lane-array matmul's operands (float32 matrices, a.shape[1] == b.shape[0] >= 1)
+    and return them C-contiguous. Every lane-array path checks through here."""
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
     if a.dtype != np.float32 or b.dtype != np.float32:
         raise TypeError(f"lane array operands must be float32, got {a.dtype} and {b.dtype}")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
+    if a.shape[1] == 0:
+        raise ValueError("K must be >= 1")
+    return a, b
+
+
+def run_lane_array(a, b, config: CFPUConfig = EXACT, geometry: ArrayGeometry = ArrayGeometry(),
+                   *, tile_batch: int = 256) -> LaneArrayResult:
+    """Run ``a @ b`` on the golden lane array: bit-exact outputs, hits and cycles."""
+    a, b = check_operands(a, b)
     m, k_dim = a.shape
     n = b.shape[1]
     lanes = geometry.lanes
