@@ -93,7 +93,8 @@ def _native(a, b, config: CFPUConfig) -> MatmulResult:
 
 
 def _fast(a, b, config: CFPUConfig) -> MatmulResult:
-    return matmul_fast(a, b, None if not isinstance(b, np.ndarray) else config)
+    # b may be prepare()'s cached transform; matmul_fast checks it was made for this config.
+    return matmul_fast(a, b, config)
 
 
 register_backend(Backend("native", _native, "NumPy/BLAS float32, exact only", supports_approx=False))

@@ -11,17 +11,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+from canna.cli import CliError
 from canna.sim.config import MAX_TUNING_BITS
 
 __all__ = ["register", "run_train", "run_infer"]
-
-
-def _cli_error(msg: str):
-    from canna.cli import CliError
-    return CliError(msg)
 
 
 def _ints(text: str) -> tuple:
@@ -163,7 +160,7 @@ def _train_config(args, **over):
 def _errors():
     from .checkpoint import CheckpointError
     from .datasets import DatasetError
-    return (ValueError, TypeError, FloatingPointError, DatasetError, CheckpointError)
+    return (ValueError, TypeError, FloatingPointError, DatasetError, CheckpointError, OSError)
 
 
 def _pct(x) -> str:
@@ -232,7 +229,7 @@ def run_train(args) -> int:
         res = train(data, cfg, out_dir=args.out, resume=args.resume, progress=_progress(args),
                     quiet=args.quiet)
     except _errors() as e:
-        raise _cli_error(str(e)) from None
+        raise CliError(str(e)) from None
     res.pop("_model", None)
     if base is not None:
         res["exact_test_accuracy"] = base["test_accuracy"]
@@ -251,6 +248,11 @@ def run_infer(args) -> int:
     from .layerwise import run_inference
     from .train import load_model, train
     try:
+        # Checked before any loading or training, so that a typo costs nothing.
+        if not (math.isfinite(args.qos) and args.qos >= 0):
+            raise ValueError(f"--qos must be a finite number >= 0 (percentage points), got {args.qos}")
+        if not (math.isfinite(args.spread) and 0 <= args.spread <= 22):
+            raise ValueError(f"--spread must be in 0..22 tuning bits, got {args.spread}")
         data = _load(args)
         if args.model:
             model, meta = load_model(args.model)
@@ -269,7 +271,7 @@ def run_infer(args) -> int:
                             checked={**DEFAULT_CHECKED, **args.checked}, metric=args.metric,
                             spread=args.spread, modes=modes)
     except _errors() as e:
-        raise _cli_error(str(e)) from None
+        raise CliError(str(e)) from None
     res["model"] = source
     res["dataset"] = data.summary()
     res["config"] = {k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else list(v))

@@ -6,7 +6,7 @@ the exact network under a QoS, 5. inference of a few test inputs on the RTL lane
 Verilator co-simulation, checked bit for bit) with cycles and energy against the exact array. Prints accuracy, quality loss, hit rates per layer and phase, and
 the GTA trajectory; ``--out`` also writes every results JSON.
 
-Run: ``python -m canna.nn.main_job`` (about a minute on 2 cores).
+Run: ``python -m canna.nn.main_job`` (under a minute on 2 cores; ``make sim`` runs it).
 """
 from __future__ import annotations
 
@@ -76,8 +76,11 @@ def main(argv=None) -> int:
     rtl = None
     if args.rtl_samples:
         t = time.monotonic()
-        configs = {"exact": [None] * runs["exact"][1].n_layers,
-                   "layer": inf["layer"]["bits"], "uniform": inf["uniform"]["bits"],
+        exact_bits = [None] * runs["exact"][1].n_layers
+        # A search that found nothing within the QoS chose exact arithmetic (bits None).
+        configs = {"exact": exact_bits,
+                   "layer": inf["layer"]["bits"] or exact_bits,
+                   "uniform": inf["uniform"]["bits"] or exact_bits,
                    f"t={args.apx_min}": [args.apx_min] * runs["exact"][1].n_layers}
         rtl = rtl_inference(runs["exact"][1], data.x_test[:args.rtl_samples],
                             data.y_test[:args.rtl_samples], configs)

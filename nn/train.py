@@ -203,7 +203,11 @@ def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False
     iteration, elapsed_before, finished = 0, 0.0, False
     epoch_stats = {"loss": 0.0, "wrong": 0, "seen": 0}
 
-    if resume and ckpt is not None and ckpt.is_file():
+    saved_at_boundary = False
+    if resume and (ckpt is None or not ckpt.is_file()):
+        raise CheckpointError(f"--resume: no checkpoint {'(no --out given)' if ckpt is None else ckpt} "
+                              "to resume from")
+    if resume:
         arrays, meta = load_npz(ckpt)
         stored = meta.get("config", {})
         mine = cfg.as_dict()
@@ -312,13 +316,19 @@ def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False
                          f"val error {100 * val['error']:.2f}% level {history[-1]['level']} "
                          f"hit rate {100 * history[-1]['hit_rate']:.1f}%")
                 if guard.requested or (interrupt_after is not None and calls >= interrupt_after):
-                    save_checkpoint()
+                    save_checkpoint()         # at an iteration boundary: a consistent state
+                    saved_at_boundary = True
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
-        save_checkpoint()
-        _log(False, f"interrupted at iteration {iteration}/{iter_max}; "
-             + (f"resume with --resume (checkpoint {ckpt})" if ckpt else "no checkpoint (no --out)"))
+        if saved_at_boundary:
+            _log(False, f"interrupted at iteration {iteration}/{iter_max}; "
+                 + (f"resume with --resume (checkpoint {ckpt})" if ckpt else "no checkpoint (no --out)"))
+        else:
+            # A second Ctrl-C lands anywhere, possibly between a weight update and its
+            # bookkeeping: saving now could make --resume repeat or skip part of a step.
+            _log(False, f"interrupted twice at iteration {iteration}/{iter_max}; no checkpoint "
+                 "written, the last one (end of an epoch or a first Ctrl-C) remains")
         raise
     bar.close()
 

@@ -104,7 +104,7 @@ def run(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tuning-bits", type=int, default=4)
     p.add_argument("--json", default="build/bench_matmul.json")

@@ -118,7 +118,7 @@ def golden_per_lane(a, b, configs, lanes: int) -> np.ndarray:
     return acc.reshape(-1)[:m * n].reshape(m, n)
 
 
-def _codes(configs, lanes):
+def _codes(configs):
     from canna.hw.layouts import encode_config
     return [encode_config(c) for c in configs]
 
@@ -362,7 +362,7 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     configs = list(config) if isinstance(config, (list, tuple)) else [config] * lanes
     if len(configs) != lanes or not all(isinstance(c, CFPUConfig) for c in configs):
         raise ValueError(f"config must be a CFPUConfig or a list of {lanes} of them")
-    codes = _codes(configs, lanes)
+    codes = _codes(configs)
     uniform = len(set(configs)) == 1
     a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
     m, n = a.shape[0], b.shape[1]

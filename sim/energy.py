@@ -11,9 +11,10 @@
 * Clock: every flip-flop of every lane sees its clock pin toggle twice per cycle, whether the
   lane works or waits (no clock gating); ``flops_lane`` comes from ``make synth``.
 * Leakage: ``leakage`` toggle-equivalents per transistor per cycle (the ``stat -tech cmos``
-  estimate with flip-flops, as ``make synth`` reports it). Not measurable in RTL simulation; default 0.001 (about 5% of a lane's
-  exact-multiply energy per cycle at our size), a documented assumption: reports print the
-  energy ratios at 0 and 10x too, so no conclusion hangs on it.
+  estimate with flip-flops, as ``make synth`` reports it). Not measurable in RTL simulation;
+  default 0.001 (about 3.5% of an exact multiply's energy per lane cycle at our size), a
+  documented assumption: reports print the energy ratios at 0 and 10x too, so no conclusion
+  hangs on it.
 * ``e_t`` (joules per toggle) is the one calibration constant: it is chosen so that our exact
   binary32 multiply costs 3.7 pJ, the 45 nm figure of M. Horowitz, "Computing's energy problem
   (and what we can do about it)", ISSCC 2014. Every report also gives energy normalised to the

@@ -32,7 +32,7 @@ from .formats import BINARY32, FloatFormat
 __all__ = [
     "FLAG_INEXACT", "FLAG_UNDERFLOW", "FLAG_OVERFLOW", "FLAG_INFINITE", "FLAG_INVALID",
     "MulResult", "mul_bits", "mul", "qualifies", "AddResult", "add_bits", "add", "canonicalize_nan",
-    "approx_error_bound", "as_bits", "as_float",
+    "approx_error_bound", "as_bits", "as_float", "check_config",
 ]
 
 FLAG_INEXACT = 1
@@ -86,7 +86,8 @@ def _broadcast(a, b):
         raise ValueError(f"operand shapes {np.shape(a)} and {np.shape(b)} do not broadcast") from None
 
 
-def _check_config(config: CFPUConfig, fmt: FloatFormat) -> CFPUConfig:
+def check_config(config: CFPUConfig, fmt: FloatFormat = BINARY32) -> CFPUConfig:
+    """The configuration, checked: a CFPUConfig whose tuning bits fit ``fmt``."""
     if not isinstance(config, CFPUConfig):
         raise TypeError(f"config must be a CFPUConfig, got {type(config).__name__}")
     if config.enabled and config.tuning_bits > fmt.max_tuning_bits:
@@ -201,7 +202,7 @@ def mul_bits(a, b, config: CFPUConfig = EXACT, *, fmt: FloatFormat = BINARY32) -
     MulResult
         ``bits`` (same dtype as the inputs), ``flags`` (uint8), ``hit`` (bool).
     """
-    config = _check_config(config, fmt)
+    config = check_config(config, fmt)
     a = _check_bits("a", a, fmt)
     b = _check_bits("b", b, fmt)
     a, b = _broadcast(a, b)

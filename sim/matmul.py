@@ -83,12 +83,6 @@ def _check_shapes(a: np.ndarray, b_shape: tuple) -> None:
         raise ValueError(f"shape mismatch: a is {a.shape}, b is {b_shape} (a.shape[1] != b.shape[0])")
 
 
-def _check_config(config) -> CFPUConfig:
-    if not isinstance(config, CFPUConfig):
-        raise TypeError(f"config must be a CFPUConfig, got {type(config).__name__}")
-    return config
-
-
 # --------------------------------------------------------------------------------------------
 # Reference
 # --------------------------------------------------------------------------------------------
@@ -98,7 +92,7 @@ def matmul_reference(a, b, config: CFPUConfig = EXACT) -> MatmulResult:
     a = _check_matrix("a", a)
     b = _check_matrix("b", b)
     _check_shapes(a, b.shape)
-    config = _check_config(config)
+    config = golden.check_config(config)
     m, k_dim = a.shape
     n = b.shape[1]
     a_bits = np.ascontiguousarray(a).view(np.uint32)
@@ -261,7 +255,7 @@ class Prepared:
 def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Prepared:
     """Transform the checked operand ``b`` (K x N float32) for :func:`matmul_fast`."""
     b = np.ascontiguousarray(_check_matrix("b", b))
-    config = _check_config(config)
+    config = golden.check_config(config)
     k_dim, n = b.shape
     if not config.enabled:
         empty = np.zeros(k_dim, dtype=np.int64)
@@ -335,7 +329,7 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     """
     a = _check_matrix("a", a)
     if isinstance(b, Prepared):
-        if config is not None and _check_config(config) != b.config:
+        if config is not None and golden.check_config(config) != b.config:
             raise ValueError(f"b was prepared for {b.config.describe()}, not {config.describe()}")
         prep = b
     else:

@@ -7,10 +7,13 @@ Where the input carries expected results they are checked; any mismatch exits wi
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from canna.cli import CliError
 
 from .config import CFPUConfig, MAX_TUNING_BITS, Policy
 from .formats import BINARY32
@@ -25,21 +28,16 @@ BACKENDS = {
 }
 
 
-def _cli_error(message: str):
-    from canna.cli import CliError
-    return CliError(message)
-
-
 def load_backend(name: str):
     try:
         target = BACKENDS[name]
     except KeyError:
-        raise _cli_error(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
+        raise CliError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}") from None
     module, func = target.split(":")
     try:
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as e:
-        raise _cli_error(f"backend {name!r} is not available: {e}") from None
+        raise CliError(f"backend {name!r} is not available: {e}") from None
 
 
 @dataclass
@@ -50,11 +48,15 @@ class Vectors:
     expected_flags: np.ndarray
     has_result: np.ndarray    # bool
     has_flags: np.ndarray     # bool
+    line: np.ndarray          # the input line of each vector (1-based)
+
+
+HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
 def parse_vectors(lines, source: str = "<stdin>") -> Vectors:
     """Parse TestFloat f32_mul lines; raise ValueError naming the first malformed line."""
-    a, b, r, f, hr, hf = [], [], [], [], [], []
+    a, b, r, f, hr, hf, ln = [], [], [], [], [], [], []
     for lineno, line in enumerate(lines, 1):
         fields = line.split()
         if not fields:
@@ -67,10 +69,10 @@ def parse_vectors(lines, source: str = "<stdin>") -> Vectors:
             if len(field) != width:
                 raise ValueError(
                     f"{source}:{lineno}: field {field!r} must have exactly {width} hex digits")
-            try:
-                values.append(int(field, 16))
-            except ValueError:
-                raise ValueError(f"{source}:{lineno}: field {field!r} is not hexadecimal") from None
+            # int(x, 16) alone would also take signs, "0x" and "_"
+            if not HEX.fullmatch(field):
+                raise ValueError(f"{source}:{lineno}: field {field!r} is not hexadecimal")
+            values.append(int(field, 16))
         if len(values) < 2:
             raise ValueError(f"{source}:{lineno}: expected 2 to 4 hex fields, got {len(values)}")
         if len(values) == 4 and values[3] > 0x1F:
@@ -81,9 +83,10 @@ def parse_vectors(lines, source: str = "<stdin>") -> Vectors:
         f.append(values[3] if len(values) > 3 else 0)
         hr.append(len(values) > 2)
         hf.append(len(values) > 3)
+        ln.append(lineno)
     return Vectors(np.array(a, dtype=np.uint32), np.array(b, dtype=np.uint32),
                    np.array(r, dtype=np.uint32), np.array(f, dtype=np.uint8),
-                   np.array(hr, dtype=bool), np.array(hf, dtype=bool))
+                   np.array(hr, dtype=bool), np.array(hf, dtype=bool), np.array(ln, dtype=np.int64))
 
 
 def _is_nan(bits: np.ndarray) -> np.ndarray:
@@ -126,9 +129,9 @@ def run(args) -> int:
         try:
             config = CFPUConfig.approx(args.tuning_bits, args.policy)
         except (TypeError, ValueError) as e:
-            raise _cli_error(str(e)) from None
+            raise CliError(str(e)) from None
     if args.policy not in {p.value for p in Policy}:
-        raise _cli_error(f"unknown policy {args.policy!r}; expected b or dual")
+        raise CliError(f"unknown policy {args.policy!r}; expected b or dual")
     backend = load_backend(args.backend)
 
     source = "<stdin>" if args.input == "-" else args.input
@@ -139,18 +142,24 @@ def run(args) -> int:
             with open(args.input, encoding="ascii", errors="strict") as fh:
                 vec = parse_vectors(fh, source)
     except OSError as e:
-        raise _cli_error(f"cannot read {source}: {e.strerror}") from None
+        raise CliError(f"cannot read {source}: {e.strerror}") from None
     except UnicodeDecodeError:
-        raise _cli_error(f"{source}: not an ASCII vector file") from None
+        raise CliError(f"{source}: not an ASCII vector file") from None
     except ValueError as e:
-        raise _cli_error(str(e)) from None
+        raise CliError(str(e)) from None
 
     options = {"vcd": args.vcd} if args.vcd else {}
     if options and args.backend == "golden":
-        raise _cli_error("--vcd needs an RTL backend (amaranth or verilator)")
+        raise CliError("--vcd needs an RTL backend (amaranth or verilator)")
+    try:
+        # Open the outputs before the (possibly long) run, so that a bad path fails at once.
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="ascii")
+        if args.vcd:
+            open(args.vcd, "a").close()
+    except OSError as e:
+        raise CliError(f"cannot write {e.filename}: {e.strerror}") from None
     result = backend(vec.a, vec.b, config, **options)
 
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="ascii")
     try:
         for a, b, r, f, h in zip(vec.a.tolist(), vec.b.tolist(), result.bits.tolist(),
                                  result.flags.tolist(), result.hit.tolist()):
@@ -172,7 +181,7 @@ def run(args) -> int:
     print(f"{summary}, {checked} checked, {nbad} mismatches", file=sys.stderr)
     for i in np.flatnonzero(bad)[: args.max_mismatches]:
         exp_flags = f"{vec.expected_flags[i]:02X}" if vec.has_flags[i] else "--"
-        print(f"  mismatch line {i + 1}: {vec.a[i]:08X} * {vec.b[i]:08X}: expected "
+        print(f"  mismatch line {vec.line[i]}: {vec.a[i]:08X} * {vec.b[i]:08X}: expected "
               f"{vec.expected[i]:08X} {exp_flags}, got {result.bits[i]:08X} {result.flags[i]:02X} "
               f"hit={int(result.hit[i])}", file=sys.stderr)
     return 1 if nbad else 0

@@ -107,6 +107,7 @@ def run_table(seed: int = 0, samples: int = 200, max_tuning_bits: int = 10, out=
     work = train_digits_mlp(seed)
     exact_acc = accuracy(work, CFPUConfig.exact())
     sizes = "-".join(str(n) for n in [work.layers[0][0].shape[0]] + [w.shape[1] for w, _ in work.layers])
+    samples = min(samples, len(work.y_test))
     print(f"# canna workload: MLP {sizes} trained by scikit-learn on digits (seed {seed}); "
           f"products of {samples} test inputs x trained weights per configuration; "
           f"accuracy on all {len(work.y_test)} test inputs", file=out)
@@ -146,10 +147,18 @@ def _run(args) -> int:
         raise CliError(f"--max-tuning-bits must be in 0..{MAX_TUNING_BITS}, got {args.max_tuning_bits}")
     if args.samples < 1:
         raise CliError(f"--samples must be positive, got {args.samples}")
-    result = run_table(args.seed, args.samples, args.max_tuning_bits)
+    if not 0 <= args.seed < 2**32:
+        raise CliError(f"--seed must be in 0..2^32-1, got {args.seed}")
+    tmp = None
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         tmp = args.json + ".tmp"
+        try:   # fail before the computation, not after it
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            open(tmp, "w").close()
+        except OSError as e:
+            raise CliError(f"cannot write {e.filename}: {e.strerror}") from None
+    result = run_table(args.seed, args.samples, args.max_tuning_bits)
+    if tmp:
         with open(tmp, "w") as fh:
             json.dump(result, fh, indent=1)
         os.replace(tmp, args.json)

@@ -3,7 +3,6 @@ Verilator and the fast Verilator co-simulation (the Amaranth simulator backend i
 tests/hw/test_array.py). Every run checks output bits against the golden sequential matmul,
 per-lane counters and the discipline's cycle count (sim/array_cosim.py raises on a mismatch)."""
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -14,8 +13,6 @@ from canna.sim.lanes import ArrayGeometry
 from canna.sim.matmul import matmul_reference
 
 SEED = int(os.environ.get("CANNA_SEED", "23"))
-needs_gxx = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                               reason="no C++ compiler")
 
 
 def nn_like(rng, m, k, n, specials=True):
@@ -33,7 +30,6 @@ def check_reference(r, a, b, config):
     assert r.hits == ref.hits
 
 
-@needs_gxx
 @pytest.mark.parametrize("discipline", ["lockstep", "decoupled"])
 def test_fast_small(discipline):
     rng = np.random.default_rng(SEED)
@@ -63,7 +59,6 @@ def test_fast_small(discipline):
           f"(incl. one run with per-lane configurations)")
 
 
-@needs_gxx
 def test_fast_bigger_16_lanes_with_activity():
     rng = np.random.default_rng(SEED + 1)
     a, b = nn_like(rng, 40, 128, 37)
@@ -84,7 +79,6 @@ def test_fast_bigger_16_lanes_with_activity():
     assert total == 2 * 40 * 128 * 37
 
 
-@needs_gxx
 def test_cocotb_small():
     rng = np.random.default_rng(SEED + 2)
     a, b = nn_like(rng, 3, 6, 5)

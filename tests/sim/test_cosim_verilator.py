@@ -18,7 +18,7 @@ from canna.sim import cosim
 from canna.sim.config import CFPUConfig
 from canna.sim import golden
 
-pytest.importorskip("cocotb_tools.runner")
+import cocotb_tools.runner  # noqa: F401  (a dev dependency: a broken install must fail, not skip)
 
 MIN_CI_VECTORS = 200_000
 

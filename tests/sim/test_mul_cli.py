@@ -100,3 +100,26 @@ def test_argparse_errors_are_one_line(capsys):
         main(["mul", "--tuning-bits", "x"])
     assert e.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", ["-0000001 3F800000\n", "0x3F8000 3F800000\n", "3F80_000 3F800000\n"])
+def test_signs_prefixes_and_underscores_are_not_hex(tmp_path, capsys, content):
+    path = tmp_path / "vec.txt"
+    path.write_text(content)
+    assert main(["mul", str(path)]) == 2
+    assert "not hexadecimal" in capsys.readouterr().err
+
+
+def test_mismatch_names_the_input_line(tmp_path, capsys):
+    path = tmp_path / "vec.txt"
+    path.write_text("\n\n3F800000 3F800000 40000000 00\n")
+    assert main(["mul", str(path)]) == 1
+    assert "mismatch line 3:" in capsys.readouterr().err
+
+
+def test_unwritable_output_is_one_line(tmp_path, capsys):
+    path = tmp_path / "vec.txt"
+    path.write_text("3F800000 3F800000\n")
+    assert main(["mul", "-o", str(tmp_path / "missing" / "out.txt"), str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0]
