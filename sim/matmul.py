@@ -30,6 +30,8 @@ none in ordinary NN data) are taken out of the GEMM and their products computed 
 model and added afterwards. So every product equals the golden one bit for bit and only the
 summation differs: BLAS's blocked order, possibly with fused multiply-add (the product is then
 rounded only as part of the sum). Results stay within :func:`summation_bound` of the reference.
+A NaN result is NaN in both paths, but the fast path leaves BLAS's NaN bits as they are (only the
+reference canonicalises them to 0x7FC00000).
 
 Both paths count products and hits; the fast path derives the hit count from per-column counts,
 without materialising any product mask.
@@ -160,8 +162,7 @@ def _fields(bits: np.ndarray, t: int):
     e = ((bits >> 23) & 0xFF).astype(np.int32)
     f = bits & 0x7FFFFF
     normal = (e >= 1) & (e <= 254)
-    top = f >> (22 - t)
-    qual = normal & ((top == 0) | (top == (1 << (t + 1)) - 1))
+    qual = normal & golden.qualifies(f, t)
     pe = e + (f >> 22).astype(np.int32)
     return e, f, normal, qual, pe
 
