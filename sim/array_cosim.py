@@ -647,7 +647,7 @@ class FastArray:
     def run(self, a_bits: np.ndarray, b_bits: np.ndarray, codes: list[int], *,
             activity: bool = False):
         """Run one matmul; returns (out bits (M, N), cycles, wall cycles, counters, extra)."""
-        from concurrent.futures import ThreadPoolExecutor
+        from .native import run_parts
         self.configure(codes)
         m, k_dim = a_bits.shape
         n = b_bits.shape[1]
@@ -666,11 +666,7 @@ class FastArray:
                 self.handles[i], m, n, k_dim, a_c.ctypes.data, bt.ctypes.data, out.ctypes.data,
                 counters[i].ctypes.data, stats[i].ctypes.data,
                 act[i].ctypes.data if activity else None, bounds[i], bounds[i + 1])
-        if parts == 1:
-            rcs = [part(0)]
-        else:
-            with ThreadPoolExecutor(parts) as pool:
-                rcs = list(pool.map(part, range(parts)))
+        rcs = run_parts(part, parts)
         if any(rcs):
             raise RuntimeError("the Verilated array stopped making progress")
         walls = stats[:, 1].astype(np.int64)

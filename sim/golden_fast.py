@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .config import EXACT, CFPUConfig, Policy
 from .lanes import ArrayGeometry, LaneArrayResult, check_operands
+from .native import run_parts
 
 __all__ = ["available", "library", "mul_bits", "add_bits", "run_lane_array", "per_lane_value"]
 
@@ -121,11 +121,7 @@ def _run(a, b, configs, geometry: ArrayGeometry, threads: int | None):
             cfgs.ctypes.data, out.ctypes.data, per_lane[i, 0].ctypes.data,
             per_lane[i, 1].ctypes.data, per_lane[i, 2].ctypes.data, per_lane[i, 3].ctypes.data,
             sums[i].ctypes.data, bounds[i], bounds[i + 1])
-    if parts == 1:
-        rcs = [part(0)]
-    else:
-        with ThreadPoolExecutor(parts) as pool:
-            rcs = list(pool.map(part, range(parts)))
+    rcs = run_parts(part, parts)
     if any(rcs):
         raise ValueError(f"golden_lanes rejected lanes={lanes}")
     return out.view(np.float32).reshape(m, n), per_lane.sum(axis=0), sums.sum(axis=0), tiles

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["NativeBuildError", "cache_dir", "build_shared"]
+__all__ = ["NativeBuildError", "cache_dir", "build_shared", "run_parts"]
 
 
 class NativeBuildError(RuntimeError):
@@ -64,3 +64,13 @@ def build_shared(name: str, sources: list[Path], *, compiler: str | None = None,
             raise NativeBuildError(f"building {name} failed: {' '.join(cmd)}\n{proc.stderr}")
         os.replace(tmp, target)
     return ctypes.CDLL(str(target))
+
+
+def run_parts(part, parts: int) -> list:
+    """``[part(0), ..., part(parts - 1)]``, each on its own thread when there are several (the
+    native calls release the GIL, so the parts of a split job run in parallel)."""
+    if parts == 1:
+        return [part(0)]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(parts) as pool:
+        return list(pool.map(part, range(parts)))
