@@ -39,8 +39,13 @@ def repo_root() -> Path:
 
 
 def build_root() -> Path:
-    """``build/`` of the checkout (override with ``CANNA_BUILD_DIR``)."""
-    return Path(os.environ.get("CANNA_BUILD_DIR", repo_root() / "build"))
+    """Where builds, reports and waveforms go: ``$CANNA_BUILD_DIR``, else ``build/`` of the
+    checkout, else (an installed, non-editable copy has no checkout) ``build/`` in the current
+    directory."""
+    if "CANNA_BUILD_DIR" in os.environ:
+        return Path(os.environ["CANNA_BUILD_DIR"])
+    root = repo_root()
+    return (root if (root / "pyproject.toml").exists() else Path.cwd()) / "build"
 
 
 # ---- configuration codes -------------------------------------------------------------------
