@@ -47,8 +47,6 @@ def rtl_inference(model: MLP, x: np.ndarray, y: np.ndarray, configs: dict, *, la
         row.update(products=totals.products, hits=totals.hits, bypassed=totals.bypassed,
                    cycles_baseline=totals.cycles_baseline,
                    cycles_baseline_decoupled=totals.cycles_baseline_decoupled)
-        assert row["lockstep"]["rtl_cycles"] == totals.cycles_lockstep
-        assert row["decoupled"]["rtl_cycles"] == totals.cycles_decoupled
         row["speedup_lockstep"] = totals.cycles_baseline / totals.cycles_lockstep
         row["speedup_decoupled"] = totals.cycles_baseline_decoupled / totals.cycles_decoupled
         if energy_model is not None:

@@ -70,12 +70,13 @@ class TrainConfig:
     dropout: float = 0.5
     seed: int = 0
     train_limit: int | None = None
-    gta_window: int = 50
-    gta_thr: float = 0.002
-    gta_reserve: float = 0.25
-    gta_start: int = 0
-    gta_stop: bool = True
-    gta_patience: int = 3
+    # GTA parameters: the defaults are GTAConfig's, the one place they are chosen.
+    gta_window: int = GTAConfig.window
+    gta_thr: float = GTAConfig.thr
+    gta_reserve: float = GTAConfig.reserve
+    gta_start: int = GTAConfig.start
+    gta_stop: bool = GTAConfig.stop
+    gta_patience: int = GTAConfig.patience
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides) -> "TrainConfig":

@@ -26,7 +26,7 @@ from .formats import BINARY32, FloatFormat
 from .golden import MulResult
 
 __all__ = [
-    "mul_amaranth", "mul_verilator", "run_simulator", "simulate_amaranth", "simulate_verilator",
+    "mul_amaranth", "mul_verilator", "run_simulator", "with_sync_domain", "simulate_amaranth", "simulate_verilator",
     "mismatch_report", "decode_config", "write_verilog", "verilator_build", "verilator_env",
     "repo_root", "build_root", "DEFAULT_STAGES",
 ]
@@ -165,18 +165,23 @@ def simulate_amaranth(a, b, codes, *, stages: int = DEFAULT_STAGES, approx: bool
             cycle += 1
         state["cycles"] = cycle
 
-    # A wrapper with a clocked signal, so that ``stages=0`` (no registers) still has a clock.
-    from amaranth.hdl import Module, Signal
-    top = Module()
-    top.submodules.cfpu = dut
-    heartbeat = Signal()
-    top.d.sync += heartbeat.eq(~heartbeat)
-    sim = Simulator(top)
+    sim = Simulator(with_sync_domain(dut, "cfpu"))   # stages=0 has no registers of its own
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     run_simulator(sim, vcd)
     bits, flags, hit = unpack_outputs(outs, fmt)
     return MulResult(bits, flags, hit), state["cycles"]
+
+
+def with_sync_domain(dut, name: str = "dut"):
+    """``dut`` inside a module with one clocked signal, so that a combinational design still
+    has the ``sync`` domain that ``Simulator.add_clock`` needs."""
+    from amaranth.hdl import Module, Signal
+    top = Module()
+    top.submodules[name] = dut
+    heartbeat = Signal()
+    top.d.sync += heartbeat.eq(~heartbeat)
+    return top
 
 
 def run_simulator(sim, vcd=None) -> None:

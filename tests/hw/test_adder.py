@@ -3,11 +3,11 @@ import os
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from canna.hw.adder import FAdd, FAddUnit
 from canna.sim import golden
+from canna.sim.cosim import with_sync_domain
 from canna.sim.vectors import pattern_cross, weighted_random_add
 
 VECTORS = int(os.environ.get("CANNA_ADDER_VECTORS", "6000"))
@@ -82,11 +82,7 @@ def test_fadd_unit_stream_backpressure(stages):
             if len(results) == a.size:
                 return
 
-    top = Module()      # a sync domain even for the combinational variant
-    top.submodules.dut = dut
-    heartbeat = Signal()
-    top.d.sync += heartbeat.eq(~heartbeat)
-    sim = Simulator(top)
+    sim = Simulator(with_sync_domain(dut))      # a sync domain even for stages=0
     sim.add_clock(1e-6)
     sim.add_testbench(producer)
     sim.add_testbench(consumer)
