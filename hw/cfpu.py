@@ -67,6 +67,11 @@ class CFPU(wiring.Component):
         Operands ``a``, ``b`` and their ``config``.
     o : Out(stream.Signature(output_layout(fmt)))
         Result ``bits``, ``flags`` (TestFloat order) and ``hit``.
+    early_hit, early_special : Out(1)
+        The early decision on the payload at ``i`` (combinational, whether or not ``i.valid``):
+        the product will be an approximate hit / has a zero, infinite or NaN operand. Either
+        way it needs no significand multiply; the lane (:class:`canna.hw.lane.Lane`) uses this
+        to let such an operation leave its issue register at once.
 
     Attributes
     ----------
@@ -90,6 +95,8 @@ class CFPU(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(input_layout(fmt))),
             "o": Out(stream.Signature(output_layout(fmt))),
+            "early_hit": Out(1),
+            "early_special": Out(1),
         })
 
     @property
@@ -115,22 +122,6 @@ class CFPU(wiring.Component):
                 advance.eq(~self.o.valid | self.o.ready),
                 self.i.ready.eq(advance),
             ]
-            valid = self.i.valid
-            for pos in DATAPATH_ORDER:
-                if pos in regs:
-                    v = Signal(name=f"{pos}_valid")
-                    with m.If(advance):
-                        m.d.sync += v.eq(valid)
-                    valid = v
-            m.d.comb += self.o.valid.eq(valid)
-
-        def stage(pos, name, value, shape, enable=None):
-            if pos not in regs:
-                return value
-            reg = Signal(shape, name=f"{pos}_{name}", reset_less=True)
-            with m.If(advance if enable is None else enable):
-                m.d.sync += reg.eq(value)
-            return reg
 
         payload = self.i.payload
 
@@ -148,15 +139,44 @@ class CFPU(wiring.Component):
         else:
             hit = 0
         hold = Signal()
-        m.d.comb += hold.eq(hit | special | ~self.i.valid)
+        m.d.comb += [
+            hold.eq(hit | special | ~self.i.valid),
+            self.early_hit.eq(hit),
+            self.early_special.eq(special),
+        ]
+
+        # ---- valid bits, and the clock enables of the data registers -----------------------
+        # Each register position has the valid bit of the operation arriving at it and whether
+        # that operation needs the exact datapath (valid, finite, not a hit). A data register
+        # loads only for such an operation - the exact datapath's registers for exact ones,
+        # the others for every valid one - and holds otherwise: bubbles, hits and special
+        # operands leave the multiplier, normaliser and rounder with unchanged inputs (less
+        # switching; a simulator skips their logic on those cycles too).
+        valid_at, exact_at = {}, {}
+        valid, exact = self.i.valid, ~hold
+        for pos in DATAPATH_ORDER:
+            valid_at[pos], exact_at[pos] = valid, exact
+            if pos in regs:
+                v, x = Signal(name=f"{pos}_valid"), Signal(name=f"{pos}_exact")
+                with m.If(advance):
+                    m.d.sync += [v.eq(valid), x.eq(exact)]
+                valid, exact = v, x
+        if self.stages:
+            m.d.comb += self.o.valid.eq(valid)
+
+        def stage(pos, name, value, shape, exact_path=False):
+            if pos not in regs:
+                return value
+            reg = Signal(shape, name=f"{pos}_{name}", reset_less=True)
+            with m.If(advance & (exact_at[pos] if exact_path else valid_at[pos])):
+                m.d.sync += reg.eq(value)
+            return reg
 
         # ---- operand isolation + register "operands" ---------------------------------------
         if "operands" in regs:
-            load = Signal()
-            m.d.comb += load.eq(advance & ~hold)
-            sig_a = stage("operands", "sig_a", unpack.sig_a, F + 1, load)
-            sig_b = stage("operands", "sig_b", unpack.sig_b, F + 1, load)
-            exp = stage("operands", "exp", unpack.exp, exp_shape(fmt), load)
+            sig_a = stage("operands", "sig_a", unpack.sig_a, F + 1, exact_path=True)
+            sig_b = stage("operands", "sig_b", unpack.sig_b, F + 1, exact_path=True)
+            exp = stage("operands", "exp", unpack.exp, exp_shape(fmt), exact_path=True)
         else:
             sig_a = Signal(F + 1, name="gated_sig_a")
             sig_b = Signal(F + 1, name="gated_sig_b")
@@ -178,15 +198,15 @@ class CFPU(wiring.Component):
         # ---- exact significand multiply, register "product" -------------------------------
         m.submodules.sigmul = sigmul = SigMul(fmt=fmt)
         m.d.comb += [sigmul.sig_a.eq(sig_a), sigmul.sig_b.eq(sig_b)]
-        p = stage("product", "p", sigmul.p, 2 * F + 2)
-        exp = stage("product", "exp", exp, exp_shape(fmt))
+        p = stage("product", "p", sigmul.p, 2 * F + 2, exact_path=True)
+        exp = stage("product", "exp", exp, exp_shape(fmt), exact_path=True)
         side_stage("product")
 
         # ---- normalise, register "normalised" ---------------------------------------------
         m.submodules.normalise = normalise = Normalise(fmt=fmt)
         m.d.comb += [normalise.p.eq(p), normalise.exp.eq(exp)]
-        pn = stage("normalised", "pn", normalise.pn, 2 * F + 2)
-        exp_n = stage("normalised", "exp_n", normalise.exp_n, exp_shape(fmt))
+        pn = stage("normalised", "pn", normalise.pn, 2 * F + 2, exact_path=True)
+        exp_n = stage("normalised", "exp_n", normalise.exp_n, exp_shape(fmt), exact_path=True)
         side_stage("normalised")
 
         # ---- round / pack / flags, result select ------------------------------------------

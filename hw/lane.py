@@ -2,26 +2,27 @@
 
 Microarchitecture (registers in ``[ ]``)::
 
-    i (a, b, last, nop) --+--> ApproxDecide + special test --> fast? (hit | zero/inf/NaN | nop)
-                          |                                        |
-                          +------> [held op, cfg, rem] <-----------+   rem = fast ? 0 : k-1
-                                        | push when rem == 0
-                                        v
-                                 CFPU (``stages`` regs)  ~~ [tags: last, nop] (same advance)
-                                        |
-                         +0.0 or [acc] -+-> FAdd --> [acc]
-                                                 \\--> [res] --> o (one beat per ``last`` op)
+    i (a, b, last, nop) --> [held op, cfg, rem] --> CFPU (``stages`` regs)  ~~ [tags: last, nop]
+                                  ^      |  push when fast or rem == 0          |
+                                  |      |                                      |
+                                  +------+-- early decision: fast = hit | zero/inf/NaN | nop
+                                                                                |
+                         +0.0 or [acc] -+-> FAdd <------------------------------+
+                                        +--> [acc]
+                                        \--> [res] --> o (one beat per ``last`` op)
 
 Issue
-    The lane accepts one operation when its *held* register is empty or its held operation
-    leaves this cycle. The issue stage decides, before the multiply, whether the product is
-    *fast*: an approximate hit (the same :class:`~canna.hw.approx.ApproxDecide` rule the CFPU
-    applies), a product with a zero, infinite or NaN operand (the multiplier is bypassed), or a
-    ``nop`` (a padding lane of the last tile). A fast operation occupies the lane for 1 cycle;
-    any other holds it for ``exact_cycles`` cycles (a multi-cycle significand multiplier): the
-    held register keeps the operands still for ``exact_cycles - 1`` extra cycles before pushing
-    them into the CFPU. So an operation accepted in cycle ``c`` with occupancy ``L`` enters the
-    CFPU in cycle ``c + L`` and the lane accepts its next operation in that same cycle.
+    The lane accepts one operation into its *held* register when the register is empty or its
+    operation leaves this cycle (``rem`` is loaded with ``exact_cycles - 1``). The CFPU's early
+    decision on its input - the held operation - says whether the product is *fast*: an
+    approximate hit (:class:`~canna.hw.approx.ApproxDecide`), a product with a zero, infinite
+    or NaN operand (the multiplier is bypassed), or a ``nop`` (a padding lane of the last
+    tile). A fast operation enters the CFPU in the first cycle it is held, so it occupies the
+    lane for 1 cycle; any other waits until ``rem`` has counted down, ``exact_cycles`` cycles
+    in all (a multi-cycle significand multiplier). So an operation accepted in cycle ``c`` with
+    occupancy ``L`` enters the CFPU in cycle ``c + L`` and the lane accepts its next operation
+    in that same cycle. The decision logic is the CFPU's own (it also drives the CFPU's
+    operand isolation); the lane has no copy of it.
 
 Accumulate
     The CFPU's results arrive in order; :class:`~canna.hw.adder.FAdd` adds each to the
@@ -36,7 +37,8 @@ Configuration
     it was accepted with.
 
 Counters (``counter_width`` bits, wrap around, cleared by ``clear``)
-    ``ops`` (real operations accepted), ``bypass`` (of them with a zero/inf/NaN operand),
+    ``ops`` (real operations accepted), ``bypass`` (of them with a zero/inf/NaN operand,
+    counted when they enter the CFPU),
     ``hits`` (approximate products, counted from the CFPU's own ``hit`` output), ``busy``
     (cycles the held register holds a real operation: ``sum`` of occupancies when nothing
     stalls), ``mul`` (operations that went through the significand multiplier).
@@ -55,10 +57,8 @@ from amaranth.lib.wiring import In, Out
 from canna.sim.formats import BINARY32, FloatFormat
 
 from .adder import FAdd
-from .approx import ApproxDecide
 from .cfpu import CFPU
-from .layouts import KIND_FINITE, check_format, config_layout, float_layout
-from .stages import Unpack
+from .layouts import check_format, config_layout, float_layout
 
 __all__ = ["Lane", "op_layout", "COUNTERS"]
 
@@ -140,31 +140,29 @@ class Lane(wiring.Component):
             m.d.sync += cfg.eq(self.cfg_data)
 
         # ---- issue: fast or exact --------------------------------------------------------
+        # The held operation goes to the CFPU as soon as the CFPU's early decision (on its input,
+        # the held register) says it needs no significand multiply, else after ``k - 1`` more
+        # cycles. The decision is the CFPU's own (hit rule, special operands): the lane has no
+        # copy of that logic.
         op = self.i.payload
-        # The CFPU's own early decision blocks, on the incoming operands: ``kind`` says whether
-        # the result is a special value (a zero, infinite or NaN operand: no multiply).
-        m.submodules.unpack = unpack = Unpack(fmt=fmt)
-        m.submodules.decide = decide = ApproxDecide(fmt=fmt)
-        m.d.comb += [unpack.a.eq(op.a), unpack.b.eq(op.b),
-                     decide.a.eq(op.a), decide.b.eq(op.b), decide.config.eq(cfg)]
-        if "exp" in decide.signature.members:
-            m.d.comb += decide.exp.eq(unpack.exp)
-        bypass = Signal()
-        m.d.comb += bypass.eq(unpack.kind != KIND_FINITE)
-        fast = Signal()
-        m.d.comb += fast.eq(decide.hit | bypass | op.nop)
-
         full = Signal()
         rem = Signal(range(k))
-        held = Signal(op_layout(fmt))
+        # the held operation, one register per field (a simulator handles one 66-bit vector
+        # word by word; the hardware is the same)
+        held_a = Signal(fmt.width)
+        held_b = Signal(fmt.width)
+        held_last = Signal()
+        held_nop = Signal()
         held_cfg = Signal(config_layout(fmt))
+        fast = Signal()
         push = Signal()
         free = Signal()
         accept = Signal()
         m.d.comb += [
-            cfpu.i.valid.eq(full & (rem == 0)),
-            cfpu.i.payload.a.eq(held.a), cfpu.i.payload.b.eq(held.b),
+            cfpu.i.payload.a.eq(held_a), cfpu.i.payload.b.eq(held_b),
             cfpu.i.payload.config.eq(held_cfg),
+            fast.eq(cfpu.early_hit | cfpu.early_special | held_nop),
+            cfpu.i.valid.eq(full & (fast | (rem == 0))),
             push.eq(cfpu.i.valid & cfpu.i.ready),
             free.eq(~full | push),
             self.i.ready.eq(free),
@@ -172,8 +170,8 @@ class Lane(wiring.Component):
             self.active.eq(full),
         ]
         with m.If(accept):
-            m.d.sync += [full.eq(1), held.eq(op), held_cfg.eq(cfg),
-                         rem.eq(Mux(fast, 0, k - 1))]
+            m.d.sync += [full.eq(1), held_a.eq(op.a), held_b.eq(op.b), held_last.eq(op.last),
+                         held_nop.eq(op.nop), held_cfg.eq(cfg), rem.eq(k - 1)]
         with m.Else():
             with m.If(push):
                 m.d.sync += full.eq(0)
@@ -183,7 +181,7 @@ class Lane(wiring.Component):
         # ---- tags beside the CFPU: it advances all its registers together -----------------
         advance = Signal()
         m.d.comb += advance.eq(~cfpu.o.valid | cfpu.o.ready)
-        tag = Cat(held.last, held.nop)
+        tag = Cat(held_last, held_nop)
         for s in range(cfpu.latency):
             t = Signal(2, name=f"tag{s}")
             with m.If(advance):
@@ -217,19 +215,15 @@ class Lane(wiring.Component):
                              res_valid.eq(1), acc_zero.eq(1)]
 
         # ---- counters ---------------------------------------------------------------------
-        real = accept & ~op.nop
+        pushed_real = push & ~held_nop
         incs = {
-            "ops": real,
-            "bypass": real & bypass,
+            "ops": accept & ~op.nop,
+            "bypass": pushed_real & cfpu.early_special,
             "hits": consume & ~tag_nop & cfpu.o.payload.hit,
-            "busy": full & ~held.nop,
+            "busy": full & ~held_nop,
+            # operations through the significand multiplier: neither special nor a hit
+            "mul": pushed_real & ~fast,
         }
-        # Operations through the significand multiplier: pushed real operations that are
-        # neither bypassed nor a hit (the same decision as at issue, recorded in the held op).
-        held_fast = Signal()
-        with m.If(accept):
-            m.d.sync += held_fast.eq(fast)
-        incs["mul"] = push & ~held.nop & ~held_fast
         for name, inc in incs.items():
             counter = getattr(self, name)
             reg = Signal(self.counter_width, name=f"count_{name}")

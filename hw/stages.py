@@ -122,6 +122,18 @@ class SigMul(wiring.Component):
         return m
 
 
+def shift_left_within(value, amount, width: int):
+    """``(value << amount)`` truncated to ``width`` bits, as a barrel shifter: one stage of
+    constant shifts per bit of ``amount``. This is the hardware a synthesis tool makes of a
+    variable shift anyway; written out, no intermediate is wider than ``width`` bits (a plain
+    ``value << amount`` is ``len(value) + 2**len(amount) - 1`` bits wide, more than a
+    simulator's 64-bit word)."""
+    x = value[:width] if len(value) >= width else value.as_unsigned()
+    for j, bit in enumerate(amount):
+        x = Mux(bit, x.shift_left(1 << j)[:width], x)
+    return x
+
+
 def leading_zeros(m: Module, value, name: str = "lz"):
     """A leading-zero count of ``value`` as a balanced tree (``len(value)`` when it is zero)."""
     width = len(value)
@@ -176,7 +188,7 @@ class Normalise(wiring.Component):
         m = Module()
         lz = leading_zeros(m, self.p)
         m.d.comb += [
-            self.pn.eq(self.p << lz),
+            self.pn.eq(shift_left_within(self.p, lz, len(self.pn))),
             self.exp_n.eq(self.exp + 1 - lz),
         ]
         return m
@@ -230,7 +242,8 @@ class RoundPack(wiring.Component):
         lost = Signal()
         m.d.comb += [
             shifted.eq(pn >> shift),
-            lost.eq((pn & ~(Const((1 << P) - 1, P) << shift)[:P]) != 0),
+            # the bits shifted out: shifting back restores every bit but them
+            lost.eq(shift_left_within(shifted, shift, P) != pn),
         ]
         q = shifted[F + 1:]                 # F + 1 bits, the hidden bit at F for normals
         round_bit = shifted[F]
