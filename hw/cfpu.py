@@ -22,6 +22,8 @@ Operand isolation: the registers in front of the significand multiplier (positio
 ``operands``) load only for valid, finite, non-hit operations. On a hit, a special operand or an
 idle cycle they keep their value, so the multiplier, the normaliser and the rounder see no input
 change. With ``stages=0`` there is no such register and the operands are gated to zero instead.
+The same rule enables every data register: the exact path's registers load only for operations
+that need the exact path, the others only for valid operations; bubbles move no data.
 """
 from __future__ import annotations
 

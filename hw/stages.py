@@ -242,8 +242,8 @@ class RoundPack(wiring.Component):
         lost = Signal()
         m.d.comb += [
             shifted.eq(pn >> shift),
-            # the bits shifted out: shifting back restores every bit but them
-            lost.eq(shift_left_within(shifted, shift, P) != pn),
+            # the bits shifted out: those under a mask of `shift` ones
+            lost.eq((pn & ~shift_left_within(Const((1 << P) - 1, P), shift, P)) != 0),
         ]
         q = shifted[F + 1:]                 # F + 1 bits, the hidden bit at F for normals
         round_bit = shifted[F]
