@@ -189,27 +189,28 @@ int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, co
         stats_out[2] = 1;   /* no memory: report "special" so the caller takes the full scan */
         return 0;
     }
-    uint32_t e_lo = EMPTY_LO, e_hi = EMPTY_HI, special = 0;
+    /* Over the nonzero elements only: a subnormal shows as e_lo == 0, an inf or NaN as
+     * e_hi == 255 (both have a nonzero magnitude), so the loop needs no test of its own. */
+    uint32_t e_lo = EMPTY_LO, e_hi = EMPTY_HI;
     for (int64_t i = 0; i < rows; i++) {
         const uint32_t *restrict src = a + i * cols;
         uint32_t *restrict c = cnt;
         for (int64_t k = 0; k < cols; k++) {
-            uint32_t x = src[k];
-            uint32_t e = (x >> 23) & 0xFFu;
-            uint32_t nonzero = MASK((x & 0x7FFFFFFFu) != 0u);
-            c[k] += nonzero & 1u;
+            uint32_t mag = src[k] & 0x7FFFFFFFu;
+            uint32_t e = mag >> 23;
+            uint32_t nonzero = MASK(mag != 0u);
+            c[k] -= nonzero;                    /* + 1 for a nonzero element */
             e_lo = min_u(e_lo, e | ~nonzero);
-            e_hi = max_u(e_hi, e & nonzero);
-            special |= MASK(e == 0u) & nonzero;       /* subnormal */
-            special |= MASK(e == 255u);               /* inf, NaN */
+            e_hi = max_u(e_hi, e);              /* a zero has e = 0 = EMPTY_HI */
         }
     }
+    uint32_t special = (e_lo == 0u) | (e_hi == 255u);
     int64_t hits = 0;
     for (int64_t k = 0; k < cols; k++)
         hits += (int64_t)cnt[k] * nq[k];
     free(cnt);
     stats_out[0] = e_lo;
     stats_out[1] = e_hi;
-    stats_out[2] = special & 1u;
+    stats_out[2] = special;
     return hits;
 }

@@ -148,7 +148,7 @@ class _Kernels:
             lib.canna_transform_checked.restype = None
             lib.canna_scan_first.argtypes = [p, i64, i64, i32, i32, p, p, p, p, p, p, i64]
             lib.canna_scan_first.restype = i64
-            lib.canna_scan_first_quick.argtypes = [p, i64, i64, p, p]
+            lib.canna_scan_first_quick.argtypes = [p, i64, i64, p, ctypes.POINTER(ctypes.c_uint32)]
             lib.canna_scan_first_quick.restype = i64
             cls._lib = lib
         return cls._lib
@@ -245,6 +245,7 @@ class Prepared:
     row_flags: np.ndarray
     stats: np.ndarray
     quick_range: tuple | None = None   # (q_lo, q_hi) when policy b's quick scan applies
+    nq_address: int = 0                # address of ``nq`` (the quick scan's per-call cost counts)
 
     @property
     def shape(self) -> tuple:
@@ -281,7 +282,7 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
                                     _ptr(nq), _ptr(nn), _ptr(row_flags), _ptr(stats))
     quick = None if dual or row_flags.any() else (int(stats[0]), int(stats[1]))
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
-                    nq, nn, row_flags, stats, quick)
+                    nq, nn, row_flags, stats, quick, _ptr(nq))
 
 
 _NO_RISKY = np.empty(0, np.int64)
@@ -301,9 +302,9 @@ def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
         # Policy b's common case in one light pass: when no element is subnormal or non-finite
         # and the exponent range of the nonzero elements is safe against the checked operand's,
         # nothing is risky, every nonzero element is normal, and the kernel's hit count is exact.
-        quick = np.empty(3, np.uint32)
-        hits = lib.canna_scan_first_quick(_ptr(a_bits), m, k_dim, _ptr(prep.nq), _ptr(quick))
-        e_lo, e_hi, special = quick.tolist()
+        quick = (ctypes.c_uint32 * 3)()
+        hits = lib.canna_scan_first_quick(_ptr(a_bits), m, k_dim, prep.nq_address, quick)
+        e_lo, e_hi, special = quick
         q_lo, q_hi = prep.quick_range
         in_range = q_lo > q_hi or e_lo > e_hi or (e_lo + q_lo - 127 >= 1 and e_hi + q_hi - 127 <= 254)
         if not special and in_range:
