@@ -10,7 +10,7 @@ The per-operation configuration is encoded here and only here (:func:`config_lay
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Shape, unsigned
+from amaranth.hdl import Shape
 from amaranth.lib import data
 from amaranth.utils import bits_for
 

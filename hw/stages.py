@@ -12,10 +12,9 @@ five flags (tininess detected after rounding) and the special results (canonical
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for
 
 from canna.sim.formats import BINARY32, FloatFormat
 

@@ -9,7 +9,6 @@ all-exact array on the same inputs.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +82,6 @@ def print_rtl_report(rep: dict) -> None:
     print("  cycles: the RTL's counters (equal to the golden lane model); speedup and energy are "
           "relative to the all-exact array in the same discipline (LS lockstep, DC decoupled)")
     if rep.get("pj_per_toggle"):
-        first = next(iter(rep["configs"].values()))
         print(f"  energy model: measured toggles (make activity) and lane area (make synth), "
               f"{rep['pj_per_toggle'] * 1e3:.3f} fJ per toggle (exact multiply = 3.7 pJ, Horowitz "
               f"2014); leakage 0 / 10x changes the ratios to "

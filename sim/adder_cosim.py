@@ -10,11 +10,6 @@ the expected and actual results of the first mismatches.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +20,7 @@ __all__ = ["AdderMismatch", "build_adder", "run_adder", "check_adder"]
 
 VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
                    "-Wno-fatal", "-Wno-lint", "-Wno-style")
-CXX_FLAGS = ("-std=c++17", "-fPIC", "-fno-strict-aliasing", "-w", "-O1")
+CXX_FLAGS = ("-fno-strict-aliasing", "-w", "-O1")
 _loaded: dict = {}
 
 
@@ -41,56 +36,15 @@ def build_adder(*, quiet: bool = True) -> Path:
 
     from canna.hw.adder import FAdd
 
-    from .array_cosim import _parallel
-    from .cosim import build_root, verilator_env
-    from .native import NativeBuildError
-    root = build_root() / "adder"
-    root.mkdir(parents=True, exist_ok=True)
+    from .cosim import build_root
+    from .native import build_verilated
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         text = verilog.convert(FAdd(), name="fadd", emit_src=False)
-    driver = Path(__file__).with_name("adder_driver.cpp")
-    env = verilator_env()
-    vl_root = Path(env.get("VERILATOR_ROOT", ""))
-    version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
-                             text=True).stdout.strip()
-    cxx = os.environ.get("CXX", "g++")
-    key = hashlib.sha256("\0".join([text, driver.read_text(), repr(VERILATOR_FLAGS),
-                                    repr(CXX_FLAGS), version, cxx]).encode()).hexdigest()[:16]
-    lib = root / f"fadd-{key}.so"
-    if lib.exists():
-        return lib
-    t0 = time.perf_counter()
-    work = root / f"fadd-{key}.obj"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    src = work / "fadd.v"
-    src.write_text(text)
-    cmd = ["verilator", "--cc", str(src), "--top-module", "fadd", "--prefix", "Vfadd",
-           "-Mdir", str(work), *VERILATOR_FLAGS]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NativeBuildError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
-    inc = ["-I", str(work), "-I", str(vl_root / "include"), "-I", str(vl_root / "include" / "vltstd")]
-    files = sorted(work.glob("Vfadd*.cpp")) + [driver, vl_root / "include" / "verilated.cpp",
-                                               vl_root / "include" / "verilated_threads.cpp"]
-    cmds, objs = [], []
-    for f in files:
-        obj = work / (Path(f).stem + ".o")
-        objs.append(obj)
-        cmds.append([cxx, *CXX_FLAGS, *inc, "-DVM_TRACE=0", "-c", str(f), "-o", str(obj)])
-    cmds.sort(key=lambda c: -Path(c[-3]).stat().st_size)
-    _parallel(cmds, max(1, min(2, os.cpu_count() or 1)), work)
-    tmp = root / f".{lib.name}.{os.getpid()}.tmp"
-    proc = subprocess.run([cxx, "-shared", "-o", str(tmp), *map(str, objs), "-pthread"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NativeBuildError(f"link failed:\n{proc.stderr[-4000:]}")
-    os.replace(tmp, lib)
-    shutil.rmtree(work, ignore_errors=True)
-    if not quiet:
-        print(f"built {lib.name} in {time.perf_counter() - t0:.1f} s")
-    return lib
+    return build_verilated("fadd", text, top="fadd",
+                           driver=Path(__file__).with_name("adder_driver.cpp"),
+                           root=build_root() / "adder", verilator_flags=VERILATOR_FLAGS,
+                           cxx_fast=CXX_FLAGS, quiet=quiet)
 
 
 def _handle():

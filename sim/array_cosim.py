@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from canna.hw.array import pipeline_latency
 
 from . import golden
 from .config import EXACT, CFPUConfig
-from .lanes import (ArrayGeometry, LaneArrayResult, check_operands, multiplier_bypassed,
+from .lanes import (ArrayGeometry, LaneArrayResult, check_operands,
                     run_lane_array, tile_plan)
 
 __all__ = ["BACKENDS", "ArrayRunResult", "ArrayMismatch", "run_array", "lane_ops",
@@ -430,9 +429,8 @@ def golden_model(a, b, config: CFPUConfig, geometry: ArrayGeometry) -> LaneArray
 VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-fno-dfg",
                    "-Wno-fatal", "-Wno-lint", "-Wno-style", "--output-split", "20000")
 #: C++ flags: the model's hot files at -O2, its one-off initialisation files at -O0.
-CXX_FAST = ("-O2",)
-CXX_SLOW = ("-O0",)
-CXX_COMMON = ("-std=c++17", "-fPIC", "-fno-strict-aliasing", "-w")
+CXX_FAST = ("-O2", "-fno-strict-aliasing", "-w")
+CXX_SLOW = ("-O0", "-fno-strict-aliasing", "-w")
 
 
 def array_name(lanes: int, exact_cycles: int, discipline: str, stages: int) -> str:
@@ -504,94 +502,23 @@ def _ports_header(lanes: int, top_class: str) -> str:
         *[f"#define {k} {v(n)}" for k, n in names.items()], ""])
 
 
-def _parallel(cmds: list[list[str]], jobs: int, cwd) -> None:
-    from .native import NativeBuildError
-    running: list[tuple[subprocess.Popen, list[str]]] = []
-    pending = list(cmds)
-    while pending or running:
-        while pending and len(running) < jobs:
-            cmd = pending.pop(0)
-            running.append((subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT, text=True), cmd))
-        proc, cmd = running.pop(0)
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            for p, _ in running:
-                p.kill()
-            raise NativeBuildError(f"{' '.join(cmd)} failed:\n{out[-4000:]}")
-
-
 def build_fast(*, lanes: int = 16, exact_cycles: int = 4, discipline: str = "lockstep",
-               stages: int = DEFAULT_STAGES, jobs: int | None = None, quiet: bool = True) -> Path:
-    """Verilate the array and compile it with ``sim/array_driver.cpp`` into a shared library.
-
-    Cached: the library's name carries a hash of the Verilog, the driver, the flags and the
-    Verilator version, under ``build/array/`` (``CANNA_BUILD_DIR``); a rebuild happens only when
-    one of them changes. Returns the library path. Build time is written to ``build.log``.
-    """
-    from .cosim import build_root, verilator_env
-    from .native import NativeBuildError
+               stages: int = DEFAULT_STAGES, quiet: bool = True) -> Path:
+    """Verilate the array and compile it with ``sim/array_driver.cpp`` into a shared library
+    (:func:`canna.sim.native.build_verilated`: cached by content under ``build/array/``,
+    ``CANNA_BUILD_DIR``). Returns the library path."""
+    from .cosim import build_root
+    from .native import build_verilated
     name = array_name(lanes, exact_cycles, discipline, stages)
     root = build_root() / "array"
     plain = verilog_array(root / "rtl" / f"{name}.v", lanes=lanes, exact_cycles=exact_cycles,
                           discipline=discipline, stages=stages)
-    src = plain.with_name(f"{name}.dual_edge.v")
-    text = dual_edge_verilog(plain.read_text())
-    if not src.exists() or src.read_text() != text:
-        src.write_text(text)
-    driver = Path(__file__).with_name("array_driver.cpp")
-    env = verilator_env()
-    vl_root = Path(env.get("VERILATOR_ROOT", ""))
-    version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
-                             text=True).stdout.strip()
-    key = hashlib.sha256("\0".join([src.read_text(), driver.read_text(), repr(VERILATOR_FLAGS), VERILATOR_CONFIG,
-                                    repr((CXX_FAST, CXX_SLOW, CXX_COMMON)), version,
-                                    os.environ.get("CXX", "g++")]).encode()).hexdigest()[:16]
-    lib = root / f"{name}-{key}.so"
-    if lib.exists():
-        return lib
-    t0 = time.perf_counter()
-    work = root / f"{name}-{key}.obj"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    top_class = "Vlane_array"
-    vlt = work / "lane.vlt"
-    vlt.write_text(VERILATOR_CONFIG)
-    cmd = ["verilator", "--cc", str(vlt), str(src), "--top-module", "lane_array", "--prefix", top_class,
-           "-Mdir", str(work), *VERILATOR_FLAGS]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NativeBuildError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-4000:]}")
-    t_vl = time.perf_counter() - t0
-    (work / "array_ports.h").write_text(_ports_header(lanes, top_class))
-    cxx = os.environ.get("CXX", "g++")
-    inc = ["-I", str(work), "-I", str(vl_root / "include"), "-I", str(vl_root / "include" / "vltstd")]
-    slow = sorted(p for p in work.glob(f"{top_class}*.cpp") if "Slow" in p.name)
-    fast = sorted(p for p in work.glob(f"{top_class}*.cpp") if "Slow" not in p.name)
-    support = [vl_root / "include" / "verilated.cpp", vl_root / "include" / "verilated_threads.cpp"]
-    cmds, objs = [], []
-    for files, opt in ((fast + [driver], CXX_FAST), (slow + support, CXX_SLOW)):
-        for f in files:
-            obj = work / (Path(f).stem + ".o")
-            objs.append(obj)
-            cmds.append([cxx, *CXX_COMMON, *opt, *inc, "-DVM_TRACE=0", "-c", str(f), "-o", str(obj)])
-    # biggest first, so that the two jobs finish together
-    cmds.sort(key=lambda c: -Path(c[-3]).stat().st_size)
-    _parallel(cmds, jobs or max(1, min(2, os.cpu_count() or 1)), work)
-    tmp = root / f".{lib.name}.{os.getpid()}.tmp"
-    link = [cxx, "-shared", "-o", str(tmp), *map(str, objs), "-pthread"]
-    proc = subprocess.run(link, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise NativeBuildError(f"link failed:\n{proc.stderr[-4000:]}")
-    os.replace(tmp, lib)
-    elapsed = time.perf_counter() - t0
-    (root / f"{name}-{key}.build.log").write_text(
-        f"verilator {t_vl:.1f} s, total {elapsed:.1f} s, jobs {jobs}\n{' '.join(cmd)}\n")
-    shutil.rmtree(work, ignore_errors=True)
-    if not quiet:
-        print(f"built {lib.name}: verilator {t_vl:.1f} s, total {elapsed:.1f} s")
-    return lib
+    return build_verilated(
+        name, dual_edge_verilog(plain.read_text()), top="lane_array",
+        driver=Path(__file__).with_name("array_driver.cpp"), root=root,
+        verilator_flags=VERILATOR_FLAGS, cxx_fast=CXX_FAST, cxx_slow=CXX_SLOW,
+        config=VERILATOR_CONFIG, headers={"array_ports.h": _ports_header(lanes, "Vlane_array")},
+        quiet=quiet)
 
 
 class FastArray:

@@ -16,7 +16,6 @@ import numpy as np
 from canna.cli import CliError
 
 from .config import CFPUConfig, MAX_TUNING_BITS, Policy
-from .formats import BINARY32
 from . import golden
 
 # Backend name -> "module:function". A backend takes (a, b, config, **options) with uint32

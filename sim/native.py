@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["NativeBuildError", "cache_dir", "build_shared", "run_parts"]
+__all__ = ["NativeBuildError", "cache_dir", "build_shared", "build_verilated", "run_parts"]
 
 
 class NativeBuildError(RuntimeError):
@@ -74,3 +74,107 @@ def run_parts(part, parts: int) -> list:
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(parts) as pool:
         return list(pool.map(part, range(parts)))
+
+
+def _run_parallel(cmds: list[list[str]], jobs: int, cwd) -> None:
+    """Run compiler commands, ``jobs`` at a time; the first failure kills the rest and raises."""
+    running: list[tuple[subprocess.Popen, list[str]]] = []
+    pending = list(cmds)
+    while pending or running:
+        while pending and len(running) < jobs:
+            cmd = pending.pop(0)
+            running.append((subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True), cmd))
+        proc, cmd = running.pop(0)
+        out, _ = proc.communicate()
+        if proc.returncode != 0:
+            for p, _ in running:
+                p.kill()
+            raise NativeBuildError(f"{' '.join(cmd)} failed:\n{out[-4000:]}")
+
+
+def build_verilated(name: str, verilog: str, *, top: str, driver: Path, root: Path,
+                    verilator_flags: tuple[str, ...], cxx_fast: tuple[str, ...],
+                    cxx_slow: tuple[str, ...] | None = None, config: str = "",
+                    headers: dict[str, str] | None = None, quiet: bool = True) -> Path:
+    """Verilate ``verilog`` (top module ``top``, C++ class ``V<top>``) and link it with the C++
+    ``driver`` into the shared library ``root/<name>-<hash>.so``; returns its path.
+
+    Cached: the hash covers the Verilog, the driver, ``config`` (a Verilator configuration file's
+    text), the generated ``headers`` (file name -> text, written next to the Verilated sources
+    for the driver to include), every flag, the Verilator version and the C++ compiler, so a
+    rebuild happens only when one of them changes. The model's files compile with
+    ``cxx_fast``; its one-off initialisation files (``*Slow*``) and Verilator's runtime with
+    ``cxx_slow`` (default: ``cxx_fast``), two jobs at a time. Each build works in a directory of
+    its own and renames the library into place, so concurrent first uses do not clash. The build
+    time goes to ``<name>-<hash>.build.log``.
+    """
+    import time
+
+    from .cosim import verilator_env
+    env = verilator_env()
+    vl_root = Path(env.get("VERILATOR_ROOT", ""))
+    version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
+                             text=True).stdout.strip()
+    cxx = os.environ.get("CXX", "g++")
+    cxx_slow = cxx_fast if cxx_slow is None else cxx_slow
+    headers = dict(headers or {})
+    key = hashlib.sha256("\0".join([
+        verilog, Path(driver).read_text(), config, repr(sorted(headers.items())),
+        repr((verilator_flags, cxx_fast, cxx_slow)), version, cxx]).encode()).hexdigest()[:16]
+    root.mkdir(parents=True, exist_ok=True)
+    lib = root / f"{name}-{key}.so"
+    if lib.exists():
+        return lib
+    t0 = time.perf_counter()
+    work = root / f"{name}-{key}.{os.getpid()}.obj"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        src = work / f"{top}.v"
+        src.write_text(verilog)
+        inputs = [str(src)]
+        if config:
+            (work / "config.vlt").write_text(config)
+            inputs.insert(0, str(work / "config.vlt"))
+        prefix = f"V{top}"
+        cmd = ["verilator", "--cc", *inputs, "--top-module", top, "--prefix", prefix,
+               "-Mdir", str(work), *verilator_flags]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NativeBuildError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}"
+                                   f"{proc.stderr[-4000:]}")
+        t_vl = time.perf_counter() - t0
+        for file_name, text in headers.items():
+            (work / file_name).write_text(text)
+        inc = ["-I", str(work), "-I", str(vl_root / "include"),
+               "-I", str(vl_root / "include" / "vltstd")]
+        model = sorted(work.glob(f"{prefix}*.cpp"))
+        slow = [p for p in model if "Slow" in p.name]
+        fast = [p for p in model if "Slow" not in p.name] + [Path(driver)]
+        runtime = [vl_root / "include" / "verilated.cpp",
+                   vl_root / "include" / "verilated_threads.cpp"]
+        cmds, objs = [], []
+        for files, opt in ((fast, cxx_fast), (slow + runtime, cxx_slow)):
+            for f in files:
+                obj = work / (Path(f).stem + ".o")
+                objs.append(obj)
+                cmds.append([cxx, "-std=c++17", "-fPIC", *opt, *inc, "-DVM_TRACE=0",
+                             "-c", str(f), "-o", str(obj)])
+        cmds.sort(key=lambda c: -Path(c[-3]).stat().st_size)  # biggest first: jobs end together
+        jobs = max(1, min(2, os.cpu_count() or 1))
+        _run_parallel(cmds, jobs, work)
+        tmp = root / f".{lib.name}.{os.getpid()}.tmp"
+        proc = subprocess.run([cxx, "-shared", "-o", str(tmp), *map(str, objs), "-pthread"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise NativeBuildError(f"link failed:\n{proc.stderr[-4000:]}")
+        os.replace(tmp, lib)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    (root / f"{name}-{key}.build.log").write_text(
+        f"verilator {t_vl:.1f} s, total {elapsed:.1f} s, jobs {jobs}\n{' '.join(cmd)}\n")
+    if not quiet:
+        print(f"built {lib.name}: verilator {t_vl:.1f} s, total {elapsed:.1f} s")
+    return lib
