@@ -38,18 +38,16 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
         uint32_t ok = qual & (pe < 255u);             /* ... and it is representable */
         uint32_t nonq = normal & (ok ^ 1u);
         uint32_t okmask = 0u - ok, nonqmask = 0u - nonq;
-        uint32_t finite = 0u - (uint32_t)(e != 255u);
-        uint32_t plain = x & finite;                  /* non-finite values are taken out */
         uint32_t pow2 = (x & 0x80000000u) | (pe << 23);
         if (dual) {
+            dn[j] = x & ~okmask;
             dq[j] = pow2 & okmask;
-            dn[j] = plain & ~okmask;
         } else {
-            dq[j] = (pow2 & okmask) | (plain & ~okmask);
+            dq[j] = (pow2 & okmask) | (x & ~okmask);
         }
         cq += ok;
         unrep |= qual & (ok ^ 1u);
-        nonfin |= (uint32_t)(e == 255u);
+        nonfin = max_u(nonfin, e);                    /* 255: an inf or NaN, see below */
         /* masks, not conditionals: gcc vectorises these min/max reductions only so */
         q_lo = min_u(q_lo, pe | ~okmask);
         q_hi = max_u(q_hi, pe & okmask);
@@ -59,6 +57,13 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
             n_lo = min_u(n_lo, e | ~nonqmask);
             n_hi = max_u(n_hi, e & nonqmask);
         }
+    }
+    nonfin = nonfin == 255u;
+    if (nonfin) {   /* rare: take the non-finite values out (zeros), off the vectorised loop */
+        uint32_t *restrict d = dual ? dn : dq;
+        for (int64_t j = 0; j < cols; j++)
+            if (((src[j] >> 23) & 0xFFu) == 255u)
+                d[j] = 0u;
     }
     acc[0] = cq; acc[1] = cn; acc[2] = unrep; acc[3] = sub; acc[4] = nonfin;
     acc[5] = q_lo; acc[6] = q_hi; acc[7] = n_lo; acc[8] = n_hi;

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,12 @@ def summation_bound(abs_products_sum, k: int) -> np.ndarray:
 # Elementwise kernels: C (fast) and NumPy (reference and fallback), same semantics
 # --------------------------------------------------------------------------------------------
 
+#: 256-bit vectors even where 512-bit ones exist: the transform's min/max reductions run
+#: ~12% faster so on the AMD EPYC (Zen 4) this was measured on; the scan is unaffected.
+_KERNEL_FLAGS = ("-O3", "-march=native", "-std=c11") + (
+    ("-mprefer-vector-width=256",) if platform.machine() in ("x86_64", "AMD64") else ())
+
+
 class _Kernels:
     """ctypes bindings of sim/fastkernels.c, or None when it cannot be built."""
 
@@ -139,7 +146,8 @@ class _Kernels:
                 return None
             from .native import NativeBuildError, build_shared
             try:
-                lib = build_shared("fastkernels", [Path(__file__).with_name("fastkernels.c")])
+                lib = build_shared("fastkernels", [Path(__file__).with_name("fastkernels.c")],
+                                   flags=_KERNEL_FLAGS)
             except (NativeBuildError, OSError) as e:
                 warnings.warn(f"fast matmul kernels unavailable, using NumPy: {e}", RuntimeWarning)
                 return None
