@@ -39,7 +39,6 @@ import numpy as np
 
 from canna.hw.array import pipeline_latency
 
-from . import golden
 from .config import EXACT, CFPUConfig
 from .lanes import (ArrayGeometry, LaneArrayResult, check_operands,
                     run_lane_array, tile_plan)
@@ -100,21 +99,12 @@ def lane_ops(a_bits: np.ndarray, b_bits: np.ndarray, lanes: int):
 
 
 def golden_per_lane(a, b, configs, lanes: int) -> np.ndarray:
-    """Golden outputs when lane ``l`` runs with ``configs[l]`` (sequential over K, +0.0 start).
-    Computed by the C twin when it builds (:mod:`canna.sim.golden_fast`), else in NumPy."""
+    """Golden outputs when lane ``l`` runs with ``configs[l]`` (sequential over K, +0.0 start):
+    the C twin when it builds (:mod:`canna.sim.golden_fast`), else the golden lane model."""
     if _golden_fast():
         from . import golden_fast
         return golden_fast.per_lane_value(a, b, configs, lanes)
-    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
-    op_a, op_b, nop = lane_ops(a_bits, b_bits, lanes)
-    m, n = a.shape[0], b.shape[1]
-    acc = np.zeros(op_a.shape[:2], np.float32)
-    prods = np.zeros(op_a.shape, np.uint32)
-    for l, cfg in enumerate(configs):
-        prods[:, l] = golden.mul_bits(op_a[:, l], op_b[:, l], cfg).bits
-    for k in range(op_a.shape[2]):
-        acc = golden.add(acc, prods[:, :, k].view(np.float32))
-    return acc.reshape(-1)[:m * n].reshape(m, n)
+    return run_lane_array(a, b, list(configs), ArrayGeometry(lanes)).value
 
 
 def _codes(configs):
@@ -133,11 +123,11 @@ def _reproducer_path(tag: str) -> Path:
 
 
 def check_result(res: ArrayRunResult, a, b, configs, geometry: ArrayGeometry, *, seed=None,
-                 check_cycles: bool = True, expected_value=None, latency: int | None = None,
+                 check_cycles: bool = True, latency: int | None = None,
                  max_lines: int = 10) -> None:
     """Raise :class:`ArrayMismatch` unless ``res`` equals the golden model."""
     problems = []
-    exp = expected_value if expected_value is not None else res.model.value
+    exp = res.model.value
     eb, gb = exp.view(np.uint32), res.value.view(np.uint32)
     bad = eb != gb
     if bad.any():
@@ -149,20 +139,19 @@ def check_result(res: ArrayRunResult, a, b, configs, geometry: ArrayGeometry, *,
                             f"{int(eb[i, j]):08X} ({exp[i, j]!r}), got {int(gb[i, j]):08X} "
                             f"({res.value[i, j]!r})")
     model = res.model
-    if model is not None:
-        want = {"ops": model.lane_products, "hits": model.lane_hits,
-                "bypass": model.lane_bypassed, "busy": model.lane_busy_lockstep,
-                "mul": model.lane_products - model.lane_hits - model.lane_bypassed}
-        for name, w in want.items():
-            got = np.asarray(res.counters[name])
-            if not np.array_equal(got, w):
-                problems.append(f"lane {name} counters: expected {w.tolist()}, got {got.tolist()}")
-        if check_cycles:
-            w = model.cycles_lockstep if res.discipline == "lockstep" else model.cycles_decoupled
-            if res.cycles != w:
-                problems.append(f"cycles ({res.discipline}): expected {w}, got {res.cycles}")
-            if latency is not None and res.wall_cycles != w + latency:
-                problems.append(f"wall cycles: expected {w} + latency {latency}, got {res.wall_cycles}")
+    want = {"ops": model.lane_products, "hits": model.lane_hits,
+            "bypass": model.lane_bypassed, "busy": model.lane_busy_lockstep,
+            "mul": model.lane_products - model.lane_hits - model.lane_bypassed}
+    for name, w in want.items():
+        got = np.asarray(res.counters[name])
+        if not np.array_equal(got, w):
+            problems.append(f"lane {name} counters: expected {w.tolist()}, got {got.tolist()}")
+    if check_cycles:
+        w = model.cycles_lockstep if res.discipline == "lockstep" else model.cycles_decoupled
+        if res.cycles != w:
+            problems.append(f"cycles ({res.discipline}): expected {w}, got {res.cycles}")
+        if latency is not None and res.wall_cycles != w + latency:
+            problems.append(f"wall cycles: expected {w} + latency {latency}, got {res.wall_cycles}")
     if problems:
         path = _reproducer_path(res.backend)
         np.savez(path, a=a, b=b, configs=np.array([repr(c) for c in configs]),
@@ -352,7 +341,8 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     """Run ``a @ b`` on the RTL lane array and check it against the golden model.
 
     ``config``: one :class:`CFPUConfig` broadcast to every lane, or a list of ``lanes``
-    configurations (lane ``l`` uses ``config[l]``; then no cycle model is checked).
+    configurations (lane ``l`` uses ``config[l]``; checked against the NumPy lane model, whose
+    per-lane runs are slower than the C twin's uniform ones).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
@@ -392,15 +382,14 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
         latency = pipeline_latency(stages)
     counters = {k: np.asarray(v, dtype=np.int64) for k, v in counters.items()}
     t_check = time.perf_counter()
-    model = golden_model(a, b, configs[0], geometry) if uniform else None
+    model = golden_model(a, b, configs[0] if uniform else configs, geometry)
     res = ArrayRunResult(value=value.copy(), products=m * n * a.shape[1],
                          hits=int(counters["hits"].sum()), tiles=tiles, discipline=discipline,
                          cycles=int(cycles), wall_cycles=int(wall), counters=counters,
                          model=model, backend=backend, seconds=elapsed, activity=extra)
     if check:
-        expected = None if uniform else golden_per_lane(a, b, configs, lanes)
         check_result(res, a, b, configs, geometry, seed=seed, check_cycles=not p_stall,
-                     expected_value=expected, latency=None if p_stall else latency)
+                     latency=None if p_stall else latency)
     res.activity["check_seconds"] = time.perf_counter() - t_check
     res.activity["golden"] = "c" if _golden_fast() else "numpy"
     return res
@@ -411,10 +400,11 @@ def _golden_fast() -> bool:
     return golden_fast.available()
 
 
-def golden_model(a, b, config: CFPUConfig, geometry: ArrayGeometry) -> LaneArrayResult:
+def golden_model(a, b, config: CFPUConfig | list, geometry: ArrayGeometry) -> LaneArrayResult:
     """The golden lane model of a run: the C twin (:mod:`canna.sim.golden_fast`, tested equal to
-    the NumPy model) when it builds, else the NumPy model :func:`canna.sim.lanes.run_lane_array`."""
-    if _golden_fast():
+    the NumPy model) when it builds and one configuration serves every lane, else the NumPy
+    model :func:`canna.sim.lanes.run_lane_array` (which also takes per-lane configurations)."""
+    if isinstance(config, CFPUConfig) and _golden_fast():
         from . import golden_fast
         return golden_fast.run_lane_array(a, b, config, geometry)
     return run_lane_array(a, b, config, geometry)

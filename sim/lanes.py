@@ -164,13 +164,20 @@ def check_operands(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def run_lane_array(a, b, config: CFPUConfig = EXACT, geometry: ArrayGeometry = ArrayGeometry(),
-                   *, tile_batch: int = 256) -> LaneArrayResult:
-    """Run ``a @ b`` on the golden lane array: bit-exact outputs, hits and cycles."""
+def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
+                   geometry: ArrayGeometry = ArrayGeometry(), *,
+                   tile_batch: int = 256) -> LaneArrayResult:
+    """Run ``a @ b`` on the golden lane array: bit-exact outputs, hits and cycles.
+
+    ``config``: one configuration for every lane, or a list of ``geometry.lanes`` of them (lane
+    ``l`` runs ``config[l]``, as the array's per-lane configuration writes set it)."""
     a, b = check_operands(a, b)
     m, k_dim = a.shape
     n = b.shape[1]
     lanes = geometry.lanes
+    per_lane = isinstance(config, (list, tuple))
+    if per_lane and (len(config) != lanes or not all(isinstance(c, CFPUConfig) for c in config)):
+        raise ValueError(f"config must be a CFPUConfig or a list of {lanes} of them")
     rows, cols, valid = tile_plan(m, n, lanes)
     a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
     out = np.zeros(m * n, dtype=np.float32)
@@ -183,11 +190,19 @@ def run_lane_array(a, b, config: CFPUConfig = EXACT, geometry: ArrayGeometry = A
         r, c, v = rows[t0:t0 + tile_batch], cols[t0:t0 + tile_batch], valid[t0:t0 + tile_batch]
         # (tiles, lanes, K) operands of every lane at every step
         op_a, op_b = a_bits[r], b_bits.T[c]
-        prod = golden.mul_bits(op_a, op_b, config)
-        hit = prod.hit & v[:, :, None]
+        if per_lane:
+            bits = np.empty(op_a.shape, np.uint32)
+            hit = np.empty(op_a.shape, bool)
+            for l, cfg in enumerate(config):
+                pl = golden.mul_bits(op_a[:, l], op_b[:, l], cfg)
+                bits[:, l], hit[:, l] = pl.bits, pl.hit
+        else:
+            prod = golden.mul_bits(op_a, op_b, config)
+            bits, hit = prod.bits, prod.hit
+        hit = hit & v[:, :, None]
         bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]
         acc = np.zeros(r.shape, dtype=np.float32)
-        p = prod.bits.view(np.float32)
+        p = bits.view(np.float32)
         for k in range(k_dim):
             acc = golden.add(acc, p[:, :, k])
         flat = (r * n + c)[v]

@@ -17,7 +17,8 @@ def nn_like(rng, m, k, n):
 
 def simulate_cycles(a, b, config, lanes, exact_cycles):
     """Cycle-by-cycle restatement: lanes issue one product when free; lockstep lanes wait for
-    each other every step, decoupled lanes only at the end of a tile."""
+    each other every step, decoupled lanes only at the end of a tile. ``config``: one for all
+    lanes or a list, one per lane."""
     m, k_dim = a.shape
     n = b.shape[1]
     outputs = [(i, j) for i in range(m) for j in range(n)]
@@ -29,7 +30,8 @@ def simulate_cycles(a, b, config, lanes, exact_cycles):
             step = []
             for lane, (i, j) in enumerate(tile):
                 x, w = a[i:i + 1, k], b[k:k + 1, j]
-                hit = bool(golden.mul(x, w, config).hit[0])
+                cfg = config[lane] if isinstance(config, list) else config
+                hit = bool(golden.mul(x, w, cfg).hit[0])
                 special = any(v == 0 or not np.isfinite(v) for v in (x[0], w[0]))
                 lat = 1 if hit or special else exact_cycles
                 step.append(lat)
@@ -58,6 +60,36 @@ def test_outputs_and_cycles(config, lanes, exact_cycles):
         assert r.cycles_lockstep == r.cycles_baseline and r.hits == 0
     print(f"{config.describe()} lanes={lanes} k={exact_cycles}: {r.products} products, "
           f"{r.hits} hits, cycles lockstep {lock}, decoupled {dec}, baseline {r.cycles_baseline}")
+
+
+def test_per_lane_configurations():
+    """Lane l runs config[l] (the array's per-lane configuration writes): outputs, per-lane hits
+    and both disciplines' cycles against the per-output reference and the restatement."""
+    rng = np.random.default_rng(11)
+    a, b = nn_like(rng, 3, 9, 7)
+    configs = [EXACT, CFPUConfig.approx(0), CFPUConfig.approx(4, "dual"), CFPUConfig.approx(1)]
+    geometry = ArrayGeometry(4, 3)
+    r = run_lane_array(a, b, configs, geometry)
+    n = b.shape[1]
+    hits = np.zeros(4, np.int64)
+    for i in range(a.shape[0]):
+        for j in range(n):
+            lane = (i * n + j) % 4
+            ref = matmul_reference(a[i:i + 1], b[:, j:j + 1], configs[lane])
+            assert r.value[i, j].view(np.uint32) == ref.value[0, 0].view(np.uint32)
+            hits[lane] += ref.hits
+    assert np.array_equal(r.lane_hits, hits) and hits[0] == 0 and hits[1] > 0
+    assert (r.cycles_lockstep, r.cycles_decoupled) == simulate_cycles(a, b, configs, 4, 3)
+    # one configuration per lane, all the same, is the broadcast configuration
+    same = run_lane_array(a, b, [CFPUConfig.approx(2)] * 4, geometry)
+    uni = run_lane_array(a, b, CFPUConfig.approx(2), geometry)
+    assert np.array_equal(same.value.view(np.uint32), uni.value.view(np.uint32))
+    assert (same.cycles_lockstep, same.cycles_decoupled, same.hits) == \
+        (uni.cycles_lockstep, uni.cycles_decoupled, uni.hits)
+    with pytest.raises(ValueError, match="list of 4"):
+        run_lane_array(a, b, configs[:3], geometry)
+    print(f"per-lane configurations: {r.products} products, hits per lane {hits.tolist()}, "
+          f"cycles {r.cycles_lockstep} (lockstep) / {r.cycles_decoupled} (decoupled) as restated")
 
 
 def test_all_hits_take_one_cycle_per_step():
