@@ -9,7 +9,7 @@ Microarchitecture (registers in ``[ ]``)::
                                                                                 |
                          +0.0 or [acc] -+-> FAdd <------------------------------+
                                         +--> [acc]
-                                        \--> [res] --> o (one beat per ``last`` op)
+                                        \\--> [res] --> o (one beat per ``last`` op)
 
 Issue
     The lane accepts one operation into its *held* register when the register is empty or its
@@ -36,7 +36,9 @@ Configuration
     to operations accepted from the next cycle on; every held operation keeps the configuration
     it was accepted with.
 
-Counters (``counter_width`` bits, wrap around, cleared by ``clear``)
+Counters (``counter_width`` bits, wrap around, cleared by ``clear``; ``ops`` counts at accept,
+``bypass`` and ``mul`` when the operation enters the CFPU, ``hits`` when its result is added, so
+they add up exactly when ``clear`` comes while the lane is idle, as the drivers do)
     ``ops`` (real operations accepted), ``bypass`` (of them with a zero/inf/NaN operand,
     counted when they enter the CFPU),
     ``hits`` (approximate products, counted from the CFPU's own ``hit`` output), ``busy``

@@ -382,7 +382,9 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
         latency = pipeline_latency(stages)
     counters = {k: np.asarray(v, dtype=np.int64) for k, v in counters.items()}
     t_check = time.perf_counter()
-    model = golden_model(a, b, configs[0] if uniform else configs, geometry)
+    # per-lane configurations run the NumPy lane model: only when checking
+    model = (golden_model(a, b, configs[0], geometry) if uniform
+             else golden_model(a, b, configs, geometry) if check else None)
     res = ArrayRunResult(value=value.copy(), products=m * n * a.shape[1],
                          hits=int(counters["hits"].sum()), tiles=tiles, discipline=discipline,
                          cycles=int(cycles), wall_cycles=int(wall), counters=counters,

@@ -42,7 +42,7 @@ import ctypes
 import os
 import platform
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -253,7 +253,12 @@ class Prepared:
     row_flags: np.ndarray
     stats: np.ndarray
     quick_range: tuple | None = None   # (q_lo, q_hi) when policy b's quick scan applies
-    nq_address: int = 0                # address of ``nq`` (the quick scan's per-call cost counts)
+    # address of ``nq`` for the quick scan (one pointer conversion less per call), always
+    # derived from ``nq`` itself
+    nq_address: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "nq_address", _ptr(self.nq))
 
     @property
     def shape(self) -> tuple:
@@ -290,7 +295,7 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
                                     _ptr(nq), _ptr(nn), _ptr(row_flags), _ptr(stats))
     quick = None if dual or row_flags.any() else (int(stats[0]), int(stats[1]))
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
-                    nq, nn, row_flags, stats, quick, _ptr(nq))
+                    nq, nn, row_flags, stats, quick)
 
 
 _NO_RISKY = np.empty(0, np.int64)

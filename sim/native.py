@@ -80,17 +80,24 @@ def _run_parallel(cmds: list[list[str]], jobs: int, cwd) -> None:
     """Run compiler commands, ``jobs`` at a time; the first failure kills the rest and raises."""
     running: list[tuple[subprocess.Popen, list[str]]] = []
     pending = list(cmds)
-    while pending or running:
-        while pending and len(running) < jobs:
-            cmd = pending.pop(0)
-            running.append((subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT, text=True), cmd))
-        proc, cmd = running.pop(0)
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            for p, _ in running:
-                p.kill()
-            raise NativeBuildError(f"{' '.join(cmd)} failed:\n{out[-4000:]}")
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                cmd = pending.pop(0)
+                running.append((subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT, text=True), cmd))
+            proc, cmd = running.pop(0)
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise NativeBuildError(f"{' '.join(cmd)} failed:\n{out[-4000:]}")
+    finally:  # a failure or an interrupt: stop the other compilers before their directory goes
+        for proc, _ in running:
+            proc.kill()
+            proc.wait()
+
+
+_CXX_BASE = ("-std=c++17", "-fPIC", "-DVM_TRACE=0")
+_LINK = ("-pthread",)
 
 
 def build_verilated(name: str, verilog: str, *, top: str, driver: Path, root: Path,
@@ -114,22 +121,24 @@ def build_verilated(name: str, verilog: str, *, top: str, driver: Path, root: Pa
     from .cosim import verilator_env
     env = verilator_env()
     vl_root = Path(env.get("VERILATOR_ROOT", ""))
-    version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
-                             text=True).stdout.strip()
+    try:
+        version = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
+                                 text=True).stdout.strip()
+    except FileNotFoundError as e:
+        raise NativeBuildError(f"verilator not found: {e}") from None
     cxx = os.environ.get("CXX", "g++")
     cxx_slow = cxx_fast if cxx_slow is None else cxx_slow
     headers = dict(headers or {})
     key = hashlib.sha256("\0".join([
-        verilog, Path(driver).read_text(), config, repr(sorted(headers.items())),
-        repr((verilator_flags, cxx_fast, cxx_slow)), version, cxx]).encode()).hexdigest()[:16]
+        verilog, Path(driver).read_text(), config, repr(sorted(headers.items())), top,
+        repr((verilator_flags, cxx_fast, cxx_slow, _CXX_BASE, _LINK)), version,
+        cxx]).encode()).hexdigest()[:16]
     root.mkdir(parents=True, exist_ok=True)
     lib = root / f"{name}-{key}.so"
     if lib.exists():
         return lib
     t0 = time.perf_counter()
-    work = root / f"{name}-{key}.{os.getpid()}.obj"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-{key}.", suffix=".obj", dir=root))
     try:
         src = work / f"{top}.v"
         src.write_text(verilog)
@@ -159,13 +168,12 @@ def build_verilated(name: str, verilog: str, *, top: str, driver: Path, root: Pa
             for f in files:
                 obj = work / (Path(f).stem + ".o")
                 objs.append(obj)
-                cmds.append([cxx, "-std=c++17", "-fPIC", *opt, *inc, "-DVM_TRACE=0",
-                             "-c", str(f), "-o", str(obj)])
+                cmds.append([cxx, *_CXX_BASE, *opt, *inc, "-c", str(f), "-o", str(obj)])
         cmds.sort(key=lambda c: -Path(c[-3]).stat().st_size)  # biggest first: jobs end together
         jobs = max(1, min(2, os.cpu_count() or 1))
         _run_parallel(cmds, jobs, work)
-        tmp = root / f".{lib.name}.{os.getpid()}.tmp"
-        proc = subprocess.run([cxx, "-shared", "-o", str(tmp), *map(str, objs), "-pthread"],
+        tmp = work / lib.name  # renamed into place: no one loads a half-written library
+        proc = subprocess.run([cxx, "-shared", "-o", str(tmp), *map(str, objs), *_LINK],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             raise NativeBuildError(f"link failed:\n{proc.stderr[-4000:]}")
