@@ -4,7 +4,9 @@ the cycle findings of the two disciplines (lockstep vs decoupled vs the all-exac
 Workload (seeded): NN-like, ReLU activations x = max(N(0, 1), 0) (about half exact zeros) times
 weights W ~ N(0, 0.05), policy b. Every backend's result is checked bit for bit against the
 golden model (and its cycles against the golden lane model) before its rate is printed; the
-rate counts simulation time only (not builds, not the golden check).
+rate counts simulation time only (not builds, not the golden check); 'MAC/s checked' adds the
+check. A last fast co-simulation row runs t=0, where every product takes one cycle: the
+simulator's speed at full occupancy (16 products per cycle).
 
     python scripts/bench_array.py [--lanes 16] [--exact-cycles 4] [--json build/bench_array.json]
 """
