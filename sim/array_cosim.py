@@ -40,11 +40,11 @@ import numpy as np
 from canna.hw.array import pipeline_latency
 
 from .config import EXACT, CFPUConfig
-from .lanes import (ArrayGeometry, LaneArrayResult, check_operands,
+from .lanes import (ArrayGeometry, LaneArrayResult, check_operands, lane_configs,
                     run_lane_array, tile_plan)
 
 __all__ = ["BACKENDS", "ArrayRunResult", "ArrayMismatch", "run_array", "lane_ops",
-           "golden_per_lane", "golden_model", "verilog_array", "build_fast", "FastArray", "DEFAULT_STAGES"]
+           "golden_model", "verilog_array", "build_fast", "FastArray", "DEFAULT_STAGES"]
 
 BACKENDS = ("amaranth", "cocotb", "verilator-fast")
 DEFAULT_STAGES = 3
@@ -96,15 +96,6 @@ def lane_ops(a_bits: np.ndarray, b_bits: np.ndarray, lanes: int):
     op_a = np.where(valid[:, :, None], a_bits[rows], 0).astype(np.uint32)
     op_b = np.where(valid[:, :, None], b_bits.T[cols], 0).astype(np.uint32)
     return op_a, op_b, ~valid
-
-
-def golden_per_lane(a, b, configs, lanes: int) -> np.ndarray:
-    """Golden outputs when lane ``l`` runs with ``configs[l]`` (sequential over K, +0.0 start):
-    the C twin when it builds (:mod:`canna.sim.golden_fast`), else the golden lane model."""
-    if _golden_fast():
-        from . import golden_fast
-        return golden_fast.per_lane_value(a, b, configs, lanes)
-    return run_lane_array(a, b, list(configs), ArrayGeometry(lanes)).value
 
 
 def _codes(configs):
@@ -341,16 +332,13 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     """Run ``a @ b`` on the RTL lane array and check it against the golden model.
 
     ``config``: one :class:`CFPUConfig` broadcast to every lane, or a list of ``lanes``
-    configurations (lane ``l`` uses ``config[l]``; checked against the NumPy lane model, whose
-    per-lane runs are slower than the C twin's uniform ones).
+    configurations (lane ``l`` uses ``config[l]``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     a, b = check_operands(a, b)
     lanes, k_cycles = geometry.lanes, geometry.exact_cycles
-    configs = list(config) if isinstance(config, (list, tuple)) else [config] * lanes
-    if len(configs) != lanes or not all(isinstance(c, CFPUConfig) for c in configs):
-        raise ValueError(f"config must be a CFPUConfig or a list of {lanes} of them")
+    configs = lane_configs(config, lanes)
     codes = _codes(configs)
     uniform = len(set(configs)) == 1
     a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
@@ -382,9 +370,7 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
         latency = pipeline_latency(stages)
     counters = {k: np.asarray(v, dtype=np.int64) for k, v in counters.items()}
     t_check = time.perf_counter()
-    # per-lane configurations run the NumPy lane model: only when checking
-    model = (golden_model(a, b, configs[0], geometry) if uniform
-             else golden_model(a, b, configs, geometry) if check else None)
+    model = golden_model(a, b, configs[0] if uniform else configs, geometry)
     res = ArrayRunResult(value=value.copy(), products=m * n * a.shape[1],
                          hits=int(counters["hits"].sum()), tiles=tiles, discipline=discipline,
                          cycles=int(cycles), wall_cycles=int(wall), counters=counters,
@@ -403,10 +389,10 @@ def _golden_fast() -> bool:
 
 
 def golden_model(a, b, config: CFPUConfig | list, geometry: ArrayGeometry) -> LaneArrayResult:
-    """The golden lane model of a run: the C twin (:mod:`canna.sim.golden_fast`, tested equal to
-    the NumPy model) when it builds and one configuration serves every lane, else the NumPy
-    model :func:`canna.sim.lanes.run_lane_array` (which also takes per-lane configurations)."""
-    if isinstance(config, CFPUConfig) and _golden_fast():
+    """The golden lane model of a run (``config``: one for every lane or one per lane): the C
+    twin (:mod:`canna.sim.golden_fast`, tested equal to the NumPy model) when it builds, else
+    the NumPy model :func:`canna.sim.lanes.run_lane_array`."""
+    if _golden_fast():
         from . import golden_fast
         return golden_fast.run_lane_array(a, b, config, geometry)
     return run_lane_array(a, b, config, geometry)

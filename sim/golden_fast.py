@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import EXACT, CFPUConfig, Policy
-from .lanes import ArrayGeometry, LaneArrayResult, check_operands
+from .lanes import ArrayGeometry, LaneArrayResult, check_operands, lane_configs
 from .native import run_parts
 
-__all__ = ["available", "library", "mul_bits", "add_bits", "run_lane_array", "per_lane_value"]
+__all__ = ["available", "library", "mul_bits", "add_bits", "run_lane_array"]
 
 _SOURCE = Path(__file__).with_name("golden_lanes.c")
 #: Never -ffast-math (it would flush subnormals); no fused multiply-add.
@@ -127,18 +127,15 @@ def _run(a, b, configs, geometry: ArrayGeometry, threads: int | None):
     return out.view(np.float32).reshape(m, n), per_lane.sum(axis=0), sums.sum(axis=0), tiles
 
 
-def run_lane_array(a, b, config: CFPUConfig = EXACT, geometry: ArrayGeometry = ArrayGeometry(),
-                   *, threads: int | None = None) -> LaneArrayResult:
-    """:func:`canna.sim.lanes.run_lane_array`, computed in C: the same result, field by field."""
-    value, lane, sums, tiles = _run(a, b, [config] * geometry.lanes, geometry, threads)
+def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
+                   geometry: ArrayGeometry = ArrayGeometry(), *,
+                   threads: int | None = None) -> LaneArrayResult:
+    """:func:`canna.sim.lanes.run_lane_array`, computed in C: the same result, field by field
+    (``config``: one for every lane or a list, one per lane, as there)."""
+    value, lane, sums, tiles = _run(a, b, lane_configs(config, geometry.lanes), geometry, threads)
     return LaneArrayResult(
         value=value, products=int(lane[0].sum()), hits=int(lane[1].sum()), tiles=tiles,
         cycles_lockstep=int(sums[0]), cycles_decoupled=int(sums[1]),
         cycles_baseline=int(sums[2]), cycles_baseline_decoupled=int(sums[3]),
         lane_products=lane[0], lane_hits=lane[1], lane_bypassed=lane[2],
         lane_busy_lockstep=lane[3], extra={"golden": "c"})
-
-
-def per_lane_value(a, b, configs, lanes: int, *, threads: int | None = None) -> np.ndarray:
-    """:func:`canna.sim.array_cosim.golden_per_lane`: outputs when lane ``l`` runs ``configs[l]``."""
-    return _run(a, b, list(configs), ArrayGeometry(lanes, 1), threads)[0]

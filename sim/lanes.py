@@ -34,7 +34,7 @@ import numpy as np
 from . import golden
 from .config import EXACT, CFPUConfig
 
-__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "tile_plan", "run_lane_array", "cycles_from_fast",
+__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs", "tile_plan", "run_lane_array", "cycles_from_fast",
            "multiplier_bypassed"]
 
 
@@ -164,6 +164,15 @@ def check_operands(a, b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def lane_configs(config: CFPUConfig | list, lanes: int) -> list[CFPUConfig]:
+    """The configuration of every lane: ``config`` broadcast to all, or a list with one per lane
+    (checked: ``lanes`` of them)."""
+    configs = list(config) if isinstance(config, (list, tuple)) else [config] * lanes
+    if len(configs) != lanes or not all(isinstance(c, CFPUConfig) for c in configs):
+        raise ValueError(f"config must be a CFPUConfig or a list of {lanes} of them")
+    return configs
+
+
 def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
                    geometry: ArrayGeometry = ArrayGeometry(), *,
                    tile_batch: int = 256) -> LaneArrayResult:
@@ -175,9 +184,8 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
     m, k_dim = a.shape
     n = b.shape[1]
     lanes = geometry.lanes
-    per_lane = isinstance(config, (list, tuple))
-    if per_lane and (len(config) != lanes or not all(isinstance(c, CFPUConfig) for c in config)):
-        raise ValueError(f"config must be a CFPUConfig or a list of {lanes} of them")
+    configs = lane_configs(config, lanes)
+    per_lane = len(set(configs)) > 1
     rows, cols, valid = tile_plan(m, n, lanes)
     a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
     out = np.zeros(m * n, dtype=np.float32)
@@ -193,11 +201,11 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         if per_lane:
             bits = np.empty(op_a.shape, np.uint32)
             hit = np.empty(op_a.shape, bool)
-            for l, cfg in enumerate(config):
+            for l, cfg in enumerate(configs):
                 pl = golden.mul_bits(op_a[:, l], op_b[:, l], cfg)
                 bits[:, l], hit[:, l] = pl.bits, pl.hit
         else:
-            prod = golden.mul_bits(op_a, op_b, config)
+            prod = golden.mul_bits(op_a, op_b, configs[0])
             bits, hit = prod.bits, prod.hit
         hit = hit & v[:, :, None]
         bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]

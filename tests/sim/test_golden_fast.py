@@ -66,6 +66,16 @@ def _hard_matrix(rng, shape):
     return x
 
 
+def _assert_same_result(got, ref, context):
+    """The C twin's lane-array result equals the NumPy model's, field by field."""
+    assert np.array_equal(got.value.view(np.uint32), ref.value.view(np.uint32)), context
+    for f in ("products", "hits", "tiles", "cycles_lockstep", "cycles_decoupled",
+              "cycles_baseline", "cycles_baseline_decoupled"):
+        assert getattr(got, f) == getattr(ref, f), (f, context)
+    for f in ("lane_products", "lane_hits", "lane_bypassed", "lane_busy_lockstep"):
+        assert np.array_equal(getattr(got, f), getattr(ref, f)), (f, context)
+
+
 @pytest.mark.parametrize("geometry", [ArrayGeometry(16, 4), ArrayGeometry(5, 3), ArrayGeometry(1, 1)])
 def test_lane_array(geometry):
     rng = np.random.default_rng(SEED + 2)
@@ -77,12 +87,7 @@ def test_lane_array(geometry):
                        CFPUConfig.approx(5, "dual"), CFPUConfig.approx(22)):
             ref = run_lane_array(a, b, config, geometry)
             got = golden_fast.run_lane_array(a, b, config, geometry)
-            assert np.array_equal(got.value.view(np.uint32), ref.value.view(np.uint32)), config
-            for f in ("products", "hits", "tiles", "cycles_lockstep", "cycles_decoupled",
-                      "cycles_baseline", "cycles_baseline_decoupled"):
-                assert getattr(got, f) == getattr(ref, f), (f, config, shape)
-            for f in ("lane_products", "lane_hits", "lane_bypassed", "lane_busy_lockstep"):
-                assert np.array_equal(getattr(got, f), getattr(ref, f)), (f, config, shape)
+            _assert_same_result(got, ref, (config, shape))
             checked += ref.products
     print(f"C twin lane model, {geometry}: {checked} products, all fields equal")
 
@@ -92,7 +97,9 @@ def test_per_lane_configs():
     lanes = 4
     a, b = _hard_matrix(rng, (5, 17)), _hard_matrix(rng, (17, 7))
     configs = [EXACT, CFPUConfig.approx(0), CFPUConfig.approx(4, "dual"), CFPUConfig.approx(1)]
-    got = golden_fast.per_lane_value(a, b, configs, lanes)
+    geometry = ArrayGeometry(lanes, 3)
+    result = golden_fast.run_lane_array(a, b, configs, geometry)
+    got = result.value
     # NumPy reference: lane l of every tile with configs[l], sequential from +0.0
     m, n = a.shape[0], b.shape[1]
     ref = np.zeros(m * n, np.uint32)
@@ -104,3 +111,7 @@ def test_per_lane_configs():
             acc = golden.add(np.array([acc]), np.array([v]))[0]
         ref[flat] = np.float32(acc).view(np.uint32)
     assert np.array_equal(got.view(np.uint32).reshape(-1), ref)
+    # and every field (counters, both disciplines' cycles) equals the NumPy lane model's
+    _assert_same_result(result, run_lane_array(a, b, configs, geometry), configs)
+    print(f"C twin with per-lane configurations: {result.products} products, outputs equal the "
+          f"per-output reference, all fields equal the NumPy lane model")
