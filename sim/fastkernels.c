@@ -27,7 +27,7 @@ static inline __attribute__((always_inline)) void
 transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *restrict dn,
               int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc)
 {
-    uint32_t cq = 0, cn = 0, unrep = 0, sub = 0, nonfin = 0;
+    uint32_t cq = 0, cn = 0, unrep = 0, sub = 0, e_max = 0;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
     for (int64_t j = 0; j < cols; j++) {
         uint32_t x = src[j];
@@ -47,7 +47,7 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
         }
         cq += ok;
         unrep |= qual & (ok ^ 1u);
-        nonfin = max_u(nonfin, e);                    /* 255: an inf or NaN, see below */
+        e_max = max_u(e_max, e);                      /* 255: an inf or NaN, see below */
         /* masks, not conditionals: gcc vectorises these min/max reductions only so */
         q_lo = min_u(q_lo, pe | ~okmask);
         q_hi = max_u(q_hi, pe & okmask);
@@ -58,7 +58,7 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
             n_hi = max_u(n_hi, e & nonqmask);
         }
     }
-    nonfin = nonfin == 255u;
+    const uint32_t nonfin = e_max == 255u;
     if (nonfin) {   /* rare: take the non-finite values out (zeros), off the vectorised loop */
         uint32_t *restrict d = dual ? dn : dq;
         for (int64_t j = 0; j < cols; j++)
