@@ -15,6 +15,7 @@ struct Adder {
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)  // the C interface; the model stays hidden
 
 void* canna_adder_new() { return new Adder(); }
 
@@ -34,4 +35,5 @@ void canna_adder_run(void* h, int64_t n, const uint32_t* a, const uint32_t* b, u
     }
 }
 
+#pragma GCC visibility pop
 }  // extern "C"

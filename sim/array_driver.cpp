@@ -67,6 +67,7 @@ inline int popcount32(uint32_t x) { return __builtin_popcount(x); }
 }  // namespace
 
 extern "C" {
+#pragma GCC visibility push(default)  // the C interface; the model stays hidden
 
 int canna_array_lanes() { return LANES; }
 
@@ -223,4 +224,5 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
     return 0;
 }
 
+#pragma GCC visibility pop
 }  // extern "C"

