@@ -10,7 +10,8 @@
 // is one clock cycle: the eval first settles the combinational logic with the cycle's inputs
 // and then applies the clock edge. Before the edge the driver needs each lane's `i[l].ready`
 // and the output beat `o`; it reads them from the previous eval: `o` depends on registers only,
-// and `i[l].ready` on registers, `o.ready` (always 1) and the `valid` inputs, never on the
+// and `i[l].ready` on registers and the `valid` inputs (`o.ready` is tied high in the fast
+// build's Verilog: array_cosim.output_always_ready_verilog), never on the
 // payload (the lane decides on its held register; the discipline on readiness and validity).
 // So the values settled after the previous edge are this cycle's values as long as the
 // `valid` inputs do not change; when they do (a lane's stream runs out, once per run), or
@@ -45,7 +46,6 @@ struct Array {
         top->clk = 0;
         top->rst = 1;
         for (int l = 0; l < LANES; ++l) *valid[l] = 0;
-        top->P_O_READY = 1;
         top->P_CFG_VALID = 0;
         top->clear = 0;
         top->eval();
@@ -146,7 +146,6 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
         }
         *s->valid[l] = total > 0;
     }
-    top->P_O_READY = 1;
     top->eval();  // settle the new inputs: ready is read before the first edge
     ++evals;
     int64_t beats = 0;
