@@ -462,22 +462,36 @@ def dual_edge_verilog(text: str) -> str:
     return text.replace("always @(posedge clk)", "always @(edge clk)")
 
 
-def output_always_ready_verilog(text: str, top: str = "lane_array") -> str:
-    """The fast build's Verilog: the ``top`` module's ``o.ready`` input tied high (a constant
-    wire instead of a port). The fast driver never applies back-pressure (its output is always
-    ready; the Amaranth and cocotb backends test back-pressure), and as a port Verilator would
-    re-evaluate, every cycle, all the logic that depends on it - every CFPU pipeline enable of
-    every lane (9% of the simulation time). With the constant it folds that dependency away.
-    The rest of the design is unchanged."""
+#: Top-level inputs the fast build turns into constants (:func:`tie_top_inputs`).
+FAST_TIED_INPUTS = {"o__ready": 1, "rst": 0}
+
+
+def tie_top_inputs(text: str, values: dict[str, int], top: str = "lane_array") -> str:
+    """The ``top`` module's Verilog with the 1-bit inputs ``values`` (name -> 0 or 1) turned
+    from ports into constant wires. Refuses text it does not recognise.
+
+    The fast build ties ``o.ready`` high and ``rst`` low: its driver never applies
+    back-pressure (the Amaranth and cocotb backends test that) and needs no reset pulse (every
+    register starts at its reset value, Amaranth's Verilog initialiser). Verilator re-evaluates,
+    on every ``eval()``, all the logic that depends on a top-level input - as ports these two
+    reach every register's next state of every lane (the CFPU's pipeline enables, the
+    synchronous resets) - and folds it away when they are constants: 15% more cycles/s. The
+    rest of the design is unchanged, and every run is still checked against the golden model.
+    """
     head = re.search(rf"^module {top}\((.*?)\);", text, re.M | re.S)
-    decl = "\n  input o__ready;\n  wire o__ready;\n"
-    port = re.compile(r",\s*o__ready\s*,")
-    if head is None or len(port.findall(head.group(1))) != 1 or text.find(decl, head.end()) < 0:
-        raise ValueError(f"unexpected o__ready port in the {top} module's Verilog")
-    text = (text[:head.start()] + f"module {top}({port.sub(',', head.group(1))});"
-            + text[head.end():])
-    at = text.find(decl, head.start())
-    return text[:at] + "\n  wire o__ready = 1'b1;\n" + text[at + len(decl):]
+    if head is None:
+        raise ValueError(f"no module {top} in the Verilog")
+    ports = head.group(1)
+    body_at = head.start()
+    for name, value in values.items():
+        port = re.compile(rf",\s*{name}\s*,")
+        decl = f"\n  input {name};\n  wire {name};\n"
+        if len(port.findall(ports)) != 1 or text.count(decl, body_at) != 1:
+            raise ValueError(f"unexpected {name} port in the {top} module's Verilog")
+        ports = port.sub(",", ports)
+        tied = f"\n  wire {name} = 1'b{int(bool(value))};\n"
+        text = text[:body_at] + text[body_at:].replace(decl, tied, 1)
+    return text[:head.start()] + f"module {top}({ports});" + text[head.end():]
 
 
 def _ports_header(lanes: int, top_class: str) -> str:
@@ -511,7 +525,7 @@ def build_fast(*, lanes: int = 16, exact_cycles: int = 4, discipline: str = "loc
     plain = verilog_array(root / "rtl" / f"{name}.v", lanes=lanes, exact_cycles=exact_cycles,
                           discipline=discipline, stages=stages)
     return build_verilated(
-        name, output_always_ready_verilog(dual_edge_verilog(plain.read_text())), top="lane_array",
+        name, tie_top_inputs(dual_edge_verilog(plain.read_text()), FAST_TIED_INPUTS), top="lane_array",
         driver=Path(__file__).with_name("array_driver.cpp"), root=root,
         verilator_flags=VERILATOR_FLAGS, cxx_fast=CXX_FAST, cxx_slow=CXX_SLOW,
         config=VERILATOR_CONFIG, headers={"array_ports.h": _ports_header(lanes, "Vlane_array")},

@@ -91,21 +91,24 @@ def test_cocotb_small():
 
 def test_fast_build_verilog_rewrites(tmp_path):
     """The fast build's two Verilog rewrites change only what they say: every register clocked
-    on both edges, and the top module's o.ready a constant 1 instead of a port (the lane's own
-    o__ready port stays); unexpected text is refused, not half-rewritten."""
-    from canna.sim.array_cosim import (dual_edge_verilog, output_always_ready_verilog,
+    on both edges, and the top module's o.ready and rst constants instead of ports (the lane
+    module keeps its own); unexpected text is refused, not half-rewritten."""
+    from canna.sim.array_cosim import (FAST_TIED_INPUTS, dual_edge_verilog, tie_top_inputs,
                                        verilog_array)
     plain = verilog_array(tmp_path / "a.v", lanes=2, exact_cycles=2).read_text()
-    fast = output_always_ready_verilog(dual_edge_verilog(plain))
+    fast = tie_top_inputs(dual_edge_verilog(plain), FAST_TIED_INPUTS)
     assert "posedge" not in fast and fast.count("always @(edge clk)") == plain.count("posedge clk")
     lane, top = fast.split("\nmodule lane_array(")
-    assert "input o__ready;" in lane                       # the lane module keeps its port
+    assert "input o__ready;" in lane and "input rst;" in lane   # the lane module keeps its ports
     header = top[:top.index(");")]
-    assert "o__ready" not in header and "cfg__payload" in header
+    assert "o__ready" not in header and "rst" not in header and "cfg__payload" in header
     assert "\n  wire o__ready = 1'b1;\n" in top and "input o__ready;" not in top
-    assert len(fast.splitlines()) == len(plain.splitlines()) - 1   # two declarations -> one
+    assert "\n  wire rst = 1'b0;\n" in top and "input rst;" not in top
+    assert len(fast.splitlines()) == len(plain.splitlines()) - 2   # two declarations -> one each
     with pytest.raises(ValueError, match="o__ready"):
-        output_always_ready_verilog(plain.replace("o__ready", "out_ready"))
+        tie_top_inputs(plain.replace("o__ready", "out_ready"), FAST_TIED_INPUTS)
+    with pytest.raises(ValueError, match="no module"):
+        tie_top_inputs(plain, FAST_TIED_INPUTS, top="other")
     with pytest.raises(ValueError, match="clocking"):
         dual_edge_verilog(plain.replace("posedge clk", "negedge clk", 1))
-    print("fast-build Verilog rewrites: dual-edge registers, o.ready tied high, 2 bad inputs refused")
+    print("fast-build Verilog rewrites: dual-edge registers, o.ready / rst tied, 3 bad inputs refused")
