@@ -46,7 +46,7 @@ test-rtl-long: $(STAMP)
 # made once (and again when the RTL changes).
 HW_SOURCES := $(wildcard hw/*.py)
 
-build/synth/synth.json: $(STAMP) $(HW_SOURCES) scripts/synth.py
+build/synth/synth.json: $(STAMP) $(HW_SOURCES) scripts/synth.py sim/array_cosim.py
 	$(PY) scripts/synth.py
 
 build/activity/activity.json: $(STAMP) $(HW_SOURCES) scripts/activity.py

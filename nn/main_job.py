@@ -10,13 +10,15 @@ Run: ``python -m canna.nn.main_job`` (under a minute on 2 cores; ``make sim`` ru
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+from canna.cli import OneLineErrorParser
+
+from .backends import get_backend
 from .checkpoint import write_json
-from .cli import print_infer_summary, print_train_summary
+from .cli import _bits, _ints, print_infer_summary, print_train_summary
 from .datasets import load_digits
 from .hardware import print_rtl_report, rtl_inference
 from .layerwise import run_inference
@@ -26,10 +28,10 @@ __all__ = ["main"]
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m canna.nn.main_job", description=__doc__.splitlines()[0])
+    p = OneLineErrorParser(prog="python -m canna.nn.main_job", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20, help="training epochs per run (default 20)")
-    p.add_argument("--hidden", default="500,500", help="hidden layer sizes (default 500,500)")
-    p.add_argument("--apx-min", type=int, default=5, help="GTA finest level / uniform level (default 5)")
+    p.add_argument("--hidden", type=_ints, default=(500, 500), help="hidden layer sizes (default 500,500)")
+    p.add_argument("--apx-min", type=_bits, default=5, help="GTA finest level / uniform level (default 5)")
     p.add_argument("--qos", type=float, default=1.0, help="inference QoS, percentage points (default 1)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--backend", default="golden-fast", help="matmul backend (default golden-fast)")
@@ -38,7 +40,23 @@ def main(argv=None) -> int:
     p.add_argument("--rtl-samples", type=int, default=32,
                    help="test inputs whose inference runs on the RTL lane array (0: skip; default 32)")
     args = p.parse_args(argv)
-    hidden = tuple(int(h) for h in args.hidden.split(","))
+    hidden = args.hidden
+    # every option is checked before the first run: a bad one is one line, not a traceback
+    # after minutes of training
+    try:
+        get_backend(args.backend)
+        train_configs = {
+            name: TrainConfig.from_preset("default", epochs=args.epochs, hidden=hidden,
+                                          seed=args.seed, backend=args.backend, **kw)
+            for name, kw in (("exact", dict(mode="exact")),
+                             ("uniform", dict(mode="uniform", tuning_bits=args.apx_min)),
+                             ("gta", dict(mode="gta", apx_min=args.apx_min)))}
+        if not args.qos >= 0:
+            raise ValueError(f"--qos must be >= 0, got {args.qos}")
+        if args.rtl_samples < 0:
+            raise ValueError(f"--rtl-samples must be >= 0, got {args.rtl_samples}")
+    except (TypeError, ValueError) as e:
+        p.error(str(e))
     t0 = time.monotonic()
     data = load_digits()
     out = Path(args.out) if args.out else None
@@ -49,11 +67,7 @@ def main(argv=None) -> int:
           f"seed {args.seed}, backend {args.backend}, policy b")
     print("   command: python -m canna.nn.main_job " + " ".join(argv if argv is not None else sys.argv[1:]))
     runs = {}
-    for name, kw in (("exact", dict(mode="exact")),
-                     ("uniform", dict(mode="uniform", tuning_bits=args.apx_min)),
-                     ("gta", dict(mode="gta", apx_min=args.apx_min))):
-        cfg = TrainConfig.from_preset("default", epochs=args.epochs, hidden=hidden, seed=args.seed,
-                                      backend=args.backend, **kw)
+    for name, cfg in train_configs.items():
         t = time.monotonic()
         res = train(data, cfg, out_dir=None, quiet=args.quiet)
         model = res.pop("_model")

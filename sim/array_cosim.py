@@ -337,6 +337,9 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if activity and backend != "verilator-fast":
+        raise ValueError(f"activity=True: the {backend} backend does not measure switching "
+                         "activity (verilator-fast does)")
     a, b = check_operands(a, b)
     lanes, k_cycles = geometry.lanes, geometry.exact_cycles
     configs = lane_configs(config, lanes)
@@ -557,7 +560,10 @@ class FastArray:
         if L.canna_array_lanes() != lanes:
             raise RuntimeError(f"{lib_path} has {L.canna_array_lanes()} lanes, expected {lanes}")
         if threads is None:
-            threads = int(os.environ.get("CANNA_ARRAY_THREADS", min(2, os.cpu_count() or 1)))
+            text = os.environ.get("CANNA_ARRAY_THREADS", str(min(2, os.cpu_count() or 1)))
+            if not text.strip().isdigit() or int(text) < 1:
+                raise ValueError(f"CANNA_ARRAY_THREADS must be a positive integer, got {text!r}")
+            threads = int(text)
         self.handles = [L.canna_array_new() for _ in range(max(1, threads))]
         self.codes: list | None = None
 

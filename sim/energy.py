@@ -12,7 +12,7 @@
   lane works or waits (no clock gating); ``flops_lane`` comes from ``make synth``.
 * Leakage: ``leakage`` toggle-equivalents per transistor per cycle (the ``stat -tech cmos``
   estimate with flip-flops, as ``make synth`` reports it). Not measurable in RTL simulation;
-  default 0.001 (about 3.5% of an exact multiply's energy per lane cycle at our size), a
+  default 0.001 (about 3.3% of an exact multiply's energy per lane cycle at our size), a
   documented assumption: reports print the energy ratios at 0 and 10x too, so no conclusion
   hangs on it.
 * ``e_t`` (joules per toggle) is the one calibration constant: it is chosen so that our exact

@@ -22,6 +22,7 @@ Approximate mode (``t`` tuning bits)
 """
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -372,6 +373,9 @@ def approx_error_bound(tuning_bits: int, fmt: FloatFormat = BINARY32) -> float:
     t = F - 1, where the m1 = 0 case is exact. Both worst cases are attained, so this is the
     maximum, not just a bound.
     """
+    if not 0 <= operator.index(tuning_bits) <= fmt.max_tuning_bits:
+        raise ValueError(f"tuning_bits must be in 0..{fmt.max_tuning_bits} for {fmt.name}, "
+                         f"got {tuning_bits}")
     ulp = 2.0 ** -fmt.frac_bits
     h = 2.0 ** -(tuning_bits + 1)
     x0 = 1.0 + h - ulp

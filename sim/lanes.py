@@ -151,7 +151,8 @@ def cycles_from_fast(fast: np.ndarray, valid: np.ndarray, exact_cycles: int):
 
 
 def check_operands(a, b) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a lane-array matmul's operands (float32 matrices, a.shape[1] == b.shape[0] >= 1)
+    """Validate a lane-array matmul's operands (float32 matrices, a.shape[1] == b.shape[0] >= 1,
+    at least one output)
     and return them C-contiguous. Every lane-array path checks through here."""
     a = np.ascontiguousarray(a)
     b = np.ascontiguousarray(b)
@@ -161,6 +162,8 @@ def check_operands(a, b) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
     if a.shape[1] == 0:
         raise ValueError("K must be >= 1")
+    if a.shape[0] == 0 or b.shape[1] == 0:
+        raise ValueError(f"the lane array needs at least one output: a is {a.shape}, b is {b.shape}")
     return a, b
 
 

@@ -131,6 +131,8 @@ def run(args) -> int:
             raise CliError(str(e)) from None
     if args.policy not in {p.value for p in Policy}:
         raise CliError(f"unknown policy {args.policy!r}; expected b or dual")
+    if args.max_mismatches < 0:
+        raise CliError(f"--max-mismatches must be >= 0, got {args.max_mismatches}")
     backend = load_backend(args.backend)
 
     source = "<stdin>" if args.input == "-" else args.input

@@ -81,3 +81,17 @@ def test_bad_parameters():
         LaneArray(lanes=0)
     with pytest.raises(ValueError, match="backend"):
         run_array(np.ones((1, 1), np.float32), np.ones((1, 1), np.float32), backend="spice")
+    one = np.ones((1, 1), np.float32)
+    with pytest.raises(ValueError, match="at least one output"):
+        run_array(np.ones((0, 1), np.float32), one, backend="amaranth")
+    with pytest.raises(ValueError, match="at least one output"):
+        run_array(one, np.ones((1, 0), np.float32), backend="verilator-fast")
+    with pytest.raises(ValueError, match="does not measure switching activity"):
+        run_array(one, one, backend="amaranth", activity=True)
+
+
+def test_bad_thread_count(monkeypatch):
+    from canna.sim.array_cosim import FastArray, build_fast
+    monkeypatch.setenv("CANNA_ARRAY_THREADS", "abc")
+    with pytest.raises(ValueError, match="CANNA_ARRAY_THREADS"):
+        FastArray(build_fast(lanes=4, exact_cycles=4), 4, 3)

@@ -43,3 +43,17 @@ def test_user_errors(tmp_path, capsys):
     assert main(["infer", "--model", str(tmp_path / "bad.npz"), "--quiet"]) == 2
     assert "not a canna" in capsys.readouterr().err
     print("missing data files, missing tuning bits, native+approx, missing/bad model, 23 tuning bits: exit 2")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "nope"], "unknown backend"), (["--epochs", "0"], "epochs must be >= 1"),
+    (["--qos", "-5"], "--qos must be >= 0"), (["--qos", "nan"], "--qos must be >= 0"),
+    (["--rtl-samples", "-1"], "--rtl-samples"), (["--hidden", "5,x"], "comma-separated"),
+    (["--apx-min", "30"], "0..22")])
+def test_main_job_user_errors(args, message, capsys):
+    """make sim's main job checks every option before its first run: one line, exit 2."""
+    from canna.nn.main_job import main as main_job
+    with pytest.raises(SystemExit) as e:
+        main_job(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

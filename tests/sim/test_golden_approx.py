@@ -50,17 +50,59 @@ def as_f64(x):
     return float(np.uint32(x).view(np.float32))
 
 
-@settings(max_examples=3000, deadline=None)
-@given(a=bits32, b=bits32, t=tuning, policy=policies)
-def test_hit_rule_matches_scalar_restatement(a, b, t, policy):
-    r = golden.mul_bits(np.uint32([a]), np.uint32([b]), CFPUConfig.approx(t, policy))
-    hit, bits = expected_scalar(a, b, t, policy)
-    assert bool(r.hit[0]) == hit
-    if hit:
-        assert int(r.bits[0]) == bits and int(r.flags[0]) == 0
-    else:
-        exact = golden.mul_bits(np.uint32([a]), np.uint32([b]))
-        assert int(r.bits[0]) == int(exact.bits[0]) and r.flags[0] == exact.flags[0]
+def test_hit_rule_matches_scalar_restatement():
+    examples = []
+
+    @settings(max_examples=3000, deadline=None)
+    @given(a=bits32, b=bits32, t=tuning, policy=policies)
+    def prop(a, b, t, policy):
+        examples.append(1)
+        r = golden.mul_bits(np.uint32([a]), np.uint32([b]), CFPUConfig.approx(t, policy))
+        hit, bits = expected_scalar(a, b, t, policy)
+        assert bool(r.hit[0]) == hit
+        if hit:
+            assert int(r.bits[0]) == bits and int(r.flags[0]) == 0
+        else:
+            exact = golden.mul_bits(np.uint32([a]), np.uint32([b]))
+            assert int(r.bits[0]) == int(exact.bits[0]) and r.flags[0] == exact.flags[0]
+    prop()
+    print(f"hit rule vs the scalar restatement: {len(examples)} hypothesis examples")
+
+
+def qualifying_fraction(draw, t):
+    """A fraction that qualifies at ``t``: m1, then t copies of m1, then anything."""
+    m1 = draw(st.integers(0, 1))
+    rest = draw(st.integers(0, (1 << (22 - t)) - 1))
+    return (((1 << (t + 1)) - 1) * m1 << (22 - t)) | rest
+
+
+@st.composite
+def hit_pairs(draw):
+    """(a, b, t): normal operands in a range where any qualifying product stays normal, b's
+    fraction qualifying at t, a's qualifying or not."""
+    t = draw(tuning)
+    ea, eb = draw(st.integers(64, 190)), draw(st.integers(64, 190))
+    sa, sb = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+    fa = qualifying_fraction(draw, t) if draw(st.booleans()) else draw(st.integers(0, 2**23 - 1))
+    fb = qualifying_fraction(draw, t)
+    return (sa << 31) | (ea << 23) | fa, (sb << 31) | (eb << 23) | fb, t
+
+
+def test_relative_error_bound_property():
+    """On every hit, |approx - exact| / |exact| <= approx_error_bound(t) < 2^-(t+1)."""
+    examples = []
+
+    @settings(max_examples=2000, deadline=None)
+    @given(pair=hit_pairs(), policy=policies)
+    def prop(pair, policy):
+        a, b, t = pair
+        r = golden.mul_bits(np.uint32([a]), np.uint32([b]), CFPUConfig.approx(t, policy))
+        assert r.hit[0]
+        exact = as_f64(a) * as_f64(b)
+        assert abs(as_f64(r.bits[0]) - exact) / abs(exact) <= golden.approx_error_bound(t)
+        examples.append(1)
+    prop()
+    print(f"error bound: {len(examples)} hypothesis hits within approx_error_bound(t)")
 
 
 def _hit_heavy_operands(seed, n):
@@ -124,22 +166,60 @@ def test_error_bound_is_attained(t):
         errs.append(abs(as_f64(r.bits[0]) - x) / x)
     assert max(errs) == pytest.approx(golden.approx_error_bound(t), rel=1e-12)
     assert errs[0] < 2.0 ** -(t + 1) and errs[1] < 2.0 ** -(t + 1) + ulp
+    print(f"t={t}: the 2 worst cases reach the bound {golden.approx_error_bound(t):.6e}")
 
 
-@settings(max_examples=500, deadline=None)
-@given(ea=st.integers(1, 254), eb=st.integers(1, 254), fa=st.integers(0, 2**23 - 1),
-       t=tuning, m1=st.integers(0, 1), sign=st.integers(0, 1))
-def test_exponent_range_fallback(ea, eb, fa, t, m1, sign):
+@pytest.mark.parametrize("t", [-1, 23, 1.5])
+def test_error_bound_needs_valid_tuning_bits(t):
+    with pytest.raises((ValueError, TypeError), match="tuning_bits|integer"):
+        golden.approx_error_bound(t)
+
+
+def test_exponent_range_fallback():
     """A qualifying product whose exponent leaves 1..254 runs exactly (never a wrong hit)."""
-    fb = ((1 << 23) - 1) if m1 else 0           # qualifies at every t
-    a = (sign << 31) | (ea << 23) | fa
-    b = (eb << 23) | fb
-    r = golden.mul_bits(np.uint32([a]), np.uint32([b]), CFPUConfig.approx(t))
-    in_range = 1 <= ea + eb - 127 + m1 <= 254
-    assert bool(r.hit[0]) == in_range
-    if not in_range:
-        exact = golden.mul_bits(np.uint32([a]), np.uint32([b]))
-        assert r.bits[0] == exact.bits[0] and r.flags[0] == exact.flags[0]
+    examples = []
+
+    @settings(max_examples=500, deadline=None)
+    @given(ea=st.integers(1, 254), eb=st.integers(1, 254), fa=st.integers(0, 2**23 - 1),
+           t=tuning, m1=st.integers(0, 1), sign=st.integers(0, 1))
+    def prop(ea, eb, fa, t, m1, sign):
+        fb = ((1 << 23) - 1) if m1 else 0           # qualifies at every t
+        a = (sign << 31) | (ea << 23) | fa
+        b = (eb << 23) | fb
+        r = golden.mul_bits(np.uint32([a]), np.uint32([b]), CFPUConfig.approx(t))
+        in_range = 1 <= ea + eb - 127 + m1 <= 254
+        assert bool(r.hit[0]) == in_range
+        if not in_range:
+            exact = golden.mul_bits(np.uint32([a]), np.uint32([b]))
+            assert r.bits[0] == exact.bits[0] and r.flags[0] == exact.flags[0]
+        examples.append(in_range)
+    prop()
+    print(f"exponent-range fallback: {len(examples)} hypothesis examples, "
+          f"{len(examples) - sum(examples)} out of range and exact")
+
+
+def test_policy_order_property():
+    """dual: when b qualifies, b's mantissa goes (the result keeps a's fraction); when only a
+    qualifies, a's goes (the result keeps b's)."""
+    examples = []
+
+    @settings(max_examples=1000, deadline=None)
+    @given(pair=hit_pairs(), swap=st.booleans())
+    def prop(pair, swap):
+        a, b, t = pair
+        if swap:  # b qualifies for sure; swapped, a does and b may not
+            a, b = b, a
+        r = golden.mul_bits(np.uint32([a]), np.uint32([b]), CFPUConfig.approx(t, "dual"))
+        if golden.qualifies(np.uint32([b & 0x7FFFFF]), t)[0]:
+            keeps = a
+        elif golden.qualifies(np.uint32([a & 0x7FFFFF]), t)[0]:
+            keeps = b
+        else:
+            raise AssertionError("hit_pairs gave no qualifying operand")
+        assert r.hit[0] and int(r.bits[0]) & 0x7FFFFF == keeps & 0x7FFFFF
+        examples.append(1)
+    prop()
+    print(f"dual policy order: {len(examples)} hypothesis examples")
 
 
 def test_policy_order_dual():

@@ -81,6 +81,7 @@ def test_approximate_mode_hit_column(tmp_path, capsys):
     ("3F800000 40000000\n", ["--tuning-bits", "23"], "tuning_bits must be in 0..22"),
     ("3F800000 40000000\n", ["--tuning-bits", "3", "--policy", "a"], "unknown policy"),
     ("3F800000 40000000\n", ["--backend", "nope"], "unknown backend"),
+    ("3F800000 40000000\n", ["--max-mismatches", "-1"], "--max-mismatches must be >= 0"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, content, args, message):
     path = tmp_path / "vec.txt"
