@@ -39,10 +39,13 @@ struct Array {
     uint32_t* payload[LANES];
     CData* valid[LANES];
     CData* ready[LANES];
+    const IData* held_a[LANES];  // the lanes' held operand registers (activity probe)
+    const IData* held_b[LANES];
     uint64_t total_cycles = 0;
 
     Array() : ctx(new VerilatedContext), top(new TOP_CLASS(ctx.get(), "top")) {
         BIND_LANES(top, payload, valid, ready);
+        BIND_PROBES(top, held_a, held_b);
         top->clk = 0;
         for (int l = 0; l < LANES; ++l) *valid[l] = 0;
         top->P_CFG_VALID = 0;
@@ -89,7 +92,8 @@ void canna_array_config(void* h, uint32_t word) {
 // patterns. out: M x N. counters: N_COUNTERS x LANES (ops, hits, bypass, busy, mul).
 // stats: [0] RTL cycle counter, [1] wall cycles (first accept .. last beat, inclusive),
 // [2] simulated clock cycles in this call, [3] evals in this call. activity (may be null):
-// LANES x 3 bit toggles (held operand a, held operand b, accumulator register).
+// LANES x 6: per lane the bit toggles of its registers held_a, held_b, acc over the run
+// (sampled every cycle), then their values at the start of the run.
 // Returns 0, or -1 when the array stops making progress.
 // Only tiles tile_lo .. tile_hi - 1 run (tile_hi < 0: to the end), so that several models can
 // share one matmul (tiles are independent; cycles and counters add up).
@@ -110,13 +114,30 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
     top->clear = 0;
     const uint64_t start_cycles = s->total_cycles;
     uint64_t evals = 0;
+    const uint32_t* acc = reinterpret_cast<const uint32_t*>(&top->acc);
+    auto regs = [&](int l, int r) -> uint32_t {  // register r of lane l: held_a, held_b, acc
+        return r == 0 ? *s->held_a[l] : r == 1 ? *s->held_b[l] : acc[l];
+    };
+    uint32_t prev[LANES][3];
+    auto sample = [&](uint64_t* act) {  // toggles since the last sample (registers settled)
+        for (int l = 0; l < LANES; ++l)
+            for (int r = 0; r < 3; ++r) {
+                const uint32_t v = regs(l, r);
+                act[l * 6 + r] += popcount32(prev[l][r] ^ v);
+                prev[l][r] = v;
+            }
+    };
+    for (int l = 0; l < LANES; ++l)
+        for (int r = 0; r < 3; ++r) {
+            prev[l][r] = regs(l, r);
+            if (activity) activity[l * 6 + 3 + r] = prev[l][r];
+        }
 
     int64_t pos[LANES];          // next operation of each lane (tile * K + k)
     int64_t kk[LANES];           // pos % K
     const uint32_t* arow[LANES]; // operand rows of each lane's current output
     const uint32_t* brow[LANES];
     bool pad[LANES];
-    uint32_t prev_a[LANES], prev_b[LANES], prev_acc[LANES];
     auto bind = [&](int l, int64_t tile) {
         const int64_t flat = tile * LANES + l;
         pad[l] = flat >= outputs;
@@ -137,7 +158,6 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
     for (int l = 0; l < LANES; ++l) {
         pos[l] = 0;
         kk[l] = 0;
-        prev_a[l] = prev_b[l] = prev_acc[l] = 0;
         if (total) {
             bind(l, tile_lo);
             present(l);
@@ -164,24 +184,9 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
         }
         for (int l = 0; l < LANES; ++l) {
             acc_l[l] = *s->valid[l] && *s->ready[l];
-            if (acc_l[l]) {
-                any = true;
-                if (activity && !pad[l]) {
-                    const uint32_t* p = s->payload[l];
-                    activity[l * 3 + 0] += popcount32(prev_a[l] ^ p[0]);
-                    activity[l * 3 + 1] += popcount32(prev_b[l] ^ p[1]);
-                    prev_a[l] = p[0];
-                    prev_b[l] = p[1];
-                }
-            }
+            any |= acc_l[l];
         }
-        if (activity) {
-            const uint32_t* acc = reinterpret_cast<const uint32_t*>(&top->acc);
-            for (int l = 0; l < LANES; ++l) {
-                activity[l * 3 + 2] += popcount32(prev_acc[l] ^ acc[l]);
-                prev_acc[l] = acc[l];
-            }
-        }
+        if (activity) sample(activity);
         if (first_accept < 0) {
             for (int l = 0; l < LANES; ++l)
                 if (acc_l[l]) { first_accept = cycle; break; }
@@ -211,6 +216,7 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
         idle = any ? 0 : idle + 1;
         if (idle > 1000) return -1;
     }
+    if (activity) sample(activity);
     const uint32_t* c[N_COUNTERS] = {COUNTER_PTRS(top)};
     for (int n = 0; n < N_COUNTERS; ++n)
         for (int l = 0; l < LANES; ++l) counters[n * LANES + l] = c[n][l];

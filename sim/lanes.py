@@ -35,7 +35,7 @@ from . import golden
 from .config import EXACT, CFPUConfig
 
 __all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs", "tile_plan", "run_lane_array", "cycles_from_fast",
-           "multiplier_bypassed"]
+           "multiplier_bypassed", "register_toggles", "TOGGLE_REGISTERS"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,72 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         cycles_baseline=baseline, cycles_baseline_decoupled=baseline_decoupled,
         lane_products=lane_products, lane_hits=lane_hits, lane_bypassed=lane_bypassed,
         lane_busy_lockstep=busy)
+
+
+#: The lane registers whose bit toggles :func:`register_toggles` counts, in its column order.
+TOGGLE_REGISTERS = ("held_a", "held_b", "acc")
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.uint32)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 4), axis=-1).sum(axis=-1, dtype=np.int64)
+
+
+def register_toggles(a, b, config: CFPUConfig | list = EXACT,
+                     geometry: ArrayGeometry = ArrayGeometry(), *, tiles: tuple | None = None,
+                     start: np.ndarray | None = None, tile_batch: int = 256) -> np.ndarray:
+    """Bit toggles of every lane's registers while the array runs ``a @ b``: (lanes, 3) for
+    :data:`TOGGLE_REGISTERS` - the held operands ``a`` and ``b`` (loaded with every accepted
+    operation, a padding lane's ``nop`` carrying zeros) and the accumulator (loaded with every
+    partial sum ``add(acc, p_k)`` of a real operation, ``add(+0.0, p_0)`` first in each tile).
+
+    Only tiles ``tiles = (lo, hi)`` run (default: all), starting from the register values
+    ``start`` ((lanes, 3) uint32; default zeros, the reset state): the switching activity the
+    fast co-simulation measures on each of its models, checked against this.
+    """
+    a, b = check_operands(a, b)
+    m, k_dim = a.shape
+    n = b.shape[1]
+    lanes = geometry.lanes
+    configs = lane_configs(config, lanes)
+    rows, cols, valid = tile_plan(m, n, lanes)
+    lo, hi = (0, rows.shape[0]) if tiles is None else tiles
+    prev = np.zeros((lanes, 3), np.uint32) if start is None else np.array(start, np.uint32)
+    if prev.shape != (lanes, 3):
+        raise ValueError(f"start must have shape ({lanes}, 3), got {prev.shape}")
+    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
+    toggles = np.zeros((lanes, 3), np.int64)
+    for t0 in range(lo, hi, tile_batch):
+        t1 = min(hi, t0 + tile_batch)
+        r, c, v = rows[t0:t1], cols[t0:t1], valid[t0:t1]
+        op_a = np.where(v[:, :, None], a_bits[r], 0).astype(np.uint32)   # (tiles, lanes, K)
+        op_b = np.where(v[:, :, None], b_bits.T[c], 0).astype(np.uint32)
+        for col, ops in ((0, op_a), (1, op_b)):   # every accepted operation loads the register
+            seq = np.concatenate([prev[:, col, None], ops.transpose(1, 0, 2).reshape(lanes, -1)],
+                                 axis=1)
+            toggles[:, col] += _popcount(seq[:, 1:] ^ seq[:, :-1]).sum(axis=1)
+            prev[:, col] = seq[:, -1]
+        bits = np.empty(op_a.shape, np.uint32)
+        for l, cfg in enumerate(configs):
+            bits[:, l] = golden.mul_bits(op_a[:, l], op_b[:, l], cfg).bits
+        # partial sums of every lane of every tile; the accumulator before a tile holds the
+        # previous tile's final sum (padding lanes, only in the last tile, leave it alone)
+        partial = np.zeros(r.shape, np.float32)
+        acc_toggles = np.zeros(r.shape, np.int64)
+        for k in range(k_dim):
+            last = partial.view(np.uint32)
+            partial = golden.add(partial, bits[:, :, k].view(np.float32))
+            if k == 0:
+                first = partial.view(np.uint32)
+            else:
+                acc_toggles += _popcount(partial.view(np.uint32) ^ last)
+        finals = partial.view(np.uint32)
+        before = np.concatenate([prev[None, :, 2], finals[:-1]])
+        acc_toggles += _popcount(first ^ before)
+        toggles[:, 2] += np.where(v, acc_toggles, 0).sum(axis=0)
+        last_real = np.where(v.any(axis=0), v.shape[0] - 1 - np.argmax(v[::-1], axis=0), -1)
+        prev[:, 2] = np.where(last_real >= 0, finals[np.maximum(last_real, 0), np.arange(lanes)],
+                              prev[:, 2])
+    return toggles

@@ -89,6 +89,25 @@ def test_cocotb_small():
           f"{r.cycles} cycles = model, wall {r.wall_cycles}")
 
 
+def test_activity_is_checked(monkeypatch):
+    """The measured register toggles are checked against the golden count: a golden model
+    that is off by one toggle makes the run fail with a reproducer."""
+    import canna.sim.array_cosim as ac
+    from canna.sim.lanes import register_toggles
+    rng = np.random.default_rng(SEED + 2)
+    a, b = nn_like(rng, 6, 9, 5, specials=False)
+    r = run_array(a, b, CFPUConfig.approx(1), backend="verilator-fast", geometry=ArrayGeometry(4, 4),
+                  activity=True)
+    parts = r.activity["toggle_parts"]
+    assert sum(int(t.sum()) for _, _, t in parts) == int(
+        (r.activity["toggles_a"] + r.activity["toggles_b"] + r.activity["toggles_acc"]).sum()) > 0
+    monkeypatch.setattr(ac, "register_toggles", lambda *args, **kw: register_toggles(*args, **kw) + 1)
+    with pytest.raises(ac.ArrayMismatch, match="register toggles"):
+        run_array(a, b, CFPUConfig.approx(1), backend="verilator-fast", geometry=ArrayGeometry(4, 4),
+                  activity=True)
+    print(f"register toggles of {len(parts)} model(s) checked; an off-by-one golden count is caught")
+
+
 def test_fast_build_verilog_rewrites(tmp_path):
     """The fast build's two Verilog rewrites change only what they say: every register clocked
     on both edges, and the top module's o.ready and rst constants instead of ports (the lane

@@ -5,7 +5,7 @@ import pytest
 
 from canna.sim import golden
 from canna.sim.config import CFPUConfig, EXACT
-from canna.sim.lanes import ArrayGeometry, run_lane_array, tile_plan
+from canna.sim.lanes import ArrayGeometry, register_toggles, run_lane_array, tile_plan
 from canna.sim.matmul import matmul_reference
 
 
@@ -117,3 +117,52 @@ def test_bad_operands():
         run_lane_array(np.zeros((2, 3), np.float32), np.zeros((4, 2), np.float32))
     with pytest.raises(TypeError, match="float32"):
         run_lane_array(np.zeros((2, 3)), np.zeros((3, 2), np.float32))
+
+
+def toggles_restated(a, b, configs, lanes, lo, hi, start):
+    """Register toggles, one lane and one operation at a time in plain Python: the held
+    operands load every accepted operation (a padding lane's nop carries zeros), the
+    accumulator every partial sum of a real one (add(+0.0, p0) first in each tile)."""
+    m, k_dim = a.shape
+    n = b.shape[1]
+    ab, bb = a.view(np.uint32), b.view(np.uint32)
+    out = np.zeros((lanes, 3), np.int64)
+    for l in range(lanes):
+        held_a, held_b, acc = (int(v) for v in start[l])
+        for t in range(lo, hi):
+            f = t * lanes + l
+            real = f < m * n
+            partial = np.float32(0.0)
+            for k in range(k_dim):
+                x = int(ab[f // n, k]) if real else 0
+                y = int(bb[k, f % n]) if real else 0
+                out[l, 0] += bin(held_a ^ x).count("1")
+                out[l, 1] += bin(held_b ^ y).count("1")
+                held_a, held_b = x, y
+                if real:
+                    p = golden.mul_bits(np.uint32([x]), np.uint32([y]), configs[l]).bits.view(np.float32)
+                    partial = golden.add(np.float32([partial]), p)[0]
+                    new = int(np.float32(partial).view(np.uint32))
+                    out[l, 2] += bin(acc ^ new).count("1")
+                    acc = new
+    return out
+
+
+def test_register_toggles_match_restatement():
+    rng = np.random.default_rng(31)
+    a, b = nn_like(rng, 5, 6, 7)                      # 35 outputs: 9 tiles of 4, one partial
+    a[1, 2] = -0.0
+    configs = [EXACT, CFPUConfig.approx(0), CFPUConfig.approx(2, "dual"), CFPUConfig.approx(5)]
+    geometry = ArrayGeometry(4, 4)
+    start = rng.integers(0, 2**32, (4, 3), dtype=np.uint32)
+    checked = 0
+    for lo, hi, st, cfg in [(0, 9, None, configs), (3, 9, start, configs), (0, 4, start, EXACT),
+                            (8, 9, start, CFPUConfig.approx(1))]:
+        per_lane = cfg if isinstance(cfg, list) else [cfg] * 4
+        s = np.zeros((4, 3), np.uint32) if st is None else st
+        want = toggles_restated(a, b, per_lane, 4, lo, hi, s)
+        got = register_toggles(a, b, cfg, geometry, tiles=(lo, hi), start=st, tile_batch=2)
+        assert np.array_equal(got, want), (lo, hi)
+        assert want[:, 2].sum() > 0
+        checked += (hi - lo) * 4 * a.shape[1]
+    print(f"register toggles equal to the operation-by-operation restatement: {checked} lane operations")
