@@ -348,6 +348,9 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "verilator-fast" and (p_stall or vcd):
+        raise ValueError("p_stall and vcd need the amaranth or cocotb backend: the fast "
+                         "co-simulation never applies back-pressure and writes no waveform")
     if activity and backend != "verilator-fast":
         raise ValueError(f"activity=True: the {backend} backend does not measure switching "
                          "activity (verilator-fast does)")
@@ -496,19 +499,18 @@ def tie_top_inputs(text: str, values: dict[str, int], top: str = "lane_array") -
     rest of the design is unchanged, and every run is still checked against the golden model.
     """
     head = re.search(rf"^module {top}\((.*?)\);", text, re.M | re.S)
-    if head is None:
+    end = text.find("\nendmodule", head.end()) if head else -1
+    if head is None or end < 0:
         raise ValueError(f"no module {top} in the Verilog")
-    ports = head.group(1)
-    body_at = head.start()
+    ports, body = head.group(1), text[head.end():end]
     for name, value in values.items():
         port = re.compile(rf",\s*{name}\s*,")
         decl = f"\n  input {name};\n  wire {name};\n"
-        if len(port.findall(ports)) != 1 or text.count(decl, body_at) != 1:
+        if len(port.findall(ports)) != 1 or body.count(decl) != 1:
             raise ValueError(f"unexpected {name} port in the {top} module's Verilog")
         ports = port.sub(",", ports)
-        tied = f"\n  wire {name} = 1'b{int(bool(value))};\n"
-        text = text[:body_at] + text[body_at:].replace(decl, tied, 1)
-    return text[:head.start()] + f"module {top}({ports});" + text[head.end():]
+        body = body.replace(decl, f"\n  wire {name} = 1'b{int(bool(value))};\n")
+    return text[:head.start()] + f"module {top}({ports});" + body + text[end:]
 
 
 def _ports_header(lanes: int, top_class: str) -> str:

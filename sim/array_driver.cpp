@@ -11,7 +11,7 @@
 // and then applies the clock edge. Before the edge the driver needs each lane's `i[l].ready`
 // and the output beat `o`; it reads them from the previous eval: `o` depends on registers only,
 // and `i[l].ready` on registers and the `valid` inputs (`o.ready` is tied high in the fast
-// build's Verilog: array_cosim.output_always_ready_verilog), never on the
+// build's Verilog: array_cosim.tie_top_inputs), never on the
 // payload (the lane decides on its held register; the discipline on readiness and validity).
 // So the values settled after the previous edge are this cycle's values as long as the
 // `valid` inputs do not change; when they do (a lane's stream runs out, once per run), or

@@ -267,6 +267,8 @@ def register_toggles(a, b, config: CFPUConfig | list = EXACT,
     configs = lane_configs(config, lanes)
     rows, cols, valid = tile_plan(m, n, lanes)
     lo, hi = (0, rows.shape[0]) if tiles is None else tiles
+    if not 0 <= lo <= hi <= rows.shape[0]:
+        raise ValueError(f"tiles must be a range within 0..{rows.shape[0]}, got {tiles}")
     prev = np.zeros((lanes, 3), np.uint32) if start is None else np.array(start, np.uint32)
     if prev.shape != (lanes, 3):
         raise ValueError(f"start must have shape ({lanes}, 3), got {prev.shape}")

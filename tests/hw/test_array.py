@@ -88,6 +88,8 @@ def test_bad_parameters():
         run_array(one, np.ones((1, 0), np.float32), backend="verilator-fast")
     with pytest.raises(ValueError, match="does not measure switching activity"):
         run_array(one, one, backend="amaranth", activity=True)
+    with pytest.raises(ValueError, match="p_stall and vcd"):
+        run_array(one, one, backend="verilator-fast", p_stall=0.2)
 
 
 def test_bad_thread_count(monkeypatch):

@@ -165,4 +165,7 @@ def test_register_toggles_match_restatement():
         assert np.array_equal(got, want), (lo, hi)
         assert want[:, 2].sum() > 0
         checked += (hi - lo) * 4 * a.shape[1]
+    for bad in [(5, 3), (0, 10), (-1, 2)]:
+        with pytest.raises(ValueError, match="tiles must be a range"):
+            register_toggles(a, b, EXACT, geometry, tiles=bad)
     print(f"register toggles equal to the operation-by-operation restatement: {checked} lane operations")
