@@ -126,6 +126,10 @@ class Lane(wiring.Component):
         }
         members.update({name: Out(self.counter_width) for name in COUNTERS})
         super().__init__(members)
+        # the held operation's operand registers (named here so that simulators can probe them
+        # for switching activity; the Verilog keeps these names)
+        self.held_a = Signal(fmt.width, name="held_a")
+        self.held_b = Signal(fmt.width, name="held_b")
 
     @property
     def latency(self) -> int:
@@ -151,8 +155,7 @@ class Lane(wiring.Component):
         rem = Signal(range(k))
         # the held operation, one register per field (a simulator handles one 66-bit vector
         # word by word; the hardware is the same)
-        held_a = Signal(fmt.width)
-        held_b = Signal(fmt.width)
+        held_a, held_b = self.held_a, self.held_b
         held_last = Signal()
         held_nop = Signal()
         held_cfg = Signal(config_layout(fmt))

@@ -22,11 +22,12 @@ Operands are fed with no idle cycles and the output is always ready, unless ``p_
 back-pressure probability, amaranth/cocotb) is set: then results are still checked bit for bit,
 cycles are not (the model has no back-pressure).
 
-Switching activity (``activity=True``, ``verilator-fast``): the driver reads every lane's
-held operand registers and accumulator after every clock edge and counts their bit toggles
-(``activity["toggles_a"]``, ``["toggles_b"]``, ``["toggles_acc"]``, per lane). Each model's
-counts are checked like the results: against :func:`canna.sim.lanes.register_toggles` for its
-tiles, from its registers' values at the start of the run.
+Switching activity (``activity=True``, every backend): the testbench or driver reads every
+lane's held operand registers and accumulator after every clock edge and counts their bit
+toggles (``activity["toggles_a"]``, ``["toggles_b"]``, ``["toggles_acc"]``, per lane). Each
+simulated model's counts are checked like the results: against
+:func:`canna.sim.lanes.register_toggles` for its tiles, from its registers' values at the start
+of the run.
 
 A mismatch raises :class:`ArrayMismatch` whose message is the reproducer: backend, discipline,
 geometry, configuration, seed, the first differing outputs (index, expected, actual) and the
@@ -47,7 +48,7 @@ import numpy as np
 from canna.hw.array import pipeline_latency
 
 from .config import EXACT, CFPUConfig
-from .lanes import (ArrayGeometry, LaneArrayResult, check_operands, lane_configs,
+from .lanes import (ArrayGeometry, LaneArrayResult, ToggleProbe, check_operands, lane_configs,
                     register_toggles, run_lane_array, tile_plan)
 
 __all__ = ["BACKENDS", "ArrayRunResult", "ArrayMismatch", "run_array", "lane_ops",
@@ -167,6 +168,14 @@ def check_result(res: ArrayRunResult, a, b, configs, geometry: ArrayGeometry, *,
                                        "  rerun with vcd=... (amaranth/cocotb) for a waveform"]))
 
 
+def toggle_activity(parts) -> dict:
+    """``run_array``'s activity entries from the measured register toggles of each simulated
+    model: ``parts`` = [((tile_lo, tile_hi), start values (lanes, 3), toggles (lanes, 3))]."""
+    tot = sum(np.asarray(t, np.int64) for _, _, t in parts)
+    return {"toggles_a": tot[:, 0], "toggles_b": tot[:, 1], "toggles_acc": tot[:, 2],
+            "toggle_parts": list(parts)}
+
+
 # ---- backend: Amaranth simulator -------------------------------------------------------------
 
 def cfg_word(code: int, lane: int, broadcast: bool, lanes: int) -> int:
@@ -187,7 +196,7 @@ def _pack_op(a, b, last, nop) -> int:
 
 
 def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stages, vcd=None,
-                  p_stall=0.0, rng=None, dut=None):
+                  p_stall=0.0, rng=None, dut=None, activity=False):
     from amaranth.sim import Simulator
 
     from canna.hw.array import LaneArray
@@ -223,6 +232,14 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
+        probes = [r for lane in dut.lane_units for r in (lane.held_a, lane.held_b)]
+        probe = ToggleProbe(lanes) if activity else None
+
+        def sample():
+            held = [ctx.get(r) for r in probes]
+            probe.sample([[held[2 * l], held[2 * l + 1], ctx.get(dut.acc[l])] for l in range(lanes)])
+        if probe:
+            sample()
         pos = [0] * lanes
         cycle = 0
         started = None
@@ -250,7 +267,10 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
                     pos[l] += 1
             await ctx.tick()
             cycle += 1
+            if probe:
+                sample()
         state["cycles"] = ctx.get(dut.cycles)
+        state["activity"] = probe
         state["counters"] = {name: [ctx.get(getattr(dut, name)[l]) for l in range(lanes)]
                              for name in COUNTERS}
 
@@ -259,7 +279,7 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
     sim.add_testbench(testbench)
     run_simulator(sim, vcd)
     out = np.array(beats, dtype=np.uint32).reshape(tiles, lanes)
-    return out, state["cycles"], state["wall"], state["counters"]
+    return out, state["cycles"], state["wall"], state["counters"], state["activity"]
 
 
 # ---- backend: cocotb on Verilator ------------------------------------------------------------
@@ -291,7 +311,7 @@ def build_cocotb(*, lanes: int, exact_cycles: int, discipline: str, stages: int,
 
 
 def run_cocotb(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stages, vcd=None,
-               p_stall=0.0, seed=1):
+               p_stall=0.0, seed=1, activity=False):
     import tempfile
 
     from cocotb_tools.runner import get_runner
@@ -315,7 +335,8 @@ def run_cocotb(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stage
         np.savez(tmp / "in.npz", a=per_lane(op_a), b=per_lane(op_b), flags=per_lane(flags),
                  cfg=np.array(cfg, np.uint64), tiles=tiles)
         env = {"CANNA_ARRAY_IN": str(tmp / "in.npz"), "CANNA_ARRAY_OUT": str(tmp / "out.npz"),
-               "CANNA_P_STALL": str(p_stall), "CANNA_SEED": str(seed)}
+               "CANNA_P_STALL": str(p_stall), "CANNA_SEED": str(seed),
+               "CANNA_ACTIVITY": "1" if activity else "0"}
         log = tmp / "sim.log"
         try:
             get_runner("verilator").test(
@@ -332,7 +353,11 @@ def run_cocotb(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stage
             shutil.copyfile(dump if dump.exists() else bdir / "dump.vcd", vcd)
         out = np.load(tmp / "out.npz")
         counters = {name: out[name] for name in COUNTERS}
-        return out["beats"], int(out["cycles"]), int(out["wall"]), counters
+        probe = None
+        if activity:
+            probe = ToggleProbe(lanes)
+            probe.start, probe.toggles = out["toggle_start"], out["toggles"]
+        return out["beats"], int(out["cycles"]), int(out["wall"]), counters, probe
 
 
 # ---- the driver --------------------------------------------------------------------------
@@ -351,9 +376,6 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     if backend == "verilator-fast" and (p_stall or vcd):
         raise ValueError("p_stall and vcd need the amaranth or cocotb backend: the fast "
                          "co-simulation never applies back-pressure and writes no waveform")
-    if activity and backend != "verilator-fast":
-        raise ValueError(f"activity=True: the {backend} backend does not measure switching "
-                         "activity (verilator-fast does)")
     a, b = check_operands(a, b)
     lanes, k_cycles = geometry.lanes, geometry.exact_cycles
     configs = lane_configs(config, lanes)
@@ -375,15 +397,18 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     else:
         op_a, op_b, nop = lane_ops(a_bits, b_bits, lanes)
         if backend == "amaranth":
-            out, cycles, wall, counters = _run_amaranth(
+            out, cycles, wall, counters, probe = _run_amaranth(
                 op_a, op_b, nop, codes, lanes=lanes, exact_cycles=k_cycles,
                 discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall,
-                rng=np.random.default_rng(seed))
+                rng=np.random.default_rng(seed), activity=activity)
         else:
-            out, cycles, wall, counters = run_cocotb(
+            out, cycles, wall, counters, probe = run_cocotb(
                 op_a, op_b, nop, codes, lanes=lanes, exact_cycles=k_cycles,
-                discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall, seed=seed or 1)
+                discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall, seed=seed or 1,
+                activity=activity)
         elapsed = time.perf_counter() - t0
+        if probe is not None:
+            extra = toggle_activity([((0, tiles), probe.start, probe.toggles)])
         value = out.reshape(-1)[:m * n].reshape(m, n).view(np.float32)
         latency = pipeline_latency(stages)
     counters = {k: np.asarray(v, dtype=np.int64) for k, v in counters.items()}
@@ -643,13 +668,10 @@ class FastArray:
         extra = {"sim_cycles": int(stats[:, 2].sum()), "evals": int(stats[:, 3].sum()),
                  "models": parts}
         if activity:
-            tot = act[:, :, :3].sum(axis=0).astype(np.int64)
-            extra.update({"toggles_a": tot[:, 0], "toggles_b": tot[:, 1], "toggles_acc": tot[:, 2],
-                          # per model: its tiles, register values at the start, toggles
-                          "toggle_parts": [((bounds[i], bounds[i + 1]),
-                                            act[i, :, 3:].astype(np.uint32),
-                                            act[i, :, :3].astype(np.int64))
-                                           for i in range(parts)]})
+            extra.update(toggle_activity([((bounds[i], bounds[i + 1]),
+                                           act[i, :, 3:].astype(np.uint32),
+                                           act[i, :, :3].astype(np.int64))
+                                          for i in range(parts)]))
         total = counters.sum(axis=0)
         # one array running all tiles back to back: the fill/drain latency counts once
         return (out, int(cycles.sum()), int(cycles.sum()) + self.latency,

@@ -5,7 +5,8 @@ Test ``matmul_file``: reads ``CANNA_ARRAY_IN`` (npz: per-lane operands ``a``, ``
 (bit 0 ``last``, bit 1 ``nop``), each of shape (lanes, n), configuration write words ``cfg``), writes the configuration, clears the counters,
 streams every lane's operations (per-lane valid/ready handshakes, output beats with optional
 back-pressure ``CANNA_P_STALL``) and writes ``CANNA_ARRAY_OUT`` (npz: ``beats``, ``cycles``,
-``wall``, the per-lane counters). The golden check is done by the caller.
+``wall``, the per-lane counters; with ``CANNA_ACTIVITY=1`` also the register toggles and their
+start values, sampled after every rising edge). The golden check is done by the caller.
 """
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
+from canna.sim.lanes import ToggleProbe
+
 COUNTERS = ("ops", "hits", "bypass", "busy", "mul")
 
 
 class TB:
     """Owns the clock and reset; streams per-lane operations and collects output beats."""
 
-    def __init__(self, dut, lanes: int, rng, p_stall: float):
+    def __init__(self, dut, lanes: int, rng, p_stall: float, activity: bool = False):
         self.dut = dut
         self.lanes = lanes
         self.rng = rng
@@ -30,6 +33,18 @@ class TB:
         self.i_valid = [getattr(dut, f"i__{l}__valid") for l in range(lanes)]
         self.i_ready = [getattr(dut, f"i__{l}__ready") for l in range(lanes)]
         self.i_payload = [getattr(dut, f"i__{l}__payload") for l in range(lanes)]
+        # switching activity: every lane's held operand registers and the accumulators
+        self.probe = ToggleProbe(lanes) if activity else None
+        self.held = [(getattr(dut, f"lane{l}").held_a, getattr(dut, f"lane{l}").held_b)
+                     for l in range(lanes)] if activity else []
+
+    def sample(self):
+        """One probe sample (registers settled after a clock edge)."""
+        if self.probe is None:
+            return
+        acc = self.dut.acc.value.to_unsigned()
+        self.probe.sample([[int(a.value), int(b.value), (acc >> (32 * l)) & 0xFFFFFFFF]
+                           for l, (a, b) in enumerate(self.held)])
 
     async def start(self):
         dut = self.dut
@@ -67,6 +82,7 @@ class TB:
         limit = 8 * total + 200
         falling = FallingEdge(dut.clk)
         settle = ReadOnly()
+        self.sample()   # the start values (before the run's first rising edge)
         while len(beats) < tiles:
             if cycle > limit:
                 raise AssertionError(f"array stalled: {len(beats)} of {tiles} tiles after {cycle} cycles")
@@ -79,6 +95,8 @@ class TB:
             ready = not (self.p_stall and self.rng.random() < self.p_stall)
             dut.o__ready.value = int(ready)
             await settle
+            if cycle:
+                self.sample()   # after the previous rising edge
             if ready and int(dut.o__valid.value):
                 beats.append(dut.o__payload.value.to_unsigned())
                 last = cycle
@@ -101,19 +119,23 @@ async def matmul_file(dut):
     lanes = a.shape[0]
     tiles = int(data["tiles"])
     tb = TB(dut, lanes, np.random.default_rng(int(os.environ.get("CANNA_SEED", 1))),
-            float(os.environ.get("CANNA_P_STALL", 0.0)))
+            float(os.environ.get("CANNA_P_STALL", 0.0)), os.environ.get("CANNA_ACTIVITY") == "1")
     await tb.start()
     await tb.configure(data["cfg"].tolist())
     words = [[x | (y << 32) | (f << 64) for x, y, f in zip(ra, rb, rf)]
              for ra, rb, rf in zip(a.tolist(), b.tolist(), flags.tolist())]
     beats, wall = await tb.run(words, tiles)
     await FallingEdge(dut.clk)
+    await ReadOnly()
+    tb.sample()
     counters = {}
     for name in COUNTERS:
         v = getattr(dut, name).value.to_unsigned()
         counters[name] = np.array([(v >> (32 * l)) & 0xFFFFFFFF for l in range(lanes)], np.int64)
     out = np.array([[(b >> (32 * l)) & 0xFFFFFFFF for l in range(lanes)] for b in beats],
                    dtype=np.uint32)
+    if tb.probe is not None:
+        counters.update(toggle_start=tb.probe.start, toggles=tb.probe.toggles)
     np.savez(os.environ["CANNA_ARRAY_OUT"], beats=out, cycles=int(dut.cycles.value.to_unsigned()),
              wall=wall, **counters)
     dut._log.info(f"streamed {tiles} tiles x {lanes} lanes x {a.shape[1] // max(tiles, 1)} "

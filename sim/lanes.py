@@ -35,7 +35,8 @@ from . import golden
 from .config import EXACT, CFPUConfig
 
 __all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs", "tile_plan", "run_lane_array", "cycles_from_fast",
-           "multiplier_bypassed", "register_toggles", "TOGGLE_REGISTERS"]
+           "multiplier_bypassed", "register_toggles", "TOGGLE_REGISTERS", "popcount",
+           "ToggleProbe"]
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
 TOGGLE_REGISTERS = ("held_a", "held_b", "acc")
 
 
-def _popcount(x: np.ndarray) -> np.ndarray:
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of every element of a uint32 array (int64)."""
     x = np.asarray(x, dtype=np.uint32)
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(x).astype(np.int64)
@@ -282,7 +284,7 @@ def register_toggles(a, b, config: CFPUConfig | list = EXACT,
         for col, ops in ((0, op_a), (1, op_b)):   # every accepted operation loads the register
             seq = np.concatenate([prev[:, col, None], ops.transpose(1, 0, 2).reshape(lanes, -1)],
                                  axis=1)
-            toggles[:, col] += _popcount(seq[:, 1:] ^ seq[:, :-1]).sum(axis=1)
+            toggles[:, col] += popcount(seq[:, 1:] ^ seq[:, :-1]).sum(axis=1)
             prev[:, col] = seq[:, -1]
         bits = np.empty(op_a.shape, np.uint32)
         for l, cfg in enumerate(configs):
@@ -297,12 +299,32 @@ def register_toggles(a, b, config: CFPUConfig | list = EXACT,
             if k == 0:
                 first = partial.view(np.uint32)
             else:
-                acc_toggles += _popcount(partial.view(np.uint32) ^ last)
+                acc_toggles += popcount(partial.view(np.uint32) ^ last)
         finals = partial.view(np.uint32)
         before = np.concatenate([prev[None, :, 2], finals[:-1]])
-        acc_toggles += _popcount(first ^ before)
+        acc_toggles += popcount(first ^ before)
         toggles[:, 2] += np.where(v, acc_toggles, 0).sum(axis=0)
         last_real = np.where(v.any(axis=0), v.shape[0] - 1 - np.argmax(v[::-1], axis=0), -1)
         prev[:, 2] = np.where(last_real >= 0, finals[np.maximum(last_real, 0), np.arange(lanes)],
                               prev[:, 2])
     return toggles
+
+
+class ToggleProbe:
+    """Counts the bit toggles of every lane's registers (:data:`TOGGLE_REGISTERS`) in a
+    simulation: call ``sample(values)`` ((lanes, 3) register values) after every clock edge;
+    the first sample is the start. ``start`` and ``toggles`` are what
+    :func:`register_toggles` predicts from that start."""
+
+    def __init__(self, lanes: int):
+        self.lanes = lanes
+        self.start = None
+        self.toggles = np.zeros((lanes, 3), np.int64)
+
+    def sample(self, values) -> None:
+        v = np.asarray(values, np.uint32).reshape(self.lanes, 3)
+        if self.start is None:
+            self.start = v
+        else:
+            self.toggles += popcount(self._prev ^ v)
+        self._prev = v

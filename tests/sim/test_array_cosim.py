@@ -83,10 +83,13 @@ def test_cocotb_small():
     a, b = nn_like(rng, 3, 6, 5)
     config = CFPUConfig.approx(1, "dual")
     r = run_array(a, b, config, backend="cocotb", geometry=ArrayGeometry(4, 4),
-                  discipline="lockstep", seed=SEED)
+                  discipline="lockstep", seed=SEED, activity=True)
     check_reference(r, a, b, config)
+    toggles = r.activity["toggles_a"] + r.activity["toggles_b"] + r.activity["toggles_acc"]
+    assert r.activity["toggles_acc"].sum() > 0
     print(f"cocotb lockstep, 4 lanes: {r.products} products in {r.tiles} tiles bit-exact, "
-          f"{r.cycles} cycles = model, wall {r.wall_cycles}")
+          f"{r.cycles} cycles = model, wall {r.wall_cycles}, {int(toggles.sum())} register "
+          f"toggles equal to the golden count")
 
 
 def test_activity_is_checked(monkeypatch):
