@@ -49,7 +49,7 @@ from canna.hw.array import pipeline_latency
 
 from .config import EXACT, CFPUConfig
 from .lanes import (ArrayGeometry, LaneArrayResult, ToggleProbe, check_operands, lane_configs,
-                    register_toggles, run_lane_array, tile_plan)
+                    lane_operands, register_toggles, run_lane_array, tile_plan)
 
 __all__ = ["BACKENDS", "ArrayRunResult", "ArrayMismatch", "run_array", "lane_ops",
            "golden_model", "verilog_array", "build_fast", "FastArray", "DEFAULT_STAGES"]
@@ -101,9 +101,7 @@ def lane_ops(a_bits: np.ndarray, b_bits: np.ndarray, lanes: int):
     m, _ = a_bits.shape
     n = b_bits.shape[1]
     rows, cols, valid = tile_plan(m, n, lanes)
-    op_a = np.where(valid[:, :, None], a_bits[rows], 0).astype(np.uint32)
-    op_b = np.where(valid[:, :, None], b_bits.T[cols], 0).astype(np.uint32)
-    return op_a, op_b, ~valid
+    return (*lane_operands(a_bits, b_bits, rows, cols, valid), ~valid)
 
 
 def _codes(configs):
@@ -232,12 +230,11 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
-        probes = [r for lane in dut.lane_units for r in (lane.held_a, lane.held_b)]
         probe = ToggleProbe(lanes) if activity else None
 
         def sample():
-            held = [ctx.get(r) for r in probes]
-            probe.sample([[held[2 * l], held[2 * l + 1], ctx.get(dut.acc[l])] for l in range(lanes)])
+            probe.sample([[ctx.get(lane.held_a), ctx.get(lane.held_b), ctx.get(dut.acc[l])]
+                          for l, lane in enumerate(dut.lane_units)])
         if probe:
             sample()
         pos = [0] * lanes
@@ -270,7 +267,7 @@ def _run_amaranth(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, st
             if probe:
                 sample()
         state["cycles"] = ctx.get(dut.cycles)
-        state["activity"] = probe
+        state["activity"] = (probe.start, probe.toggles) if probe else None
         state["counters"] = {name: [ctx.get(getattr(dut, name)[l]) for l in range(lanes)]
                              for name in COUNTERS}
 
@@ -353,11 +350,8 @@ def run_cocotb(op_a, op_b, nop, codes, *, lanes, exact_cycles, discipline, stage
             shutil.copyfile(dump if dump.exists() else bdir / "dump.vcd", vcd)
         out = np.load(tmp / "out.npz")
         counters = {name: out[name] for name in COUNTERS}
-        probe = None
-        if activity:
-            probe = ToggleProbe(lanes)
-            probe.start, probe.toggles = out["toggle_start"], out["toggles"]
-        return out["beats"], int(out["cycles"]), int(out["wall"]), counters, probe
+        toggles = (out["toggle_start"], out["toggles"]) if activity else None
+        return out["beats"], int(out["cycles"]), int(out["wall"]), counters, toggles
 
 
 # ---- the driver --------------------------------------------------------------------------
@@ -397,18 +391,18 @@ def run_array(a, b, config: CFPUConfig | list = EXACT, *, backend: str = "verila
     else:
         op_a, op_b, nop = lane_ops(a_bits, b_bits, lanes)
         if backend == "amaranth":
-            out, cycles, wall, counters, probe = _run_amaranth(
+            out, cycles, wall, counters, toggles = _run_amaranth(
                 op_a, op_b, nop, codes, lanes=lanes, exact_cycles=k_cycles,
                 discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall,
                 rng=np.random.default_rng(seed), activity=activity)
         else:
-            out, cycles, wall, counters, probe = run_cocotb(
+            out, cycles, wall, counters, toggles = run_cocotb(
                 op_a, op_b, nop, codes, lanes=lanes, exact_cycles=k_cycles,
                 discipline=discipline, stages=stages, vcd=vcd, p_stall=p_stall, seed=seed or 1,
                 activity=activity)
         elapsed = time.perf_counter() - t0
-        if probe is not None:
-            extra = toggle_activity([((0, tiles), probe.start, probe.toggles)])
+        if toggles is not None:   # (start values, toggles) of the one simulated array
+            extra = toggle_activity([((0, tiles), *toggles)])
         value = out.reshape(-1)[:m * n].reshape(m, n).view(np.float32)
         latency = pipeline_latency(stages)
     counters = {k: np.asarray(v, dtype=np.int64) for k, v in counters.items()}

@@ -34,7 +34,8 @@ import numpy as np
 from . import golden
 from .config import EXACT, CFPUConfig
 
-__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs", "tile_plan", "run_lane_array", "cycles_from_fast",
+__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs",
+           "tile_plan", "lane_operands", "multiply_lanes", "run_lane_array", "cycles_from_fast",
            "multiplier_bypassed", "register_toggles", "TOGGLE_REGISTERS", "popcount",
            "ToggleProbe"]
 
@@ -129,6 +130,28 @@ def tile_plan(m: int, n: int, lanes: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return (flat // n).reshape(tiles, lanes), (flat % n).reshape(tiles, lanes), valid.reshape(tiles, lanes)
 
 
+def lane_operands(a_bits: np.ndarray, b_bits: np.ndarray, rows, cols, valid):
+    """The operand bits every lane is fed, (tiles, lanes, K) each, for the tiles of
+    ``rows, cols, valid`` (from :func:`tile_plan`): a padding lane's ``nop`` carries zeros."""
+    op_a = np.where(valid[:, :, None], a_bits[rows], 0).astype(np.uint32)
+    op_b = np.where(valid[:, :, None], b_bits.T[cols], 0).astype(np.uint32)
+    return op_a, op_b
+
+
+def multiply_lanes(op_a: np.ndarray, op_b: np.ndarray, configs: list[CFPUConfig]):
+    """(bits, hit) of every lane's products, (tiles, lanes, K): lane ``l`` multiplies with
+    ``configs[l]``."""
+    if len(set(configs)) == 1:
+        prod = golden.mul_bits(op_a, op_b, configs[0])
+        return prod.bits, prod.hit
+    bits = np.empty(op_a.shape, np.uint32)
+    hit = np.empty(op_a.shape, bool)
+    for l, cfg in enumerate(configs):
+        prod = golden.mul_bits(op_a[:, l], op_b[:, l], cfg)
+        bits[:, l], hit[:, l] = prod.bits, prod.hit
+    return bits, hit
+
+
 def multiplier_bypassed(a_bits: np.ndarray, b_bits: np.ndarray) -> np.ndarray:
     """Products that need no significand multiply: an operand is zero, infinite or NaN."""
     def special(x):
@@ -189,7 +212,6 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
     n = b.shape[1]
     lanes = geometry.lanes
     configs = lane_configs(config, lanes)
-    per_lane = len(set(configs)) > 1
     rows, cols, valid = tile_plan(m, n, lanes)
     a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
     out = np.zeros(m * n, dtype=np.float32)
@@ -201,16 +223,8 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
     for t0 in range(0, rows.shape[0], tile_batch):
         r, c, v = rows[t0:t0 + tile_batch], cols[t0:t0 + tile_batch], valid[t0:t0 + tile_batch]
         # (tiles, lanes, K) operands of every lane at every step
-        op_a, op_b = a_bits[r], b_bits.T[c]
-        if per_lane:
-            bits = np.empty(op_a.shape, np.uint32)
-            hit = np.empty(op_a.shape, bool)
-            for l, cfg in enumerate(configs):
-                pl = golden.mul_bits(op_a[:, l], op_b[:, l], cfg)
-                bits[:, l], hit[:, l] = pl.bits, pl.hit
-        else:
-            prod = golden.mul_bits(op_a, op_b, configs[0])
-            bits, hit = prod.bits, prod.hit
+        op_a, op_b = lane_operands(a_bits, b_bits, r, c, v)
+        bits, hit = multiply_lanes(op_a, op_b, configs)
         hit = hit & v[:, :, None]
         bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]
         acc = np.zeros(r.shape, dtype=np.float32)
@@ -279,16 +293,13 @@ def register_toggles(a, b, config: CFPUConfig | list = EXACT,
     for t0 in range(lo, hi, tile_batch):
         t1 = min(hi, t0 + tile_batch)
         r, c, v = rows[t0:t1], cols[t0:t1], valid[t0:t1]
-        op_a = np.where(v[:, :, None], a_bits[r], 0).astype(np.uint32)   # (tiles, lanes, K)
-        op_b = np.where(v[:, :, None], b_bits.T[c], 0).astype(np.uint32)
+        op_a, op_b = lane_operands(a_bits, b_bits, r, c, v)   # (tiles, lanes, K)
         for col, ops in ((0, op_a), (1, op_b)):   # every accepted operation loads the register
             seq = np.concatenate([prev[:, col, None], ops.transpose(1, 0, 2).reshape(lanes, -1)],
                                  axis=1)
             toggles[:, col] += popcount(seq[:, 1:] ^ seq[:, :-1]).sum(axis=1)
             prev[:, col] = seq[:, -1]
-        bits = np.empty(op_a.shape, np.uint32)
-        for l, cfg in enumerate(configs):
-            bits[:, l] = golden.mul_bits(op_a[:, l], op_b[:, l], cfg).bits
+        bits, _ = multiply_lanes(op_a, op_b, configs)
         # partial sums of every lane of every tile; the accumulator before a tile holds the
         # previous tile's final sum (padding lanes, only in the last tile, leave it alone)
         partial = np.zeros(r.shape, np.float32)

@@ -65,10 +65,10 @@ def test_mismatch_is_reported(monkeypatch, tmp_path):
     real = array_cosim._run_amaranth
 
     def broken(*args, **kwargs):
-        out, cycles, wall, counters, probe = real(*args, **kwargs)
+        out, cycles, wall, counters, toggles = real(*args, **kwargs)
         out = out.copy()
         out[0, 1] ^= 1
-        return out, cycles + 1, wall, counters, probe
+        return out, cycles + 1, wall, counters, toggles
     monkeypatch.setattr(array_cosim, "_run_amaranth", broken)
     with pytest.raises(ArrayMismatch, match=r"Y\[0,1\].*expected") as e:
         run_array(a, b, CFPUConfig.approx(1), backend="amaranth", geometry=ArrayGeometry(2, 2),
