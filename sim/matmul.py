@@ -38,7 +38,6 @@ without materialising any product mask.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import warnings
@@ -133,7 +132,7 @@ _KERNEL_FLAGS = ("-O3", "-march=native", "-std=c11") + (
 
 
 class _Kernels:
-    """ctypes bindings of sim/fastkernels.c, or None when it cannot be built."""
+    """The CPython module built from sim/fastkernels.c, or None when it cannot be built."""
 
     _lib = None
     _tried = False
@@ -144,26 +143,15 @@ class _Kernels:
             cls._tried = True
             if os.environ.get("CANNA_NO_NATIVE"):
                 return None
-            from .native import NativeBuildError, build_shared
+            from .native import NativeBuildError, build_extension
+            here = Path(__file__).parent
             try:
-                lib = build_shared("fastkernels", [Path(__file__).with_name("fastkernels.c")],
-                                   flags=_KERNEL_FLAGS)
-            except (NativeBuildError, OSError) as e:
+                cls._lib = build_extension("_fastkernels", [here / "fastkernels.c",
+                                                            here / "fastkernels_module.c"],
+                                           flags=_KERNEL_FLAGS)
+            except (NativeBuildError, OSError, ImportError) as e:
                 warnings.warn(f"fast matmul kernels unavailable, using NumPy: {e}", RuntimeWarning)
-                return None
-            p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-            lib.canna_transform_checked.argtypes = [p, i64, i64, i32, i32, p, p, p, p, p, p]
-            lib.canna_transform_checked.restype = None
-            lib.canna_scan_first.argtypes = [p, i64, i64, i32, i32, p, p, p, p, p, p, i64]
-            lib.canna_scan_first.restype = i64
-            lib.canna_scan_first_quick.argtypes = [p, i64, i64, p, ctypes.POINTER(ctypes.c_uint32)]
-            lib.canna_scan_first_quick.restype = i64
-            cls._lib = lib
         return cls._lib
-
-
-def _ptr(x: np.ndarray | None):
-    return None if x is None else x.__array_interface__["data"][0]
 
 
 def _fields(bits: np.ndarray, t: int):
@@ -197,7 +185,8 @@ def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
     if dual:
         unrep |= ((e == 0) & (f != 0)).any(axis=1)
     row_flags = (row_flags | np.where(unrep, ROW_RISKY_NONZERO, 0)).astype(np.uint32)
-    stats = np.array([*_range(pe[ok]), *_range(e[nonq])], dtype=np.int32)
+    e_max = max(int(e.max()) if e.size else 0, int(pe[ok].max()) if ok.any() else 0)
+    stats = np.array([*_range(pe[ok]), *_range(e[nonq]), e_max], dtype=np.int32)
     return (mq, wn, ok.sum(axis=1).astype(np.int64), nonq.sum(axis=1).astype(np.int64),
             row_flags, stats)
 
@@ -208,7 +197,7 @@ def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
     e, f, normal, qual, pe = _fields(a, t)
     qual &= dual
     zero = (a & 0x7FFFFFFF) == 0
-    q_lo, q_hi, n_lo, n_hi = (int(s) for s in stats)
+    q_lo, q_hi, n_lo, n_hi = (int(s) for s in stats[:4])
     bad = ((row_flags & ROW_RISKY_ALL) != 0)[None, :] | (((row_flags & ROW_RISKY_NONZERO) != 0)[None, :] & ~zero)
     bad |= ~normal & ~zero
     if q_lo <= q_hi:
@@ -241,7 +230,11 @@ class Prepared:
     checked : ``M(B)`` (policy b) or ``Bq`` (dual); ``B`` when approximation is off.
     rest : ``Bn`` (dual) or None.
     nq, nn : per-row counts of qualifying / normal non-qualifying elements.
-    row_flags, stats : what :func:`matmul_fast` needs to decide which products are safe.
+    row_flags, stats : what :func:`matmul_fast` needs to decide which products are safe
+        (``stats`` = the exponent ranges of the powers of two and of dual's non-qualifying
+        elements, and the largest exponent the GEMMs will see, which bounds their sums).
+    quick : ``(q_lo, q_hi, e_max)`` for policy b's lean path (:func:`_matmul_quick`), or None
+        when it cannot apply (dual, or a row with inf, NaN or an unrepresentable power of two).
     """
 
     config: CFPUConfig
@@ -252,13 +245,12 @@ class Prepared:
     nn: np.ndarray
     row_flags: np.ndarray
     stats: np.ndarray
-    quick_range: tuple | None = None   # (q_lo, q_hi) when policy b's quick scan applies
-    # address of ``nq`` for the quick scan (one pointer conversion less per call), always
-    # derived from ``nq`` itself
-    nq_address: int = field(init=False, repr=False, compare=False)
+    quick: tuple | None = None
+    # ``nq`` as uint32 for the quick scan (each count is at most N), always derived from ``nq``
+    nq32: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "nq_address", _ptr(self.nq))
+        object.__setattr__(self, "nq32", self.nq.astype(np.uint32))
 
     @property
     def shape(self) -> tuple:
@@ -275,7 +267,7 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
     if not config.enabled:
         empty = np.zeros(k_dim, dtype=np.int64)
         return Prepared(config, b, b, None, empty, empty, np.zeros(k_dim, np.uint32),
-                        np.array([1000, -1000, 1000, -1000], np.int32))
+                        np.array([1000, -1000, 1000, -1000, 0], np.int32))
     dual = config.policy is Policy.DUAL
     t = config.tuning_bits
     bits = b.view(np.uint32)
@@ -290,10 +282,9 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
         nq = np.empty(k_dim, np.int64)
         nn = np.empty(k_dim, np.int64)
         row_flags = np.empty(k_dim, np.uint32)
-        stats = np.empty(4, np.int32)
-        lib.canna_transform_checked(_ptr(bits), k_dim, n, t, int(dual), _ptr(mq), _ptr(wn),
-                                    _ptr(nq), _ptr(nn), _ptr(row_flags), _ptr(stats))
-    quick = None if dual or row_flags.any() else (int(stats[0]), int(stats[1]))
+        stats = np.empty(5, np.int32)
+        lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, nq, nn, row_flags, stats)
+    quick = None if dual or row_flags.any() else (int(stats[0]), int(stats[1]), int(stats[4]))
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
                     nq, nn, row_flags, stats, quick)
 
@@ -303,37 +294,50 @@ _NO_RISKY = np.empty(0, np.int64)
 
 def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
     """Classify the first operand against ``prep``: (risky flat indices, dual's transform of a
-    or None, per-column safe normal counts -- or directly the safe hit count (an int) from policy
-    b's quick scan --, per-column safe qualifying counts or None)."""
+    or None, per-column safe normal counts, per-column safe qualifying counts or None)."""
     t = prep.config.tuning_bits
     dual = prep.config.policy is Policy.DUAL
     lib = _Kernels.get() if native in (None, True) else None
     if lib is None:
         return scan_first_numpy(a_bits, t, dual, prep.row_flags, prep.stats)
     m, k_dim = a_bits.shape
-    if prep.quick_range is not None:
-        # Policy b's common case in one light pass: when no element is subnormal or non-finite
-        # and the exponent range of the nonzero elements is safe against the checked operand's,
-        # nothing is risky, every nonzero element is normal, and the kernel's hit count is exact.
-        quick = (ctypes.c_uint32 * 3)()
-        hits = lib.canna_scan_first_quick(_ptr(a_bits), m, k_dim, prep.nq_address, quick)
-        e_lo, e_hi, special = quick
-        q_lo, q_hi = prep.quick_range
-        in_range = q_lo > q_hi or e_lo > e_hi or (e_lo + q_lo - 127 >= 1 and e_hi + q_hi - 127 <= 254)
-        if not special and in_range:
-            return _NO_RISKY, None, hits, None
     ma = np.empty_like(a_bits) if dual else None
     cap = max(1024, a_bits.size // 256)
     while True:
         cnt_normal = np.zeros(k_dim, np.uint32)
         cnt_q = np.zeros(k_dim, np.uint32)
         risky = np.empty(cap, np.int64)
-        count = lib.canna_scan_first(_ptr(a_bits), m, k_dim, t, int(dual), _ptr(prep.row_flags),
-                                     _ptr(prep.stats), _ptr(ma), _ptr(cnt_normal), _ptr(cnt_q),
-                                     _ptr(risky), cap)
+        count = lib.scan_first(a_bits, m, k_dim, t, dual, prep.row_flags, prep.stats, ma,
+                               cnt_normal, cnt_q, risky)
         if count <= cap:
             return risky[:count], ma, cnt_normal, cnt_q if dual else None
         cap = int(count)
+
+
+_FLOAT32 = np.dtype(np.float32)
+#: Overflow and invalid operations give inf and NaN silently, as in the golden model; underflow
+#: follows ``np.seterr`` as in ``np.matmul`` (NumPy's default ignores it). The lean path needs
+#: no mask: it runs only where neither can happen.
+_QUIET = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
+
+
+def _matmul_quick(a, prep: Prepared) -> MatmulResult | None:
+    """Policy b's common case, kept lean (at batch 100 every microsecond beside the GEMM counts):
+    one kernel pass over ``a`` and one GEMM. The kernel answers only when no element of ``a`` is
+    subnormal or non-finite, no hit's exponent can leave the range, and no sum can overflow;
+    then nothing is risky, every nonzero element of ``a`` is normal, its hit count is exact, and
+    the GEMM raises no overflow or invalid flag, so it runs without ``np.errstate`` (which costs
+    more than the kernel). None: take the general path (which also reports bad input)."""
+    lib = _Kernels.get()
+    if (lib is None or type(a) is not np.ndarray or a.dtype != _FLOAT32 or a.ndim != 2
+            or not a.flags.c_contiguous or a.shape[1] != prep.checked.shape[0]):
+        return None
+    m, k_dim = a.shape
+    n = prep.checked.shape[1]
+    hits = lib.scan_first_quick(a, m, k_dim, prep.nq32, n, *prep.quick)
+    if hits < 0:
+        return None
+    return MatmulResult(np.matmul(a, prep.checked), m * k_dim * n, hits)
 
 
 def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None = None) -> MatmulResult:
@@ -341,20 +345,28 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
 
     ``b`` is a float32 matrix, or a :class:`Prepared` (then ``config`` may be omitted). ``native``
     forces (True) or forbids (False) the C kernels; by default they are used when they build.
+    Overflow gives inf and invalid operations NaN without a warning, as in the golden model;
+    underflow follows ``np.seterr``, as in ``np.matmul``.
     """
-    a = _check_matrix("a", a)
-    if isinstance(b, Prepared):
-        if config is not None and golden.check_config(config) != b.config:
+    if type(b) is Prepared and config is None:
+        prep = b
+    elif isinstance(b, Prepared):
+        if golden.check_config(config) != b.config:
             raise ValueError(f"b was prepared for {b.config.describe()}, not {config.describe()}")
         prep = b
     else:
         prep = prepare(b, EXACT if config is None else config, native=native)
+    if prep.quick is not None and native is not False:
+        quick = _matmul_quick(a, prep)
+        if quick is not None:
+            return quick
+    a = _check_matrix("a", a)
     _check_shapes(a, prep.shape)
     m, k_dim = a.shape
     n = prep.shape[1]
     products = m * k_dim * n
     if not prep.config.enabled:
-        with np.errstate(all="ignore"):
+        with np.errstate(**_QUIET):
             return MatmulResult(np.matmul(a, prep.original), products, 0)
 
     a = np.ascontiguousarray(a)
@@ -363,11 +375,11 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     if risky.size:
         a = a.copy()
         a.reshape(-1)[risky] = 0.0
-    with np.errstate(all="ignore"):
+    with np.errstate(**_QUIET):
         y = np.matmul(a, prep.checked)
         if prep.rest is not None:
             y += np.matmul(ma.view(np.float32), prep.rest)
-    hits = cnt_normal if isinstance(cnt_normal, int) else int(np.dot(cnt_normal, prep.nq))
+    hits = int(np.dot(cnt_normal, prep.nq))
     if cnt_q is not None:
         hits += int(np.dot(cnt_q, prep.nn))
     if risky.size:
@@ -387,6 +399,6 @@ def _add_golden_products(y, a_bits, prep: Prepared, risky: np.ndarray, chunk: in
         rows, ks = np.divmod(idx, k_dim)
         r = golden.mul_bits(flat[idx][:, None], b_bits[ks], prep.config)
         hits += int(np.count_nonzero(r.hit))
-        with np.errstate(all="ignore"):
+        with np.errstate(**_QUIET):
             np.add.at(y, rows, r.bits.view(np.float32))
     return hits

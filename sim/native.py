@@ -17,7 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["NativeBuildError", "cache_dir", "build_shared", "build_verilated", "run_parts"]
+__all__ = ["NativeBuildError", "cache_dir", "build_shared", "build_extension", "build_verilated",
+           "run_parts"]
 
 
 class NativeBuildError(RuntimeError):
@@ -42,17 +43,19 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def build_shared(name: str, sources: list[Path], *, compiler: str | None = None,
-                 flags: tuple[str, ...] = ("-O3", "-march=native", "-std=c11"),
-                 libs: tuple[str, ...] = ()) -> ctypes.CDLL:
-    """Compile ``sources`` into a cached shared library and load it."""
+def _compile(name: str, sources: list[Path], compiler: str | None, flags: tuple[str, ...],
+             libs: tuple[str, ...], key_extra: str = "") -> Path:
+    """Compile ``sources`` into a cached shared object; returns its path."""
     compiler = compiler or os.environ.get("CC", "gcc")
     if shutil.which(compiler) is None:
         raise NativeBuildError(f"C compiler {compiler!r} not found")
     key = hashlib.sha256()
     for src in sources:
         key.update(Path(src).read_bytes())
-    key.update(" ".join((compiler, *flags, *libs, platform.machine(), _cpu_model())).encode())
+    for folder in sorted({Path(src).parent for src in sources}):   # headers the sources include
+        for h in sorted(folder.glob("*.h")):
+            key.update(h.read_bytes())
+    key.update(" ".join((compiler, *flags, *libs, platform.machine(), _cpu_model(), key_extra)).encode())
     target = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
     if not target.exists():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
@@ -63,7 +66,33 @@ def build_shared(name: str, sources: list[Path], *, compiler: str | None = None,
             os.unlink(tmp)
             raise NativeBuildError(f"building {name} failed: {' '.join(cmd)}\n{proc.stderr}")
         os.replace(tmp, target)
-    return ctypes.CDLL(str(target))
+    return target
+
+
+def build_shared(name: str, sources: list[Path], *, compiler: str | None = None,
+                 flags: tuple[str, ...] = ("-O3", "-march=native", "-std=c11"),
+                 libs: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """Compile ``sources`` into a cached shared library and load it with ctypes."""
+    return ctypes.CDLL(str(_compile(name, sources, compiler, flags, libs)))
+
+
+def build_extension(name: str, sources: list[Path], *, compiler: str | None = None,
+                    flags: tuple[str, ...] = ("-O3", "-march=native", "-std=c11")):
+    """Compile ``sources`` into a cached CPython extension module ``name`` (one of them defines
+    ``PyInit_<name>``) against this interpreter's headers, and import it."""
+    import importlib.machinery
+    import importlib.util
+    import sysconfig
+    include = sysconfig.get_paths()["include"]
+    if not os.path.exists(os.path.join(include, "Python.h")):
+        raise NativeBuildError(f"Python headers not found in {include}")
+    path = _compile(name, sources, compiler, (*flags, f"-I{include}"), (),
+                    key_extra=sysconfig.get_config_var("EXT_SUFFIX") or "")
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def run_parts(part, parts: int) -> list:

@@ -159,17 +159,142 @@ def test_native_kernels_match_numpy_twins(config, data):
         assert np.array_equal(np.asarray(x).view(np.uint8), np.asarray(y).view(np.uint8)), name
     scan_c = mm._scan_first(a.view(np.uint32), p_c, True)
     scan_n = mm._scan_first(a.view(np.uint32), p_n, False)
-    quick = isinstance(scan_c[2], int)     # policy b's quick scan gives the hit count directly
-    expect_quick = data == "nn" or (data == "nn-large" and config.tuning_bits == 3)
-    assert quick == (expect_quick and config.policy.value == "b")
-    if quick:
-        scan_c = (scan_c[0], scan_c[1], None, scan_c[3])
-        assert mm._scan_first(a.view(np.uint32), p_c, True)[2] == int(np.dot(scan_n[2], p_n.nq))
-        scan_n = (scan_n[0], scan_n[1], None, scan_n[3])
     for x, y in zip(scan_c, scan_n):
         assert (x is None and y is None) or np.array_equal(x, y)
+    # Policy b's quick scan answers (the hit count) exactly when nothing in a is risky
+    expect_quick = data == "nn" or (data == "nn-large" and config.tuning_bits == 3)
+    assert (p_c.quick is not None) == (config.policy.value == "b" and data != "hard")
+    if p_c.quick is not None:
+        quick = mm._Kernels.get().scan_first_quick(a.view(np.uint32), *a.shape, p_c.nq32,
+                                                   b.shape[1], *p_c.quick)
+        assert (quick >= 0) == expect_quick
+        if expect_quick:
+            assert scan_n[0].size == 0 and quick == int(np.dot(scan_n[2], p_n.nq))
     print(f"{config.describe()}: C kernels == NumPy twins on {a.size + b.size} elements, "
           f"{scan_c[0].size} risky")
+
+
+@pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
+def test_transform_mixes_common_and_special_rows(config):
+    """The C transform runs each row through a lean loop for rows without inf, NaN, subnormals
+    (dual) or unrepresentable powers of two, and redoes the others with the full loop: rows of
+    both kinds in one operand must match the NumPy twin."""
+    rng = np.random.default_rng(7)
+    b = (rng.standard_normal((40, 37)) * 0.05).astype(np.float32)
+    b[3, 5], b[9, 0] = np.inf, np.nan
+    b[17, 36] = np.float32(2.0 ** 127 * 1.75)   # qualifies for t = 0, but 2^128 is out of range
+    b[20, 1] = np.float32(2.0 ** 127 * 1.0)     # qualifies, 2^127 is fine
+    b[25, 2] = np.float32(1e-41)                # subnormal
+    b[30, :] = 0.0
+    p_c = mm.prepare(b, config, native=True)
+    p_n = mm.prepare(b, config, native=False)
+    for name in ("checked", "rest", "nq", "nn", "row_flags", "stats"):
+        x, y = getattr(p_c, name), getattr(p_n, name)
+        assert (x is None and y is None) or np.array_equal(np.asarray(x).view(np.uint8),
+                                                           np.asarray(y).view(np.uint8)), name
+    special = int(np.count_nonzero(p_n.row_flags))
+    assert special >= 2
+    print(f"{config.describe()}: transform of {b.size} elements == NumPy twin "
+          f"({special} special rows, {b.shape[0] - special} common)")
+
+
+def test_quick_scan_falls_back_when_a_hit_may_leave_the_range():
+    """Policy b's quick scan answers only when no product can leave the exponent range; a
+    huge activation against a qualifying large weight sends it to the full scan, and the
+    result still matches the reference."""
+    rng = np.random.default_rng(8)
+    a, b = nn_like(rng, 6, 12, 5)
+    cfg = CFPUConfig.approx(2, "b")
+    b[4, 3] = np.float32(2.0 ** 100)            # qualifies: its power of two is 2^100
+    prep = mm.prepare(b, cfg)
+    lib = mm._Kernels.get()
+    a_bits = a.view(np.uint32)
+    assert lib.scan_first_quick(a_bits, 6, 12, prep.nq32, 5, *prep.quick) >= 0
+    a[2, 4] = np.float32(2.0 ** 60)             # 2^60 * 2^100 overflows
+    assert lib.scan_first_quick(a_bits, 6, 12, prep.nq32, 5, *prep.quick) == -1
+    ref, fast = mm.matmul_reference(a, b, cfg), mm.matmul_fast(a, b, cfg)
+    assert fast.hits == ref.hits and np.isinf(ref.value[2, 3]) and np.isinf(fast.value[2, 3])
+    print(f"quick scan: declined an overflowing hit; full scan matched the reference ({ref.hits} hits)")
+
+
+def test_quick_path_only_where_no_sum_can_overflow():
+    """The lean path runs its GEMM without masking floating-point warnings, so it must decline
+    whenever a sum could overflow (by the exponent bound of canna_scan_first_quick); either way
+    matmul_fast is silent on overflow and invalid operations (as the golden model is) and its
+    hits match the reference."""
+    rng = np.random.default_rng(11)
+    a, b = nn_like(rng, 5, 16, 4)
+    cfg = CFPUConfig.approx(2, "b")
+    lib = mm._Kernels.get()
+    declined = overflowed = 0
+    for scale in (1.0, 2.0 ** 60, 2.0 ** 64, 2.0 ** 70):
+        a_s, b_s = (a * np.float32(scale)).astype(np.float32), (b * np.float32(scale)).astype(np.float32)
+        prep = mm.prepare(b_s, cfg)
+        quick = lib.scan_first_quick(a_s.view(np.uint32), 5, 16, prep.nq32, 4, *prep.quick)
+        e_a = int((a_s.view(np.uint32) >> 23 & 0xFF).max())
+        assert (quick < 0) == (e_a + prep.quick[2] + 4 > 377), scale   # ceil(log2 16) = 4
+        ref = mm.matmul_reference(a_s, b_s, cfg)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            fast = mm.matmul_fast(a_s, prep)
+        assert fast.hits == ref.hits
+        assert np.array_equal(np.isinf(fast.value), np.isinf(ref.value))
+        if np.isinf(ref.value).any():
+            overflowed += 1
+            assert quick < 0, scale
+        declined += quick < 0
+    assert overflowed >= 1
+    print(f"lean path declined {declined} of 4 scalings ({overflowed} overflow); all silent, hits match")
+
+
+def test_quick_scan_hit_count_in_short_chunks():
+    """The quick scan sums hit counts on 32-bit lanes, over column chunks of at most
+    2^32 / N; a huge declared N forces one-column chunks, which must give the same count."""
+    rng = np.random.default_rng(9)
+    a, b = nn_like(rng, 13, 300, 7)
+    prep = mm.prepare(b, CFPUConfig.approx(3, "b"))
+    lib = mm._Kernels.get()
+    expect = int(np.dot((a != 0).sum(axis=0), prep.nq))
+    for n in (7, 2 ** 30, 2 ** 31):
+        assert lib.scan_first_quick(a.view(np.uint32), 13, 300, prep.nq32, n, *prep.quick) == expect
+    print(f"quick scan: hit count {expect} with chunks of 300, 3 and 1 columns")
+
+
+def test_quick_path_and_general_path_agree():
+    """matmul_fast takes policy b's lean path for a C-contiguous float32 ``a``; any other layout
+    takes the general path (full scan). Same hit count, same values up to summation order."""
+    rng = np.random.default_rng(10)
+    a, b = nn_like(rng, 20, 64, 9)
+    prep = mm.prepare(b, CFPUConfig.approx(3, "b"))
+    assert mm._matmul_quick(a, prep) is not None and mm._matmul_quick(np.asfortranarray(a), prep) is None
+    quick, general = mm.matmul_fast(a, prep), mm.matmul_fast(np.asfortranarray(a), prep)
+    assert quick.hits == general.hits == mm.matmul_reference(a, b, prep.config).hits
+    assert np.allclose(quick.value, general.value, rtol=1e-5, atol=1e-6)
+    print(f"quick and general paths: {quick.products} products, {quick.hits} hits each")
+
+
+def test_kernel_module_rejects_bad_buffers():
+    """The CPython binding checks every array against the shape it is told."""
+    lib = mm._Kernels.get()
+    a = np.zeros((4, 5), np.uint32)
+    nq32 = np.zeros(5, np.uint32)
+    with pytest.raises(ValueError, match="a: 80 bytes, need 96"):
+        lib.scan_first_quick(a, 4, 6, np.zeros(6, np.uint32), 1, 1000, -1000, 0)
+    with pytest.raises(ValueError, match="nq32: 20 bytes, need 24"):
+        lib.scan_first_quick(np.zeros((4, 6), np.uint32), 4, 6, nq32, 1, 1000, -1000, 0)
+    with pytest.raises(TypeError, match="a: expected a C-contiguous array"):
+        lib.scan_first_quick(np.zeros((5, 4), np.uint32).T, 4, 5, nq32, 1, 1000, -1000, 0)
+    with pytest.raises(TypeError, match="mq: expected a C-contiguous writable array"):
+        mq = np.zeros((4, 5), np.uint32)
+        mq.flags.writeable = False
+        lib.transform_checked(a, 4, 5, 3, False, mq, None, np.zeros(4, np.int64), np.zeros(4, np.int64),
+                              np.zeros(4, np.uint32), np.zeros(4, np.int32))
+    with pytest.raises(ValueError, match="tuning bits 23 outside 0..22"):
+        lib.transform_checked(a, 4, 5, 23, False, a.copy(), None, np.zeros(4, np.int64),
+                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(4, np.int32))
+    with pytest.raises(TypeError, match="wn: expected"):
+        lib.transform_checked(a, 4, 5, 3, True, a.copy(), None, np.zeros(4, np.int64),
+                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(4, np.int32))
+    print("kernel module: 6 bad calls rejected with a named argument")
 
 
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())

@@ -1,0 +1,17 @@
+/* The elementwise kernels of the fast approximate matmul (fastkernels.c); their CPython binding
+ * is fastkernels_module.c. Every pointer is to a C-contiguous array of the given element type. */
+#ifndef CANNA_FASTKERNELS_H
+#define CANNA_FASTKERNELS_H
+#include <stdint.h>
+
+enum { ROW_RISKY_NONZERO = 1, ROW_RISKY_ALL = 2 };
+
+void canna_transform_checked(const uint32_t *w, int64_t rows, int64_t cols, int t, int dual,
+                             uint32_t *mq, uint32_t *wn, int64_t *nq, int64_t *nn,
+                             uint32_t *row_flags, int32_t *stats);
+int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, int dual,
+                         const uint32_t *row_flags, const int32_t *stats, uint32_t *ma,
+                         uint32_t *cnt_normal, uint32_t *cnt_q, int64_t *risky, int64_t cap);
+int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32,
+                               int64_t n, int32_t q_lo, int32_t q_hi, int32_t b_e_max);
+#endif

@@ -1,0 +1,158 @@
+/* CPython binding of the fast matmul kernels (fastkernels.c), imported by sim/matmul.py.
+ *
+ * Why a module rather than ctypes: policy b's cached matmul at batch 100 allows about 14 us of
+ * work beside the GEMM, and ctypes spent several of them converting array pointers and
+ * arguments. Here each array arrives through the buffer protocol (C-contiguous, writable where
+ * the kernel writes), its size is checked against the shape, and the GIL is released while the
+ * kernel runs. Errors are Python exceptions that name the argument.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include "fastkernels.h"
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+/* Take obj's buffer (None allowed when `optional`), C-contiguous, writable if `writable`, of at
+ * least `need` bytes. Returns 0, or -1 with an exception set. */
+static int take(PyObject *obj, Buf *b, const char *name, Py_ssize_t need, int writable, int optional)
+{
+    b->held = 0;
+    if (obj == Py_None && optional)
+        return 0;
+    if (PyObject_GetBuffer(obj, &b->view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s array", name,
+                     writable ? " writable" : "");
+        return -1;
+    }
+    b->held = 1;
+    if (b->view.len < need) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, need %zd", name, b->view.len, need);
+        return -1;
+    }
+    return 0;
+}
+
+static void release(Buf *bufs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (bufs[i].held)
+            PyBuffer_Release(&bufs[i].view);
+}
+
+static int check_shape(long long rows, long long cols, int t)
+{
+    if (rows < 0 || cols < 0 || (cols > 0 && rows > PY_SSIZE_T_MAX / 8 / cols)) {
+        PyErr_Format(PyExc_ValueError, "bad shape %lld x %lld", rows, cols);
+        return -1;
+    }
+    if (t < 0 || t > 22) {
+        PyErr_Format(PyExc_ValueError, "tuning bits %d outside 0..22", t);
+        return -1;
+    }
+    return 0;
+}
+
+#define DATA(b, type) ((type *)(b).view.buf)
+
+static PyObject *transform_checked(PyObject *self, PyObject *args)
+{
+    long long rows, cols;
+    int t, dual;
+    PyObject *o[7];
+    if (!PyArg_ParseTuple(args, "OLLipOOOOOO:transform_checked", &o[0], &rows, &cols, &t, &dual,
+                          &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) || check_shape(rows, cols, t) < 0)
+        return NULL;
+    const Py_ssize_t cells = (Py_ssize_t)(rows * cols);
+    Buf b[7];
+    int n = 0, ok = 1;
+    ok = ok && take(o[0], &b[n++], "w", cells * 4, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "mq", cells * 4, 1, 0) == 0;
+    ok = ok && take(o[2], &b[n++], "wn", cells * 4, 1, !dual) == 0;
+    ok = ok && take(o[3], &b[n++], "nq", rows * 8, 1, 0) == 0;
+    ok = ok && take(o[4], &b[n++], "nn", rows * 8, 1, 0) == 0;
+    ok = ok && take(o[5], &b[n++], "row_flags", rows * 4, 1, 0) == 0;
+    ok = ok && take(o[6], &b[n++], "stats", 5 * 4, 1, 0) == 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        canna_transform_checked(DATA(b[0], uint32_t), rows, cols, t, dual, DATA(b[1], uint32_t),
+                                dual ? DATA(b[2], uint32_t) : NULL, DATA(b[3], int64_t),
+                                DATA(b[4], int64_t), DATA(b[5], uint32_t), DATA(b[6], int32_t));
+        Py_END_ALLOW_THREADS
+    }
+    release(b, n);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *scan_first(PyObject *self, PyObject *args)
+{
+    long long rows, cols;
+    int t, dual;
+    PyObject *o[7];
+    if (!PyArg_ParseTuple(args, "OLLipOOOOOO:scan_first", &o[0], &rows, &cols, &t, &dual,
+                          &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) || check_shape(rows, cols, t) < 0)
+        return NULL;
+    const Py_ssize_t cells = (Py_ssize_t)(rows * cols);
+    Buf b[7];
+    int n = 0, ok = 1;
+    ok = ok && take(o[0], &b[n++], "a", cells * 4, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "row_flags", cols * 4, 0, 0) == 0;
+    ok = ok && take(o[2], &b[n++], "stats", 5 * 4, 0, 0) == 0;
+    ok = ok && take(o[3], &b[n++], "ma", cells * 4, 1, !dual) == 0;
+    ok = ok && take(o[4], &b[n++], "cnt_normal", cols * 4, 1, 0) == 0;
+    ok = ok && take(o[5], &b[n++], "cnt_q", cols * 4, 1, 0) == 0;
+    ok = ok && take(o[6], &b[n++], "risky", 0, 1, 0) == 0;
+    int64_t count = 0;
+    if (ok) {
+        const int64_t cap = b[6].view.len / 8;
+        Py_BEGIN_ALLOW_THREADS
+        count = canna_scan_first(DATA(b[0], uint32_t), rows, cols, t, dual, DATA(b[1], uint32_t),
+                                 DATA(b[2], int32_t), dual ? DATA(b[3], uint32_t) : NULL,
+                                 DATA(b[4], uint32_t), DATA(b[5], uint32_t), DATA(b[6], int64_t), cap);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, n);
+    return ok ? PyLong_FromLongLong(count) : NULL;
+}
+
+static PyObject *scan_first_quick(PyObject *self, PyObject *args)
+{
+    long long rows, cols, n_checked;
+    int q_lo, q_hi, b_e_max;
+    PyObject *o[2];
+    if (!PyArg_ParseTuple(args, "OLLOLiii:scan_first_quick", &o[0], &rows, &cols, &o[1], &n_checked,
+                          &q_lo, &q_hi, &b_e_max) || check_shape(rows, cols, 0) < 0)
+        return NULL;
+    Buf b[2];
+    int n = 0, ok = 1;
+    ok = ok && take(o[0], &b[n++], "a", (Py_ssize_t)(rows * cols) * 4, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "nq32", cols * 4, 0, 0) == 0;
+    int64_t hits = -1;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        hits = canna_scan_first_quick(DATA(b[0], uint32_t), rows, cols, DATA(b[1], uint32_t),
+                                      n_checked, q_lo, q_hi, b_e_max);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, n);
+    return ok ? PyLong_FromLongLong(hits) : NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"transform_checked", transform_checked, METH_VARARGS,
+     "transform_checked(w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats)"},
+    {"scan_first", scan_first, METH_VARARGS,
+     "scan_first(a, rows, cols, t, dual, row_flags, stats, ma, cnt_normal, cnt_q, risky) -> count"},
+    {"scan_first_quick", scan_first_quick, METH_VARARGS,
+     "scan_first_quick(a, rows, cols, nq32, n, q_lo, q_hi, b_e_max) -> hits, or -1: take scan_first"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastkernels",
+                                    "Fast approximate matmul kernels (sim/fastkernels.c).", -1, methods};
+
+PyMODINIT_FUNC PyInit__fastkernels(void) { return PyModule_Create(&module); }
