@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 #include "fastkernels.h"
 
 typedef struct {
@@ -119,27 +120,37 @@ static PyObject *scan_first(PyObject *self, PyObject *args)
     return ok ? PyLong_FromLongLong(count) : NULL;
 }
 
+/* The lean path's one call, so it takes the shape from `a` itself and declines (-1) rather than
+ * raises when `a` is not a C-contiguous 2-D float32 matrix with len(nq32) columns: the caller's
+ * general path then checks and reports. */
 static PyObject *scan_first_quick(PyObject *self, PyObject *args)
 {
-    long long rows, cols, n_checked;
+    long long n_checked;
     int q_lo, q_hi, b_e_max;
-    PyObject *o[2];
-    if (!PyArg_ParseTuple(args, "OLLOLiii:scan_first_quick", &o[0], &rows, &cols, &o[1], &n_checked,
-                          &q_lo, &q_hi, &b_e_max) || check_shape(rows, cols, 0) < 0)
+    PyObject *a, *nq32;
+    if (!PyArg_ParseTuple(args, "OOLiii:scan_first_quick", &a, &nq32, &n_checked, &q_lo, &q_hi,
+                          &b_e_max))
         return NULL;
     Buf b[2];
-    int n = 0, ok = 1;
-    ok = ok && take(o[0], &b[n++], "a", (Py_ssize_t)(rows * cols) * 4, 0, 0) == 0;
-    ok = ok && take(o[1], &b[n++], "nq32", cols * 4, 0, 0) == 0;
+    if (take(nq32, &b[0], "nq32", 0, 0, 0) < 0) {
+        release(b, 1);
+        return NULL;
+    }
+    const Py_ssize_t cols = b[0].view.len / 4;
     int64_t hits = -1;
-    if (ok) {
+    b[1].held = PyObject_GetBuffer(a, &b[1].view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0;
+    if (!b[1].held)
+        PyErr_Clear();
+    else if (b[1].view.ndim == 2 && b[1].view.itemsize == 4 && b[1].view.format != NULL
+             && strcmp(b[1].view.format, "f") == 0 && b[1].view.shape[1] == cols) {
+        const Py_ssize_t rows = b[1].view.shape[0];
         Py_BEGIN_ALLOW_THREADS
-        hits = canna_scan_first_quick(DATA(b[0], uint32_t), rows, cols, DATA(b[1], uint32_t),
+        hits = canna_scan_first_quick(DATA(b[1], uint32_t), rows, cols, DATA(b[0], uint32_t),
                                       n_checked, q_lo, q_hi, b_e_max);
         Py_END_ALLOW_THREADS
     }
-    release(b, n);
-    return ok ? PyLong_FromLongLong(hits) : NULL;
+    release(b, 2);
+    return PyLong_FromLongLong(hits);
 }
 
 static PyMethodDef methods[] = {
@@ -148,7 +159,7 @@ static PyMethodDef methods[] = {
     {"scan_first", scan_first, METH_VARARGS,
      "scan_first(a, rows, cols, t, dual, row_flags, stats, ma, cnt_normal, cnt_q, risky) -> count"},
     {"scan_first_quick", scan_first_quick, METH_VARARGS,
-     "scan_first_quick(a, rows, cols, nq32, n, q_lo, q_hi, b_e_max) -> hits, or -1: take scan_first"},
+     "scan_first_quick(a, nq32, n, q_lo, q_hi, b_e_max) -> hits, or -1: take the general path"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -233,7 +233,7 @@ class Prepared:
     row_flags, stats : what :func:`matmul_fast` needs to decide which products are safe
         (``stats`` = the exponent ranges of the powers of two and of dual's non-qualifying
         elements, and the largest exponent the GEMMs will see, which bounds their sums).
-    quick : ``(q_lo, q_hi, e_max)`` for policy b's lean path (:func:`_matmul_quick`), or None
+    quick : ``(N, q_lo, q_hi, e_max)`` for policy b's lean path (:func:`_matmul_quick`), or None
         when it cannot apply (dual, or a row with inf, NaN or an unrepresentable power of two).
     """
 
@@ -284,7 +284,7 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
         row_flags = np.empty(k_dim, np.uint32)
         stats = np.empty(5, np.int32)
         lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, nq, nn, row_flags, stats)
-    quick = None if dual or row_flags.any() else (int(stats[0]), int(stats[1]), int(stats[4]))
+    quick = None if dual or row_flags.any() else (n, int(stats[0]), int(stats[1]), int(stats[4]))
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
                     nq, nn, row_flags, stats, quick)
 
@@ -314,7 +314,6 @@ def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
         cap = int(count)
 
 
-_FLOAT32 = np.dtype(np.float32)
 #: Overflow and invalid operations give inf and NaN silently, as in the golden model; underflow
 #: follows ``np.seterr`` as in ``np.matmul`` (NumPy's default ignores it). The lean path needs
 #: no mask: it runs only where neither can happen.
@@ -327,17 +326,15 @@ def _matmul_quick(a, prep: Prepared) -> MatmulResult | None:
     subnormal or non-finite, no hit's exponent can leave the range, and no sum can overflow;
     then nothing is risky, every nonzero element of ``a`` is normal, its hit count is exact, and
     the GEMM raises no overflow or invalid flag, so it runs without ``np.errstate`` (which costs
-    more than the kernel). None: take the general path (which also reports bad input)."""
+    more than the kernel). It also declines an ``a`` that is not a C-contiguous 2-D float32
+    ndarray with K columns. None: take the general path (which also reports bad input)."""
     lib = _Kernels.get()
-    if (lib is None or type(a) is not np.ndarray or a.dtype != _FLOAT32 or a.ndim != 2
-            or not a.flags.c_contiguous or a.shape[1] != prep.checked.shape[0]):
+    if lib is None or type(a) is not np.ndarray:
         return None
-    m, k_dim = a.shape
-    n = prep.checked.shape[1]
-    hits = lib.scan_first_quick(a, m, k_dim, prep.nq32, n, *prep.quick)
+    hits = lib.scan_first_quick(a, prep.nq32, *prep.quick)   # -1: declined
     if hits < 0:
         return None
-    return MatmulResult(np.matmul(a, prep.checked), m * k_dim * n, hits)
+    return MatmulResult(np.matmul(a, prep.checked), a.size * prep.quick[0], hits)
 
 
 def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None = None) -> MatmulResult:

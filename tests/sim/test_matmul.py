@@ -165,8 +165,7 @@ def test_native_kernels_match_numpy_twins(config, data):
     expect_quick = data == "nn" or (data == "nn-large" and config.tuning_bits == 3)
     assert (p_c.quick is not None) == (config.policy.value == "b" and data != "hard")
     if p_c.quick is not None:
-        quick = mm._Kernels.get().scan_first_quick(a.view(np.uint32), *a.shape, p_c.nq32,
-                                                   b.shape[1], *p_c.quick)
+        quick = mm._Kernels.get().scan_first_quick(a, p_c.nq32, *p_c.quick)
         assert (quick >= 0) == expect_quick
         if expect_quick:
             assert scan_n[0].size == 0 and quick == int(np.dot(scan_n[2], p_n.nq))
@@ -208,10 +207,9 @@ def test_quick_scan_falls_back_when_a_hit_may_leave_the_range():
     b[4, 3] = np.float32(2.0 ** 100)            # qualifies: its power of two is 2^100
     prep = mm.prepare(b, cfg)
     lib = mm._Kernels.get()
-    a_bits = a.view(np.uint32)
-    assert lib.scan_first_quick(a_bits, 6, 12, prep.nq32, 5, *prep.quick) >= 0
+    assert lib.scan_first_quick(a, prep.nq32, *prep.quick) >= 0
     a[2, 4] = np.float32(2.0 ** 60)             # 2^60 * 2^100 overflows
-    assert lib.scan_first_quick(a_bits, 6, 12, prep.nq32, 5, *prep.quick) == -1
+    assert lib.scan_first_quick(a, prep.nq32, *prep.quick) == -1
     ref, fast = mm.matmul_reference(a, b, cfg), mm.matmul_fast(a, b, cfg)
     assert fast.hits == ref.hits and np.isinf(ref.value[2, 3]) and np.isinf(fast.value[2, 3])
     print(f"quick scan: declined an overflowing hit; full scan matched the reference ({ref.hits} hits)")
@@ -230,9 +228,9 @@ def test_quick_path_only_where_no_sum_can_overflow():
     for scale in (1.0, 2.0 ** 60, 2.0 ** 64, 2.0 ** 70):
         a_s, b_s = (a * np.float32(scale)).astype(np.float32), (b * np.float32(scale)).astype(np.float32)
         prep = mm.prepare(b_s, cfg)
-        quick = lib.scan_first_quick(a_s.view(np.uint32), 5, 16, prep.nq32, 4, *prep.quick)
+        quick = lib.scan_first_quick(a_s, prep.nq32, *prep.quick)
         e_a = int((a_s.view(np.uint32) >> 23 & 0xFF).max())
-        assert (quick < 0) == (e_a + prep.quick[2] + 4 > 377), scale   # ceil(log2 16) = 4
+        assert (quick < 0) == (e_a + prep.quick[3] + 4 > 377), scale   # ceil(log2 16) = 4
         ref = mm.matmul_reference(a_s, b_s, cfg)
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             fast = mm.matmul_fast(a_s, prep)
@@ -255,7 +253,7 @@ def test_quick_scan_hit_count_in_short_chunks():
     lib = mm._Kernels.get()
     expect = int(np.dot((a != 0).sum(axis=0), prep.nq))
     for n in (7, 2 ** 30, 2 ** 31):
-        assert lib.scan_first_quick(a.view(np.uint32), 13, 300, prep.nq32, n, *prep.quick) == expect
+        assert lib.scan_first_quick(a, prep.nq32, n, *prep.quick[1:]) == expect
     print(f"quick scan: hit count {expect} with chunks of 300, 3 and 1 columns")
 
 
@@ -273,28 +271,38 @@ def test_quick_path_and_general_path_agree():
 
 
 def test_kernel_module_rejects_bad_buffers():
-    """The CPython binding checks every array against the shape it is told."""
+    """The CPython binding checks every array against the shape it is told; the lean path's
+    scan declines (-1) any first operand it cannot take, for the general path to report."""
     lib = mm._Kernels.get()
     a = np.zeros((4, 5), np.uint32)
     nq32 = np.zeros(5, np.uint32)
+    quick = (1, 1000, -1000, 0)
+    assert lib.scan_first_quick(np.zeros((4, 5), np.float32), nq32, *quick) == 0
+    declined = [np.zeros((4, 6), np.float32), np.zeros((5, 4), np.float32).T, np.zeros((4, 5), np.uint32),
+                np.zeros((4, 5), np.float64), np.zeros(5, np.float32), np.zeros((4, 5), ">f4"), [[0.0] * 5]]
+    for bad in declined:
+        assert lib.scan_first_quick(bad, nq32, *quick) == -1
+    with pytest.raises(TypeError, match="nq32: expected a C-contiguous array"):
+        lib.scan_first_quick(np.zeros((4, 5), np.float32), nq32[::2], *quick)
     with pytest.raises(ValueError, match="a: 80 bytes, need 96"):
-        lib.scan_first_quick(a, 4, 6, np.zeros(6, np.uint32), 1, 1000, -1000, 0)
-    with pytest.raises(ValueError, match="nq32: 20 bytes, need 24"):
-        lib.scan_first_quick(np.zeros((4, 6), np.uint32), 4, 6, nq32, 1, 1000, -1000, 0)
-    with pytest.raises(TypeError, match="a: expected a C-contiguous array"):
-        lib.scan_first_quick(np.zeros((5, 4), np.uint32).T, 4, 5, nq32, 1, 1000, -1000, 0)
+        lib.scan_first(a, 4, 6, 3, False, np.zeros(6, np.uint32), np.zeros(5, np.int32), None,
+                       np.zeros(6, np.uint32), np.zeros(6, np.uint32), np.zeros(8, np.int64))
+    with pytest.raises(ValueError, match="stats: 16 bytes, need 20"):
+        lib.scan_first(a, 4, 5, 3, False, np.zeros(5, np.uint32), np.zeros(4, np.int32), None,
+                       np.zeros(5, np.uint32), np.zeros(5, np.uint32), np.zeros(8, np.int64))
     with pytest.raises(TypeError, match="mq: expected a C-contiguous writable array"):
         mq = np.zeros((4, 5), np.uint32)
         mq.flags.writeable = False
         lib.transform_checked(a, 4, 5, 3, False, mq, None, np.zeros(4, np.int64), np.zeros(4, np.int64),
-                              np.zeros(4, np.uint32), np.zeros(4, np.int32))
+                              np.zeros(4, np.uint32), np.zeros(5, np.int32))
     with pytest.raises(ValueError, match="tuning bits 23 outside 0..22"):
         lib.transform_checked(a, 4, 5, 23, False, a.copy(), None, np.zeros(4, np.int64),
-                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(4, np.int32))
+                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(5, np.int32))
     with pytest.raises(TypeError, match="wn: expected"):
         lib.transform_checked(a, 4, 5, 3, True, a.copy(), None, np.zeros(4, np.int64),
-                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(4, np.int32))
-    print("kernel module: 6 bad calls rejected with a named argument")
+                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(5, np.int32))
+    print(f"kernel module: {len(declined)} unsuitable first operands declined, 6 bad calls rejected "
+          "with a named argument")
 
 
 @pytest.mark.parametrize("config", CONFIGS[1:], ids=lambda c: c.describe())
