@@ -70,7 +70,7 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
 }
 
 /* transform_row's common case in fewer operations per element (the transform is compute-bound:
- * this is 2.5 times faster). It assumes the row holds no inf, NaN or subnormal and no
+ * this is 2.2 times faster). It assumes the row holds no inf, NaN or subnormal and no
  * qualifying element whose power of two would overflow, detects when that assumption fails and
  * then returns 0, and the caller redoes the row with transform_row. Under the assumption:
  * - a normal element is a nonzero exponent field;
@@ -266,7 +266,9 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
 int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32,
                                int64_t n, int32_t q_lo, int32_t q_hi, int32_t b_e_max)
 {
-    const int64_t chunk = n > 0 ? (int64_t)(0xFFFFFFFFu / (uint64_t)n) : cols;
+    if (n > (int64_t)0xFFFFFFFFu)                 /* counts would not fit the 32-bit lanes */
+        return -1;
+    const int64_t chunk = n > 0 ? (int64_t)(0xFFFFFFFFu / (uint64_t)n) : cols;   /* >= 1 */
     uint32_t mag_min1 = EMPTY_LO, mag_max = 0;
     int64_t hits = 0;
     for (int64_t i = 0; i < rows; i++) {

@@ -16,9 +16,10 @@ typedef struct {
     int held;
 } Buf;
 
-/* Take obj's buffer (None allowed when `optional`), C-contiguous, writable if `writable`, of at
- * least `need` bytes. Returns 0, or -1 with an exception set. */
-static int take(PyObject *obj, Buf *b, const char *name, Py_ssize_t need, int writable, int optional)
+/* Take obj's buffer (None allowed when `optional`), C-contiguous, writable if `writable`, of
+ * `itemsize`-byte elements, at least `need` bytes. Returns 0, or -1 with an exception set. */
+static int take(PyObject *obj, Buf *b, const char *name, Py_ssize_t itemsize, Py_ssize_t need,
+                int writable, int optional)
 {
     b->held = 0;
     if (obj == Py_None && optional)
@@ -29,9 +30,27 @@ static int take(PyObject *obj, Buf *b, const char *name, Py_ssize_t need, int wr
         return -1;
     }
     b->held = 1;
+    if (b->view.itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %zd-byte elements, got %zd-byte ones", name,
+                     itemsize, b->view.itemsize);
+        return -1;
+    }
     if (b->view.len < need) {
         PyErr_Format(PyExc_ValueError, "%s: %zd bytes, need %zd", name, b->view.len, need);
         return -1;
+    }
+    return 0;
+}
+
+/* Outputs must not overlap inputs: the kernels read and write through restrict pointers. */
+static int disjoint(const Buf *out, const char *out_name, const Buf *in, const char *in_name)
+{
+    if (out->held && in->held) {
+        const char *o = out->view.buf, *i = in->view.buf;
+        if (o < i + in->view.len && i < o + out->view.len) {
+            PyErr_Format(PyExc_ValueError, "%s overlaps %s", out_name, in_name);
+            return -1;
+        }
     }
     return 0;
 }
@@ -69,13 +88,15 @@ static PyObject *transform_checked(PyObject *self, PyObject *args)
     const Py_ssize_t cells = (Py_ssize_t)(rows * cols);
     Buf b[7];
     int n = 0, ok = 1;
-    ok = ok && take(o[0], &b[n++], "w", cells * 4, 0, 0) == 0;
-    ok = ok && take(o[1], &b[n++], "mq", cells * 4, 1, 0) == 0;
-    ok = ok && take(o[2], &b[n++], "wn", cells * 4, 1, !dual) == 0;
-    ok = ok && take(o[3], &b[n++], "nq", rows * 8, 1, 0) == 0;
-    ok = ok && take(o[4], &b[n++], "nn", rows * 8, 1, 0) == 0;
-    ok = ok && take(o[5], &b[n++], "row_flags", rows * 4, 1, 0) == 0;
-    ok = ok && take(o[6], &b[n++], "stats", 5 * 4, 1, 0) == 0;
+    ok = ok && take(o[0], &b[n++], "w", 4, cells * 4, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "mq", 4, cells * 4, 1, 0) == 0;
+    ok = ok && take(o[2], &b[n++], "wn", 4, cells * 4, 1, !dual) == 0;
+    ok = ok && take(o[3], &b[n++], "nq", 8, rows * 8, 1, 0) == 0;
+    ok = ok && take(o[4], &b[n++], "nn", 8, rows * 8, 1, 0) == 0;
+    ok = ok && take(o[5], &b[n++], "row_flags", 4, rows * 4, 1, 0) == 0;
+    ok = ok && take(o[6], &b[n++], "stats", 4, 5 * 4, 1, 0) == 0;
+    ok = ok && disjoint(&b[1], "mq", &b[0], "w") == 0 && disjoint(&b[2], "wn", &b[0], "w") == 0
+            && disjoint(&b[2], "wn", &b[1], "mq") == 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         canna_transform_checked(DATA(b[0], uint32_t), rows, cols, t, dual, DATA(b[1], uint32_t),
@@ -100,13 +121,14 @@ static PyObject *scan_first(PyObject *self, PyObject *args)
     const Py_ssize_t cells = (Py_ssize_t)(rows * cols);
     Buf b[7];
     int n = 0, ok = 1;
-    ok = ok && take(o[0], &b[n++], "a", cells * 4, 0, 0) == 0;
-    ok = ok && take(o[1], &b[n++], "row_flags", cols * 4, 0, 0) == 0;
-    ok = ok && take(o[2], &b[n++], "stats", 5 * 4, 0, 0) == 0;
-    ok = ok && take(o[3], &b[n++], "ma", cells * 4, 1, !dual) == 0;
-    ok = ok && take(o[4], &b[n++], "cnt_normal", cols * 4, 1, 0) == 0;
-    ok = ok && take(o[5], &b[n++], "cnt_q", cols * 4, 1, 0) == 0;
-    ok = ok && take(o[6], &b[n++], "risky", 0, 1, 0) == 0;
+    ok = ok && take(o[0], &b[n++], "a", 4, cells * 4, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "row_flags", 4, cols * 4, 0, 0) == 0;
+    ok = ok && take(o[2], &b[n++], "stats", 4, 5 * 4, 0, 0) == 0;
+    ok = ok && take(o[3], &b[n++], "ma", 4, cells * 4, 1, !dual) == 0;
+    ok = ok && take(o[4], &b[n++], "cnt_normal", 4, cols * 4, 1, 0) == 0;
+    ok = ok && take(o[5], &b[n++], "cnt_q", 4, cols * 4, 1, 0) == 0;
+    ok = ok && take(o[6], &b[n++], "risky", 8, 0, 1, 0) == 0;
+    ok = ok && disjoint(&b[3], "ma", &b[0], "a") == 0;
     int64_t count = 0;
     if (ok) {
         const int64_t cap = b[6].view.len / 8;
@@ -132,7 +154,7 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
                           &b_e_max))
         return NULL;
     Buf b[2];
-    if (take(nq32, &b[0], "nq32", 0, 0, 0) < 0) {
+    if (take(nq32, &b[0], "nq32", 4, 0, 0, 0) < 0) {
         release(b, 1);
         return NULL;
     }

@@ -325,7 +325,8 @@ def _matmul_quick(a, prep: Prepared) -> MatmulResult | None:
     one kernel pass over ``a`` and one GEMM. The kernel answers only when no element of ``a`` is
     subnormal or non-finite, no hit's exponent can leave the range, and no sum can overflow;
     then nothing is risky, every nonzero element of ``a`` is normal, its hit count is exact, and
-    the GEMM raises no overflow or invalid flag, so it runs without ``np.errstate`` (which costs
+    the GEMM raises no overflow or invalid flag (given a BLAS that raises none spuriously, as
+    some old OpenBLAS builds did), so it runs without ``np.errstate`` (which costs
     more than the kernel). It also declines an ``a`` that is not a C-contiguous 2-D float32
     ndarray with K columns. None: take the general path (which also reports bad input)."""
     lib = _Kernels.get()
@@ -348,7 +349,7 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     if type(b) is Prepared and config is None:
         prep = b
     elif isinstance(b, Prepared):
-        if golden.check_config(config) != b.config:
+        if config is not None and golden.check_config(config) != b.config:
             raise ValueError(f"b was prepared for {b.config.describe()}, not {config.describe()}")
         prep = b
     else:

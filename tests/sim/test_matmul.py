@@ -1,4 +1,6 @@
 """The two matmul paths: the bit-exact sequential reference and the fast BLAS path."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -282,8 +284,15 @@ def test_kernel_module_rejects_bad_buffers():
                 np.zeros((4, 5), np.float64), np.zeros(5, np.float32), np.zeros((4, 5), ">f4"), [[0.0] * 5]]
     for bad in declined:
         assert lib.scan_first_quick(bad, nq32, *quick) == -1
+    assert lib.scan_first_quick(np.ones((4, 5), np.float32), nq32, 2 ** 32, *quick[1:]) == -1  # N too big
     with pytest.raises(TypeError, match="nq32: expected a C-contiguous array"):
         lib.scan_first_quick(np.zeros((4, 5), np.float32), nq32[::2], *quick)
+    with pytest.raises(TypeError, match="nq: expected 8-byte elements, got 4-byte ones"):
+        lib.transform_checked(a, 4, 5, 3, False, a.copy(), None, np.zeros(4, np.int32),
+                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(5, np.int32))
+    with pytest.raises(ValueError, match="mq overlaps w"):
+        lib.transform_checked(a, 4, 5, 3, False, a, None, np.zeros(4, np.int64),
+                              np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(5, np.int32))
     with pytest.raises(ValueError, match="a: 80 bytes, need 96"):
         lib.scan_first(a, 4, 6, 3, False, np.zeros(6, np.uint32), np.zeros(5, np.int32), None,
                        np.zeros(6, np.uint32), np.zeros(6, np.uint32), np.zeros(8, np.int64))
@@ -301,7 +310,7 @@ def test_kernel_module_rejects_bad_buffers():
     with pytest.raises(TypeError, match="wn: expected"):
         lib.transform_checked(a, 4, 5, 3, True, a.copy(), None, np.zeros(4, np.int64),
                               np.zeros(4, np.int64), np.zeros(4, np.uint32), np.zeros(5, np.int32))
-    print(f"kernel module: {len(declined)} unsuitable first operands declined, 6 bad calls rejected "
+    print(f"kernel module: {len(declined) + 1} unsuitable first operands declined, 8 bad calls rejected "
           "with a named argument")
 
 
@@ -329,6 +338,12 @@ def test_prepared_operand_is_reused():
     assert np.array_equal(r1.value, r2.value) and r1.hits == r2.hits
     with pytest.raises(ValueError, match="prepared for"):
         mm.matmul_fast(a, prep, CFPUConfig.approx(3, "dual"))
+
+    class Tagged(mm.Prepared):   # a subclass is a Prepared too, with or without the config
+        pass
+    tagged = Tagged(*(getattr(prep, f.name) for f in dataclasses.fields(prep) if f.init))
+    for r3 in (mm.matmul_fast(a, tagged), mm.matmul_fast(a, tagged, cfg)):
+        assert np.array_equal(r3.value, r1.value) and r3.hits == r1.hits
     print(f"prepared operand reused: {r1.products} products")
 
 
