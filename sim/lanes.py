@@ -28,6 +28,7 @@ Two disciplines
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -200,6 +201,42 @@ def lane_configs(config: CFPUConfig | list, lanes: int) -> list[CFPUConfig]:
     return configs
 
 
+class _LanePlan(NamedTuple):
+    """A checked lane-array matmul: operand bits, shapes, every lane's configuration and the
+    tile plan (:func:`tile_plan`)."""
+
+    a_bits: np.ndarray
+    b_bits: np.ndarray
+    m: int
+    k: int
+    n: int
+    configs: list
+    rows: np.ndarray
+    cols: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def tiles(self) -> int:
+        return self.rows.shape[0]
+
+    def batches(self, lo: int, hi: int, tile_batch: int):
+        """Tiles ``lo .. hi`` in batches of ``tile_batch``: ``(r, c, v, op_a, op_b, bits, hit)``,
+        the batch's tile plan and every lane's operands and products, (tiles, lanes, K)."""
+        for t0 in range(lo, hi, tile_batch):
+            t1 = min(hi, t0 + tile_batch)
+            r, c, v = self.rows[t0:t1], self.cols[t0:t1], self.valid[t0:t1]
+            op_a, op_b = lane_operands(self.a_bits, self.b_bits, r, c, v)
+            bits, hit = multiply_lanes(op_a, op_b, self.configs)
+            yield r, c, v, op_a, op_b, bits, hit
+
+
+def _plan(a, b, config, geometry: ArrayGeometry) -> _LanePlan:
+    a, b = check_operands(a, b)
+    (m, k_dim), n = a.shape, b.shape[1]
+    return _LanePlan(a.view(np.uint32), b.view(np.uint32), m, k_dim, n,
+                     lane_configs(config, geometry.lanes), *tile_plan(m, n, geometry.lanes))
+
+
 def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
                    geometry: ArrayGeometry = ArrayGeometry(), *,
                    tile_batch: int = 256) -> LaneArrayResult:
@@ -207,24 +244,15 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
 
     ``config``: one configuration for every lane, or a list of ``geometry.lanes`` of them (lane
     ``l`` runs ``config[l]``, as the array's per-lane configuration writes set it)."""
-    a, b = check_operands(a, b)
-    m, k_dim = a.shape
-    n = b.shape[1]
-    lanes = geometry.lanes
-    configs = lane_configs(config, lanes)
-    rows, cols, valid = tile_plan(m, n, lanes)
-    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
+    plan = _plan(a, b, config, geometry)
+    m, k_dim, n, lanes = plan.m, plan.k, plan.n, geometry.lanes
     out = np.zeros(m * n, dtype=np.float32)
     lockstep = decoupled = baseline = baseline_decoupled = 0
     lane_products = np.zeros(lanes, np.int64)
     lane_hits = np.zeros(lanes, np.int64)
     busy = np.zeros(lanes, np.int64)
     lane_bypassed = np.zeros(lanes, np.int64)
-    for t0 in range(0, rows.shape[0], tile_batch):
-        r, c, v = rows[t0:t0 + tile_batch], cols[t0:t0 + tile_batch], valid[t0:t0 + tile_batch]
-        # (tiles, lanes, K) operands of every lane at every step
-        op_a, op_b = lane_operands(a_bits, b_bits, r, c, v)
-        bits, hit = multiply_lanes(op_a, op_b, configs)
+    for r, c, v, op_a, op_b, bits, hit in plan.batches(0, plan.tiles, tile_batch):
         hit = hit & v[:, :, None]
         bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]
         acc = np.zeros(r.shape, dtype=np.float32)
@@ -243,9 +271,8 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         lane_products += v.sum(axis=0) * k_dim
         lane_hits += hit.sum(axis=(0, 2))
         lane_bypassed += bypass.sum(axis=(0, 2))
-    tiles = rows.shape[0]
     return LaneArrayResult(
-        value=out.reshape(m, n), products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=tiles,
+        value=out.reshape(m, n), products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=plan.tiles,
         cycles_lockstep=lockstep, cycles_decoupled=decoupled,
         cycles_baseline=baseline, cycles_baseline_decoupled=baseline_decoupled,
         lane_products=lane_products, lane_hits=lane_hits, lane_bypassed=lane_bypassed,
@@ -276,35 +303,26 @@ def register_toggles(a, b, config: CFPUConfig | list = EXACT,
     ``start`` ((lanes, 3) uint32; default zeros, the reset state): the switching activity the
     fast co-simulation measures on each of its models, checked against this.
     """
-    a, b = check_operands(a, b)
-    m, k_dim = a.shape
-    n = b.shape[1]
+    plan = _plan(a, b, config, geometry)
     lanes = geometry.lanes
-    configs = lane_configs(config, lanes)
-    rows, cols, valid = tile_plan(m, n, lanes)
-    lo, hi = (0, rows.shape[0]) if tiles is None else tiles
-    if not 0 <= lo <= hi <= rows.shape[0]:
-        raise ValueError(f"tiles must be a range within 0..{rows.shape[0]}, got {tiles}")
+    lo, hi = (0, plan.tiles) if tiles is None else tiles
+    if not 0 <= lo <= hi <= plan.tiles:
+        raise ValueError(f"tiles must be a range within 0..{plan.tiles}, got {tiles}")
     prev = np.zeros((lanes, 3), np.uint32) if start is None else np.array(start, np.uint32)
     if prev.shape != (lanes, 3):
         raise ValueError(f"start must have shape ({lanes}, 3), got {prev.shape}")
-    a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
     toggles = np.zeros((lanes, 3), np.int64)
-    for t0 in range(lo, hi, tile_batch):
-        t1 = min(hi, t0 + tile_batch)
-        r, c, v = rows[t0:t1], cols[t0:t1], valid[t0:t1]
-        op_a, op_b = lane_operands(a_bits, b_bits, r, c, v)   # (tiles, lanes, K)
+    for r, c, v, op_a, op_b, bits, _ in plan.batches(lo, hi, tile_batch):
         for col, ops in ((0, op_a), (1, op_b)):   # every accepted operation loads the register
             seq = np.concatenate([prev[:, col, None], ops.transpose(1, 0, 2).reshape(lanes, -1)],
                                  axis=1)
             toggles[:, col] += popcount(seq[:, 1:] ^ seq[:, :-1]).sum(axis=1)
             prev[:, col] = seq[:, -1]
-        bits, _ = multiply_lanes(op_a, op_b, configs)
         # partial sums of every lane of every tile; the accumulator before a tile holds the
         # previous tile's final sum (padding lanes, only in the last tile, leave it alone)
         partial = np.zeros(r.shape, np.float32)
         acc_toggles = np.zeros(r.shape, np.int64)
-        for k in range(k_dim):
+        for k in range(plan.k):
             last = partial.view(np.uint32)
             partial = golden.add(partial, bits[:, :, k].view(np.float32))
             if k == 0:
