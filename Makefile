@@ -44,12 +44,12 @@ test-rtl-long: $(STAMP)
 
 # The energy model reads the measured switching activity and the synthesized lane area; they are
 # made once (and again when the RTL changes).
-HW_SOURCES := $(wildcard hw/*.py)
+HW_SOURCES := $(wildcard spec/*.py hw/*.py)
 
-build/synth/synth.json: $(STAMP) $(HW_SOURCES) scripts/synth.py sim/array_cosim.py
+build/synth/synth.json: $(STAMP) $(HW_SOURCES) scripts/synth.py sim/rtl_build.py
 	$(PY) scripts/synth.py
 
-build/activity/activity.json: $(STAMP) $(HW_SOURCES) scripts/activity.py
+build/activity/activity.json: $(STAMP) $(HW_SOURCES) scripts/activity.py sim/rtl_build.py
 	$(PY) scripts/activity.py --streams mlp
 
 sim: $(STAMP) build/synth/synth.json build/activity/activity.json

@@ -4,14 +4,10 @@ from .adder import FAdd, FAddUnit
 from .approx import ApproxDecide, ResultSelect
 from .array import LaneArray
 from .cfpu import CFPU, DATAPATH_ORDER, MAX_STAGES, PLACEMENT
-from .layouts import (FLAGS_LAYOUT, config_layout, encode_config, encode_configs, float_layout,
-                      input_layout, output_layout)
 from .lane import Lane
 from .stages import Normalise, RoundPack, SigMul, Unpack
 
 __all__ = [
     "CFPU", "DATAPATH_ORDER", "MAX_STAGES", "PLACEMENT", "FAdd", "FAddUnit", "Lane", "LaneArray",
     "Unpack", "SigMul", "Normalise", "RoundPack", "ApproxDecide", "ResultSelect",
-    "FLAGS_LAYOUT", "config_layout", "encode_config", "encode_configs", "float_layout",
-    "input_layout", "output_layout",
 ]

@@ -1,4 +1,5 @@
-"""The lanes' accumulator: an IEEE-754 adder, bit-exact with :func:`canna.sim.golden.add_bits`.
+"""The lanes' accumulator: an IEEE-754 adder, bit-exact with the golden model's ``add_bits``
+(sim/golden.py).
 
 Datapath (one combinational block, :class:`FAdd`)::
 
@@ -12,7 +13,7 @@ Datapath (one combinational block, :class:`FAdd`)::
 
 Three extra bits are enough: a right shift of two or more leaves at most one bit of
 cancellation to renormalise, and a shift of 0 or 1 loses nothing. Widths come from one
-:class:`~canna.sim.formats.FloatFormat`.
+:class:`~canna.spec.formats.FloatFormat`.
 
 :class:`FAddUnit` wraps it in a stream interface (``stages`` 0 or 1 output register) for
 standalone verification; the lane uses :class:`FAdd` directly in its accumulate loop.
@@ -25,9 +26,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.sim.formats import BINARY32, FloatFormat
+from canna.spec.formats import BINARY32, FloatFormat
+from canna.spec.layouts import FLAGS_LAYOUT, check_format, float_layout
 
-from .layouts import FLAGS_LAYOUT, check_format, float_layout
 from .stages import leading_zeros
 
 __all__ = ["FAdd", "FAddUnit", "add_input_layout", "add_output_layout"]

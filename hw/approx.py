@@ -4,7 +4,7 @@
 and one exponent adder), early enough that :class:`canna.hw.cfpu.CFPU` can keep the significand
 multiplier's operands still on a hit. :class:`ResultSelect` replaces the exact result by the
 approximate one at the end of the pipeline. The rule is the golden model's
-(:func:`canna.sim.golden.mul_bits`).
+(``mul_bits`` in sim/golden.py).
 """
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.sim.formats import BINARY32, FloatFormat
+from canna.spec.config import config_layout
+from canna.spec.formats import BINARY32, FloatFormat
+from canna.spec.layouts import FLAGS_LAYOUT, check_format, float_layout
 
-from .layouts import FLAGS_LAYOUT, check_format, config_layout, exp_shape, float_layout
+from .layouts import exp_shape
 
 __all__ = ["ApproxDecide", "ResultSelect", "qualifies"]
 

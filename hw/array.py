@@ -1,6 +1,6 @@
 """The SIMD lane array: ``lanes`` multiply-accumulate lanes computing tiles of ``Y = X @ W``.
 
-Mapping (the golden model's, :mod:`canna.sim.lanes`)
+Mapping (the golden lane model's, sim/lanes.py)
     A tile is ``lanes`` consecutive outputs of ``Y`` in row-major order; lane ``l`` computes
     ``Y[i, j] = sum_k X[i, k] * W[k, j]`` as a stream of ``K`` operations, the last one tagged
     ``last``. Padding lanes of the final tile get one ``nop`` operation tagged ``last``.
@@ -39,28 +39,17 @@ from __future__ import annotations
 import operator
 
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, ResetSignal, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.sim.formats import BINARY32, FloatFormat
+from canna.spec.array import (COUNTERS, DEFAULT_EXACT_CYCLES, DEFAULT_LANES, DEFAULT_STAGES,
+                              DISCIPLINES, pipeline_latency)
+from canna.spec.formats import BINARY32, FloatFormat
+from canna.spec.layouts import check_format, config_write_layout, lanes_layout, op_layout
 
-from .lane import COUNTERS, Lane, op_layout
-from .layouts import check_format, config_layout
+from .lane import Lane
 
-__all__ = ["LaneArray", "DISCIPLINES", "config_write_layout", "pipeline_latency"]
-
-DISCIPLINES = ("lockstep", "decoupled")
-
-
-def pipeline_latency(stages: int) -> int:
-    """:attr:`LaneArray.latency` for CFPUs with ``stages`` registers."""
-    return operator.index(stages) + 2
-
-
-def config_write_layout(fmt: FloatFormat, lanes: int) -> data.StructLayout:
-    """A configuration write: ``config`` to lane ``lane``, or to every lane when ``broadcast``."""
-    return data.StructLayout({"config": config_layout(fmt), "lane": range(max(lanes, 2)),
-                              "broadcast": 1})
+__all__ = ["LaneArray"]
 
 
 class LaneArray(wiring.Component):
@@ -101,8 +90,8 @@ class LaneArray(wiring.Component):
         The accumulators (activity probe).
     """
 
-    def __init__(self, *, lanes: int = 16, exact_cycles: int = 4, discipline: str = "lockstep",
-                 stages: int = 3, fmt: FloatFormat = BINARY32, counter_width: int = 32,
+    def __init__(self, *, lanes: int = DEFAULT_LANES, exact_cycles: int = DEFAULT_EXACT_CYCLES,
+                 discipline: str = "lockstep", stages: int = DEFAULT_STAGES, fmt: FloatFormat = BINARY32, counter_width: int = 32,
                  lane_module: str | None = None):
         self.fmt = check_format(fmt)
         self.lanes = operator.index(lanes)
@@ -123,13 +112,13 @@ class LaneArray(wiring.Component):
         n = self.lanes
         members = {
             "i": In(stream.Signature(op_layout(fmt))).array(n),
-            "o": Out(stream.Signature(data.ArrayLayout(fmt.width, n))),
+            "o": Out(stream.Signature(lanes_layout(fmt.width, n))),
             "cfg": In(stream.Signature(config_write_layout(fmt, n))),
             "clear": In(1),
             "cycles": Out(self.counter_width),
-            "acc": Out(data.ArrayLayout(fmt.width, n)),
+            "acc": Out(lanes_layout(fmt.width, n)),
         }
-        members.update({name: Out(data.ArrayLayout(self.counter_width, n)) for name in COUNTERS})
+        members.update({name: Out(lanes_layout(self.counter_width, n)) for name in COUNTERS})
         super().__init__(members)
 
     @property

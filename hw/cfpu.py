@@ -33,11 +33,12 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.sim.formats import BINARY32, FloatFormat
+from canna.spec.array import DEFAULT_STAGES
+from canna.spec.formats import BINARY32, FloatFormat
+from canna.spec.layouts import FLAGS_LAYOUT, check_format, input_layout, output_layout
 
 from .approx import ApproxDecide, ResultSelect
-from .layouts import (FLAGS_LAYOUT, KIND_FINITE, check_format, exp_shape, input_layout,
-                      output_layout)
+from .layouts import KIND_FINITE, exp_shape
 from .stages import Normalise, RoundPack, SigMul, Unpack
 
 __all__ = ["CFPU", "PLACEMENT", "DATAPATH_ORDER", "MAX_STAGES"]
@@ -83,7 +84,7 @@ class CFPU(wiring.Component):
         The submodules of the latest elaboration by name (for tests and activity counting).
     """
 
-    def __init__(self, *, fmt: FloatFormat = BINARY32, stages: int = 3, approx: bool = True):
+    def __init__(self, *, fmt: FloatFormat = BINARY32, stages: int = DEFAULT_STAGES, approx: bool = True):
         self.fmt = check_format(fmt)
         stages = operator.index(stages)
         if not 0 <= stages <= MAX_STAGES:

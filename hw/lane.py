@@ -53,25 +53,18 @@ from __future__ import annotations
 import operator
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.sim.formats import BINARY32, FloatFormat
+from canna.spec.array import COUNTERS, DEFAULT_EXACT_CYCLES, DEFAULT_STAGES
+from canna.spec.config import config_layout
+from canna.spec.formats import BINARY32, FloatFormat
+from canna.spec.layouts import check_format, op_layout
 
 from .adder import FAdd
 from .cfpu import CFPU
-from .layouts import check_format, config_layout, float_layout
 
-__all__ = ["Lane", "op_layout", "COUNTERS"]
-
-#: Names of the per-lane counters, in the order the drivers report them.
-COUNTERS = ("ops", "hits", "bypass", "busy", "mul")
-
-
-def op_layout(fmt: FloatFormat) -> data.StructLayout:
-    """One lane operation: operands ``a`` and ``b``, ``last`` (the final product of a tile) and
-    ``nop`` (a padding operation: takes one cycle, changes nothing, counts nothing)."""
-    return data.StructLayout({"a": float_layout(fmt), "b": float_layout(fmt), "last": 1, "nop": 1})
+__all__ = ["Lane"]
 
 
 class Lane(wiring.Component):
@@ -105,7 +98,8 @@ class Lane(wiring.Component):
         The accumulator register (an activity probe).
     """
 
-    def __init__(self, *, fmt: FloatFormat = BINARY32, exact_cycles: int = 4, stages: int = 3,
+    def __init__(self, *, fmt: FloatFormat = BINARY32, exact_cycles: int = DEFAULT_EXACT_CYCLES,
+                 stages: int = DEFAULT_STAGES,
                  counter_width: int = 32):
         self.fmt = check_format(fmt)
         self.exact_cycles = operator.index(exact_cycles)

@@ -3,12 +3,22 @@ normalise -> round/pack with flags.
 
 Every stage is a small combinational :class:`wiring.Component`; :class:`canna.hw.cfpu.CFPU`
 places the pipeline registers between them. Widths come from one
-:class:`~canna.sim.formats.FloatFormat` (``E`` exponent bits, ``F`` fraction bits).
+:class:`~canna.spec.formats.FloatFormat` (``E`` exponent bits, ``F`` fraction bits).
 
-The datapath follows Berkeley HardFloat's multiplier: the significands are multiplied as they
-are (subnormals without normalising them first), the product is normalised with one leading-zero
-count, then denormalised again for subnormal results by the rounding stage, which produces the
-five flags (tininess detected after rounding) and the special results (canonical quiet NaN).
+Subnormal operands are not normalised before the multiply: :class:`Unpack` passes a subnormal's
+fraction with a hidden bit of 0 and the exponent of the smallest normal (``max(e, 1)``), and
+:class:`SigMul` multiplies the significands as they are, so the product's leading one can be
+anywhere in its ``2F + 2`` bits. :class:`Normalise` moves it to the top with one leading-zero
+count over the whole product, and :class:`RoundPack` denormalises again for subnormal results,
+rounds, produces the five flags (tininess detected after rounding) and the special results
+(canonical quiet NaN).
+
+This is where it differs from Berkeley HardFloat's multiplier, whose inputs are first converted
+to its recoded format: that conversion (``rawFloatFromFN``) normalises a subnormal significand
+with a leading-zero count of its fraction and extends the exponent range to hold it, so
+HardFloat's significand product always lies in ``[1, 4)`` and needs at most a one-bit shift.
+Here the leading-zero count sits once after the multiplier, over the product, instead of on
+each operand before it. Both then round in one stage that also denormalises tiny results.
 """
 from __future__ import annotations
 
@@ -16,10 +26,10 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.sim.formats import BINARY32, FloatFormat
+from canna.spec.formats import BINARY32, FloatFormat
+from canna.spec.layouts import FLAGS_LAYOUT, check_format, float_layout
 
-from .layouts import (FLAGS_LAYOUT, KIND_FINITE, KIND_INF, KIND_NAN, KIND_ZERO, check_format,
-                      exp_shape, float_layout)
+from .layouts import KIND_FINITE, KIND_INF, KIND_NAN, KIND_ZERO, exp_shape
 
 __all__ = ["Unpack", "SigMul", "Normalise", "RoundPack", "leading_zeros"]
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.sim.matmul import MatmulResult, matmul_fast, matmul_reference, prepare
 
 __all__ = ["Backend", "ArrayCosim", "MatmulResult", "register_backend", "get_backend", "backend_names",
@@ -104,14 +104,14 @@ register_backend(Backend("golden-exact", matmul_reference,
 
 class ArrayCosim:
     """The RTL lane array as a matmul backend: every matmul runs on the Verilated array
-    (:func:`canna.sim.array_cosim.run_array`, fast C++ co-simulation), checked bit for bit, counter
+    (:func:`canna.sim.array.run_array`, fast C++ co-simulation), checked bit for bit, counter
     for counter and cycle for cycle against the golden lane model. The counters of every call
     add up in :attr:`totals` (golden lane model, both disciplines) and :attr:`rtl_cycles` (the
     RTL's own cycle counter, in this backend's discipline)."""
 
     def __init__(self, discipline: str = "lockstep", lanes: int = 16, exact_cycles: int = 4,
                  simulator: str = "verilator-fast"):
-        from canna.sim.lanes import ArrayGeometry
+        from canna.spec.array import ArrayGeometry
         self.discipline = discipline
         self.geometry = ArrayGeometry(lanes, exact_cycles)
         self.simulator = simulator
@@ -123,7 +123,7 @@ class ArrayCosim:
         self.rtl_cycles = 0
 
     def __call__(self, a, b, config: CFPUConfig) -> MatmulResult:
-        from canna.sim.array_cosim import run_array
+        from canna.sim.array import run_array
         r = run_array(np.ascontiguousarray(a, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32),
                       config, backend=self.simulator, geometry=self.geometry, discipline=self.discipline)
         self.totals.add(r.model)

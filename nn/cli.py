@@ -7,6 +7,11 @@ Examples::
     canna train --dataset mnist --data-dir ~/data/mnist --preset paper --mode gta --apx-min 5
     canna infer --dataset digits --model runs/digits-gta/model.npz --mode both --qos 1
     canna train ... --resume          # continue an interrupted run from --out/checkpoint.npz
+
+Every option and output location is checked before any data is loaded or any training starts:
+a bad one is one line (``canna train: error: ...``), exit status 2. ``--data-dir`` with the
+embedded ``digits`` dataset is an error, not silently ignored (digits reads no files: the
+option most likely belongs to a forgotten ``--dataset``).
 """
 from __future__ import annotations
 
@@ -16,12 +21,26 @@ import sys
 from pathlib import Path
 
 from canna.cli import CliError
-from canna.sim.config import MAX_TUNING_BITS
+from canna.spec.config import MAX_TUNING_BITS, check_tuning_bits
 
-__all__ = ["register", "run_train", "run_infer"]
+__all__ = ["register", "run_train", "run_infer", "layer_sizes_arg", "tuning_bits_arg", "seed_arg",
+           "print_train_summary", "print_infer_summary"]
 
 
-def _ints(text: str) -> tuple:
+def seed_arg(text: str) -> int:
+    """argparse type of a seed option (``--seed``, ``--split-seed``): a non-negative integer, as
+    NumPy's generators take it."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed must be an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"a seed must be a non-negative integer, got {v}")
+    return v
+
+
+def layer_sizes_arg(text: str) -> tuple:
+    """argparse type of ``--hidden``: comma-separated positive layer sizes, e.g. ``500,500``."""
     try:
         vals = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -31,14 +50,17 @@ def _ints(text: str) -> tuple:
     return vals
 
 
-def _bits(text: str) -> int:
+def tuning_bits_arg(text: str) -> int:
+    """argparse type of a tuning-bit option (``--tuning-bits``, ``--apx-min``): an integer in
+    ``0 .. MAX_TUNING_BITS``, range-checked by :func:`canna.spec.config.check_tuning_bits`."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"tuning bits must be an integer, got {text!r}") from None
-    if not 0 <= v <= MAX_TUNING_BITS:
-        raise argparse.ArgumentTypeError(f"tuning bits must be in 0..{MAX_TUNING_BITS}, got {v}")
-    return v
+    try:
+        return check_tuning_bits(v, "tuning bits")
+    except (TypeError, ValueError) as e:   # argparse reports only ArgumentTypeError as one line
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _checked(text: str) -> dict:
@@ -59,8 +81,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="dataset (default: digits, embedded; others read files from --data-dir)")
-    g.add_argument("--data-dir", help="directory with the dataset files")
-    g.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split (default 0)")
+    g.add_argument("--data-dir", help="directory with the dataset files (an error with digits, which reads none)")
+    g.add_argument("--split-seed", type=seed_arg, default=0, help="seed of the train/val/test split (default 0)")
     g.add_argument("--hyper-classes", type=int, default=9,
                    help="hyperspectral: keep the N most populous classes (default 9, the paper's setup)")
     a = p.add_argument_group("arithmetic")
@@ -75,9 +97,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", default="default", choices=["default", "paper"],
                    help="hyper-parameters: default (lr 0.01, momentum 0.9, batch 32) or paper "
                         "(lr 0.001, momentum 0.1, batch 10); dropout 0.5 in both")
-    t.add_argument("--hidden", type=_ints, default=(500, 500), help="hidden layer sizes (default 500,500)")
+    t.add_argument("--hidden", type=layer_sizes_arg, default=(500, 500),
+                   help="hidden layer sizes (default 500,500)")
     t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    t.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and dropout (default 0)")
+    t.add_argument("--seed", type=seed_arg, default=0, help="seed of weights, shuffling and dropout (default 0)")
     t.add_argument("--lr", type=float, help="learning rate (overrides the preset)")
     t.add_argument("--momentum", type=float, help="momentum (overrides the preset)")
     t.add_argument("--batch-size", type=int, help="mini-batch size (overrides the preset)")
@@ -95,8 +118,9 @@ def register(sub) -> None:
     m = tr.add_argument_group("approximation")
     m.add_argument("--mode", default="exact", choices=["exact", "uniform", "gta"],
                    help="exact, uniform (--tuning-bits for the whole run) or gta (levels 0..--apx-min)")
-    m.add_argument("--tuning-bits", type=_bits, help="uniform mode: tuning bits (0..22)")
-    m.add_argument("--apx-min", type=_bits, help="gta mode: finest level allowed (tuning bits)")
+    m.add_argument("--tuning-bits", type=tuning_bits_arg,
+                   help=f"uniform mode: tuning bits (0..{MAX_TUNING_BITS})")
+    m.add_argument("--apx-min", type=tuning_bits_arg, help="gta mode: finest level allowed (tuning bits)")
     m.add_argument("--phases", default="forward,backward,gradient",
                    help="matmul phases that run approximately (default all three)")
     m.add_argument("--gta-window", type=int, default=50, help="GTA slope window, iterations (default 50)")
@@ -109,7 +133,9 @@ def register(sub) -> None:
     m.add_argument("--gta-no-stop", action="store_true", help="GTA: train all epochs even when converged")
     tr.add_argument("--baseline", action="store_true",
                     help="also train the exact network (same seed) and report the quality loss")
-    tr.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue from --out/checkpoint.npz (with --baseline: whichever of "
+                         "--out/baseline/checkpoint.npz and --out/checkpoint.npz was interrupted)")
     tr.set_defaults(run=run_train)
 
     inf = sub.add_parser("infer", help="layer-based (Algorithm 2) and uniform inference approximation",
@@ -214,19 +240,45 @@ def _baseline_dir(out):
     return None if out is None else Path(out) / "baseline"
 
 
+def _resume_plan(args, with_baseline: bool) -> tuple[bool, bool]:
+    """Whether ``--resume`` resumes ``(the baseline, the main run)``.
+
+    A ``--baseline`` run trains the exact baseline in ``--out/baseline`` first, then the main
+    run in ``--out``; Ctrl-C can land in either. Each resumes from its checkpoint where it has
+    one and starts fresh where it has none (the main run, when the baseline was the one
+    interrupted), so the files equal an uninterrupted run's. No checkpoint at all is an error.
+    """
+    from .checkpoint import CheckpointError
+    if not args.resume:
+        return False, False
+    if args.out is None:
+        raise CheckpointError("--resume: no checkpoint to resume from (no --out given)")
+    if not with_baseline:
+        return False, True      # train() names the missing checkpoint
+    main_ckpt, base_ckpt = Path(args.out) / "checkpoint.npz", _baseline_dir(args.out) / "checkpoint.npz"
+    have_base, have_main = base_ckpt.is_file(), main_ckpt.is_file()
+    if not (have_base or have_main):
+        raise CheckpointError(f"--resume: no checkpoint {main_ckpt} or {base_ckpt} to resume from")
+    return have_base, have_main
+
+
 def run_train(args) -> int:
-    from .checkpoint import write_json
-    from .train import train
+    from .checkpoint import check_output_dir, write_json
+    from .train import OUTPUT_FILES, train
     try:
-        data = _load(args)
+        # Checked before any loading or training, so that a typo costs nothing.
         cfg = _train_config(args)
-        res = None
+        with_baseline = args.baseline and cfg.mode != "exact"
+        if args.out is not None:
+            check_output_dir(args.out, [*OUTPUT_FILES, *(f"baseline/{f}" for f in OUTPUT_FILES if with_baseline)])
+        resume_base, resume_main = _resume_plan(args, with_baseline)
+        data = _load(args)
         base = None
-        if args.baseline and cfg.mode != "exact":
+        if with_baseline:
             bcfg = _train_config(args, mode="exact", tuning_bits=None, apx_min=None)
-            base = train(data, bcfg, out_dir=_baseline_dir(args.out), resume=args.resume,
+            base = train(data, bcfg, out_dir=_baseline_dir(args.out), resume=resume_base,
                          progress=_progress(args), quiet=args.quiet)
-        res = train(data, cfg, out_dir=args.out, resume=args.resume, progress=_progress(args),
+        res = train(data, cfg, out_dir=args.out, resume=resume_main, progress=_progress(args),
                     quiet=args.quiet)
     except _errors() as e:
         raise CliError(str(e)) from None
@@ -244,15 +296,18 @@ def run_train(args) -> int:
 
 
 def run_infer(args) -> int:
-    from .checkpoint import write_json
+    from .checkpoint import check_output_dir, write_json
     from .layerwise import run_inference
-    from .train import load_model, train
+    from .train import OUTPUT_FILES, load_model, train
     try:
         # Checked before any loading or training, so that a typo costs nothing.
+        if args.out is not None:
+            trained = [] if args.model else [f"trained/{f}" for f in OUTPUT_FILES]
+            check_output_dir(args.out, ["infer.json", *trained])
         if not (math.isfinite(args.qos) and args.qos >= 0):
             raise ValueError(f"--qos must be a finite number >= 0 (percentage points), got {args.qos}")
-        if not (math.isfinite(args.spread) and 0 <= args.spread <= 22):
-            raise ValueError(f"--spread must be in 0..22 tuning bits, got {args.spread}")
+        if not (math.isfinite(args.spread) and 0 <= args.spread <= MAX_TUNING_BITS):
+            raise ValueError(f"--spread must be in 0..{MAX_TUNING_BITS} tuning bits, got {args.spread}")
         data = _load(args)
         if args.model:
             model, meta = load_model(args.model)

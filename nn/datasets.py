@@ -3,7 +3,9 @@
 Every loader returns a :class:`Dataset` with float32 features standardised with the training
 split's mean and standard deviation, int64 labels ``0 .. n_classes-1`` and fixed
 train / validation / test splits. Whatever is read from disk is validated (magic numbers, sizes,
-label ranges, NaNs) and a bad file raises :class:`DatasetError` naming the file and the problem.
+label ranges, NaNs) and a bad file raises :class:`DatasetError` naming the file and the problem,
+a damaged or truncated ``.gz`` included (:data:`READ_ERRORS`). ``digits`` reads no files: a
+``data_dir`` given with it is an error.
 
 =================  ==============================================================================
 name               source
@@ -30,6 +32,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +180,17 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+#: What reading a damaged file raises: I/O and gzip header / CRC errors (OSError), a truncated
+#: gzip stream (EOFError), a damaged deflate block (zlib.error), undecodable text.
+READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
+def _cannot_read(path: Path, e: BaseException) -> DatasetError:
+    gz = path.suffix == ".gz" and not isinstance(e, FileNotFoundError)
+    hint = " (damaged or truncated gzip file?)" if gz else ""
+    return DatasetError(f"{path}: cannot read{hint}: {' '.join(str(e).split()) or type(e).__name__}")
+
+
 def _data_dir(data_dir, name: str) -> Path:
     if data_dir is None:
         raise DatasetError(f"{name}: --data-dir is required (the directory holding the data files)")
@@ -215,8 +229,8 @@ def read_idx(path, expected_magic: int) -> np.ndarray:
     try:
         with _open(path) as fh:
             data = fh.read()
-    except (OSError, EOFError) as e:
-        raise DatasetError(f"{path}: cannot read: {e}") from None
+    except READ_ERRORS as e:
+        raise _cannot_read(path, e) from None
     if len(data) < 4:
         raise DatasetError(f"{path}: too short for an IDX header ({len(data)} bytes)")
     magic = struct.unpack(">I", data[:4])[0]
@@ -244,6 +258,8 @@ def load_idx(data_dir, *, name: str = "mnist", split_seed: int = 0,
         ip = _find(d, [f"{stem}-images-idx3-ubyte", f"{stem}-images.idx3-ubyte"], f"{name} {split} images")
         lp = _find(d, [f"{stem}-labels-idx1-ubyte", f"{stem}-labels.idx1-ubyte"], f"{name} {split} labels")
         images = read_idx(ip, IDX_IMAGES_MAGIC)
+        if images.shape[0] == 0 or images[0].size == 0:
+            raise DatasetError(f"{ip}: no images (its header says {'x'.join(map(str, images.shape))})")
         labels = read_idx(lp, IDX_LABELS_MAGIC)
         if images.shape[0] != labels.shape[0]:
             raise DatasetError(f"{ip}: {images.shape[0]} images but {lp} holds {labels.shape[0]} labels")
@@ -271,6 +287,8 @@ def _read_table(path: Path, delimiter, n_cols: int | None, what: str) -> np.ndar
                     continue
                 fields = line.split(delimiter) if delimiter else line.split()
                 try:
+                    if any("_" in f for f in fields):   # float() takes "1_000"; a data file does not
+                        raise ValueError
                     vals = [float(f) for f in fields]
                 except ValueError:
                     raise DatasetError(f"{path}:{lineno}: non-numeric field in {what}") from None
@@ -279,8 +297,8 @@ def _read_table(path: Path, delimiter, n_cols: int | None, what: str) -> np.ndar
                 if rows and len(vals) != len(rows[0]):
                     raise DatasetError(f"{path}:{lineno}: {len(vals)} columns, earlier lines have {len(rows[0])}")
                 rows.append(vals)
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read: {e}") from None
+    except READ_ERRORS as e:
+        raise _cannot_read(path, e) from None
     if not rows:
         raise DatasetError(f"{path}: no data")
     return np.array(rows, dtype=np.float64)
@@ -331,12 +349,13 @@ def load_har(data_dir, *, name: str = "har", split_seed: int = 0, val_fraction: 
 
 def _load_mat_arrays(path: Path) -> dict:
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
     try:
         m = loadmat(path)
     except NotImplementedError:
         raise DatasetError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; re-save with -v7") from None
-    except (OSError, ValueError, TypeError) as e:
-        raise DatasetError(f"{path}: not a readable .mat file: {e}") from None
+    except (*READ_ERRORS, MatReadError, ValueError, TypeError, KeyError, IndexError) as e:
+        raise DatasetError(f"{path}: not a readable .mat file: {' '.join(str(e).split())}") from None
     return {k: v for k, v in m.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
 
 
@@ -393,6 +412,9 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "isolet", "har", "hapt", "hyper"
 def load_dataset(name: str, data_dir=None, *, split_seed: int = 0, max_classes: int | None = 9) -> Dataset:
     """Load dataset ``name`` (see the module docstring); ``data_dir`` for all but digits."""
     if name == "digits":
+        if data_dir is not None:
+            raise DatasetError("--data-dir: the digits dataset is embedded and reads no files; "
+                               "drop --data-dir or choose another --dataset")
         return load_digits(split_seed=split_seed)
     if name == "mnist":
         return load_idx(data_dir, name="mnist", split_seed=split_seed)

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from canna.sim.config import MAX_TUNING_BITS
+from canna.spec.config import check_tuning_bits
 
 __all__ = ["GTAConfig", "GTAController", "window_slope"]
 
@@ -76,9 +76,7 @@ class GTAConfig:
 
     def __post_init__(self):
         for name in ("apx_min", "start"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= MAX_TUNING_BITS:
-                raise ValueError(f"GTA {name} must be an integer in 0..{MAX_TUNING_BITS}, got {v!r}")
+            check_tuning_bits(getattr(self, name), f"GTA {name}")
         if self.start > self.apx_min:
             raise ValueError(f"GTA start level {self.start} is finer than apx_min {self.apx_min}")
         if not isinstance(self.window, (int, np.integer)) or self.window < 2:

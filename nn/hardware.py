@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from canna.sim.cosim import build_root
+from canna.sim.paths import build_root
 from canna.sim.energy import EnergyReport, load_energy_model
 
 from .backends import ArrayCosim, Backend

@@ -12,6 +12,10 @@ Sensitivity analysis (Algorithm 2, lines 4-8)
     ``error`` (increase of the classification error, the paper's error_estimation). Negative
     increases count as 0. The vector is normalised so that its
     maximum is 1, like the paper's Table V; if no layer is sensitive at all, every ``C_i`` is 1.
+    Where the outputs are not finite (float32 overflow of the logits) the KL divergence or loss
+    is NaN or infinite: such a layer counts as infinitely sensitive (``C_i`` = 1, every finite
+    one 0), and the results hold ``null`` with a ``<name>_note`` for each such value (results
+    files are strict JSON).
 
 Selective approximation (lines 9-15)
     A configuration is one hardware level ``m`` (tuning bits of the most sensitive layer):
@@ -28,17 +32,21 @@ Uniform inference approximation (for comparison)
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from canna.sim.config import MAX_TUNING_BITS
+from canna.spec.config import MAX_TUNING_BITS
 
 from .backends import get_backend
+from .checkpoint import finite_or_null
 from .datasets import Dataset
 from .mlp import MLP, ArithPlan, Counters, log_softmax
 
 __all__ = ["sensitivity", "layer_bits", "search", "run_inference", "METRICS"]
 
 METRICS = ("kl", "loss", "error")
+_OVERFLOW = "the network's float32 logits overflowed on validation data"
 
 
 def _evaluate(model: MLP, x, y, bits, backend, policy, checked, logits=False) -> tuple[dict, Counters]:
@@ -68,14 +76,21 @@ def sensitivity(model: MLP, x_val, y_val, backend="golden-fast", *, policy="b", 
         r, c = _evaluate(model, x_val, y_val, bits, backend, policy, checked, logits=True)
         kl = _kl(base["logits"], r["logits"])
         inc = kl if metric == "kl" else r[metric] - base[metric]
-        raw.append(max(inc, 0.0))
-        per_layer.append({"layer": i + 1, "error": r["error"], "loss": r["loss"], "kl": kl,
-                          "increase": inc, "hit_rate": c.layer_hit_rates()[i]})
+        raw.append(max(inc, 0.0) if math.isfinite(inc) else math.inf)
+        per_layer.append(finite_or_null({"layer": i + 1, "error": r["error"], "loss": r["loss"], "kl": kl,
+                                         "increase": inc, "hit_rate": c.layer_hit_rates()[i]}, _OVERFLOW))
     base.pop("logits")
     top = max(raw)
-    normalized = [v / top for v in raw] if top > 0 else [1.0] * L
-    return {"metric": metric, "apx_max": apx_max, "base": base, "per_layer": per_layer,
-            "raw": raw, "normalized": normalized}
+    if math.isinf(top):
+        normalized = [1.0 if math.isinf(v) else 0.0 for v in raw]
+    else:
+        normalized = [v / top for v in raw] if top > 0 else [1.0] * L
+    res = {"metric": metric, "apx_max": apx_max, "base": finite_or_null(base, _OVERFLOW),
+           "per_layer": per_layer, "raw": [v if math.isfinite(v) else None for v in raw],
+           "normalized": normalized}
+    if math.isinf(top):
+        res["raw_note"] = f"null: not finite ({_OVERFLOW}); that layer counts as infinitely sensitive"
+    return res
 
 
 def layer_bits(level: int, sens, spread: float = 3.0) -> list[int]:

@@ -6,7 +6,7 @@ the exact network under a QoS, 5. inference of a few test inputs on the RTL lane
 Verilator co-simulation, checked bit for bit) with cycles and energy against the exact array. Prints accuracy, quality loss, hit rates per layer and phase, and
 the GTA trajectory; ``--out`` also writes every results JSON.
 
-Run: ``python -m canna.nn.main_job`` (under a minute on 2 cores; ``make sim`` runs it).
+Run: ``python -m canna.nn.main_job`` (``make sim`` runs it; its run time: docs/performance.md).
 """
 from __future__ import annotations
 
@@ -14,26 +14,31 @@ import sys
 import time
 from pathlib import Path
 
-from canna.cli import OneLineErrorParser
+from canna.cli import OneLineErrorParser, run_command
 
 from .backends import get_backend
-from .checkpoint import write_json
-from .cli import _bits, _ints, print_infer_summary, print_train_summary
+from .checkpoint import check_output_dir, write_json
+from .cli import layer_sizes_arg, print_infer_summary, print_train_summary, seed_arg, tuning_bits_arg
 from .datasets import load_digits
 from .hardware import print_rtl_report, rtl_inference
 from .layerwise import run_inference
-from .train import TrainConfig, train
+from .train import TrainConfig, check_training_memory, train
 
-__all__ = ["main"]
+__all__ = ["main", "OUTPUT_FILES"]
+
+#: The files ``--out`` receives.
+OUTPUT_FILES = ("train-exact.json", "train-uniform.json", "train-gta.json", "infer.json", "rtl.json")
 
 
 def main(argv=None) -> int:
     p = OneLineErrorParser(prog="python -m canna.nn.main_job", description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=20, help="training epochs per run (default 20)")
-    p.add_argument("--hidden", type=_ints, default=(500, 500), help="hidden layer sizes (default 500,500)")
-    p.add_argument("--apx-min", type=_bits, default=5, help="GTA finest level / uniform level (default 5)")
+    p.add_argument("--hidden", type=layer_sizes_arg, default=(500, 500),
+                   help="hidden layer sizes (default 500,500)")
+    p.add_argument("--apx-min", type=tuning_bits_arg, default=5,
+                   help="GTA finest level / uniform level (default 5)")
     p.add_argument("--qos", type=float, default=1.0, help="inference QoS, percentage points (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="training seed (default 0)")
     p.add_argument("--backend", default="golden-fast", help="matmul backend (default golden-fast)")
     p.add_argument("--out", help="directory for the results JSON files")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -43,6 +48,7 @@ def main(argv=None) -> int:
     hidden = args.hidden
     # every option is checked before the first run: a bad one is one line, not a traceback
     # after minutes of training
+    t0 = time.monotonic()
     try:
         get_backend(args.backend)
         train_configs = {
@@ -55,10 +61,13 @@ def main(argv=None) -> int:
             raise ValueError(f"--qos must be >= 0, got {args.qos}")
         if args.rtl_samples < 0:
             raise ValueError(f"--rtl-samples must be >= 0, got {args.rtl_samples}")
+        if args.out:
+            check_output_dir(args.out, OUTPUT_FILES)
+        data = load_digits()
+        for cfg in train_configs.values():
+            check_training_memory(cfg, [data.n_features, *hidden, data.n_classes], data)
     except (TypeError, ValueError) as e:
         p.error(str(e))
-    t0 = time.monotonic()
-    data = load_digits()
     out = Path(args.out) if args.out else None
     s = data.summary()
     print(f"== CANNA NN main job: digits ({s['n_train']} train / {s['n_val']} val / {s['n_test']} test, "
@@ -125,4 +134,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("python -m canna.nn.main_job", main))

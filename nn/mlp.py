@@ -6,7 +6,7 @@ Weights are stored ``(fan_in, fan_out)`` so that a layer computes ``z = x @ W + 
 ``x`` of row vectors (the paper's ``W x`` for column vectors).
 
 Three matmuls per layer and training step go through the backend, each with its own
-:class:`~canna.sim.config.CFPUConfig` from an :class:`ArithPlan`:
+:class:`~canna.spec.config.CFPUConfig` from an :class:`ArithPlan`:
 
 ============  ====================  ==================================  =======================
 phase         product               operands (a side, b side)           checked by default
@@ -22,18 +22,66 @@ for the first layer (nothing consumes it).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from canna.sim.config import MAX_TUNING_BITS, CFPUConfig, EXACT
+from canna.spec.config import CFPUConfig, EXACT
 
 from .backends import OPERANDS, Backend, checked_matmul, get_backend, nonzero_products
 
-__all__ = ["PHASES", "DEFAULT_CHECKED", "ArithPlan", "Counters", "MLP", "relu6", "log_softmax"]
+__all__ = ["PHASES", "DEFAULT_CHECKED", "EVAL_BATCH", "ArithPlan", "Counters", "MLP", "relu6", "log_softmax",
+           "memory_estimate", "memory_limit", "check_memory"]
 
 PHASES = ("forward", "backward", "gradient")
 DEFAULT_CHECKED = {"forward": "weight", "backward": "weight", "gradient": "input"}
+#: Rows per batch of inference (:meth:`MLP.logits`, :meth:`MLP.evaluate`).
+EVAL_BATCH = 2048
+
+
+def memory_estimate(sizes, batch: int, training: bool) -> int:
+    """Bytes that a network of topology ``sizes`` needs at the least, before anything is
+    allocated: its float32 weights and biases (in training also their velocities and
+    gradients), the float64 draw that initialises the largest weight matrix, and eight float32
+    arrays per layer for a ``batch``-row batch (inputs, pre-activations, dropout masks, outputs
+    and the matmul's temporaries). Python integers: no overflow for any size."""
+    sizes = [int(s) for s in sizes]
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    params = sum(i * o + o for i, o in pairs)
+    largest = max((i * o for i, o in pairs), default=0)
+    return 4 * (3 if training else 1) * params + 8 * largest + 4 * 8 * int(batch) * sum(sizes)
+
+
+def memory_limit() -> int:
+    """This machine's physical memory in bytes (``os.sysconf``); 1 TiB where it cannot be read."""
+    try:
+        n = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if n > 0:
+            return int(n)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return 1 << 40
+
+
+def _format_bytes(n: int) -> str:
+    if n >= 1 << 70:
+        return "over 1 ZiB"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024:
+            return f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} EiB"
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """ValueError starting with ``what`` (the option or file to blame) when ``nbytes`` exceed
+    :func:`memory_limit`: the allocation could never succeed, so refuse it in one line."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise ValueError(f"{what}: about {_format_bytes(nbytes)} of memory needed, more than this "
+                         f"machine's {_format_bytes(limit)}")
 
 
 def _check_checked(checked: dict | None) -> dict:
@@ -278,7 +326,7 @@ class MLP:
         return gw, gb, loss
 
     def logits(self, x, plan: ArithPlan, backend, counters: Counters | None = None,
-               batch: int = 2048) -> np.ndarray:
+               batch: int = EVAL_BATCH) -> np.ndarray:
         """Inference logits of ``x`` under ``plan`` (forward phase), in batches of ``batch``."""
         backend = get_backend(backend)
         x = self._check_input(x)
@@ -292,7 +340,7 @@ class MLP:
         return np.concatenate(out) if out else np.zeros((0, self.sizes[-1]), np.float32)
 
     def evaluate(self, x, y, plan: ArithPlan, backend, counters: Counters | None = None,
-                 batch: int = 2048, return_logits: bool = False) -> dict:
+                 batch: int = EVAL_BATCH, return_logits: bool = False) -> dict:
         """Classification error and mean cross-entropy of ``(x, y)`` under ``plan`` (forward)."""
         y = np.asarray(y)
         if len(y) != len(x):
@@ -327,10 +375,3 @@ class MLP:
             m.weights[i] = w.copy()
             m.biases[i] = b.copy()
         return m
-
-
-def check_tuning_bits(t, what: str = "tuning bits") -> int:
-    """``t`` as an int in 0..22, else ValueError naming ``what``."""
-    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t <= MAX_TUNING_BITS:
-        raise ValueError(f"{what} must be an integer in 0..{MAX_TUNING_BITS}, got {t!r}")
-    return int(t)

@@ -21,20 +21,25 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
+from canna.spec.config import EXACT, CFPUConfig, check_tuning_bits
+
 from .backends import get_backend
-from .checkpoint import CheckpointError, load_npz, save_npz, write_json
+from .checkpoint import CheckpointError, check_output_dir, load_npz, require_finite, save_npz, write_json
 from .datasets import Dataset
 from .gta import GTAConfig, GTAController
-from .mlp import MLP, PHASES, ArithPlan, Counters, DEFAULT_CHECKED, check_tuning_bits
+from .mlp import EVAL_BATCH, MLP, PHASES, ArithPlan, Counters, DEFAULT_CHECKED, check_memory, memory_estimate
 
-__all__ = ["TrainConfig", "PRESETS", "train", "load_model", "MODES"]
+__all__ = ["TrainConfig", "TrainState", "PRESETS", "train", "load_model", "MODES", "OUTPUT_FILES"]
 
 MODES = ("exact", "uniform", "gta")
+
+#: The files a run writes in its ``out_dir``.
+OUTPUT_FILES = ("checkpoint.npz", "model.npz", "iterations.npz", "results.json")
 
 #: Hyper-parameter presets. ``paper``: Section V-A (lr 0.001, momentum 0.1, batch 10).
 #: ``default``: ours, chosen to reach good accuracy in a few epochs (digits: ~97% in 10 epochs).
@@ -105,8 +110,14 @@ class TrainConfig:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"learning rate must be a finite number > 0, got {self.lr}")
+        if not math.isfinite(self.momentum):
+            raise ValueError(f"momentum must be a finite number, got {self.momentum}")
+        if not math.isfinite(self.gta_thr):
+            raise ValueError(f"GTA thr must be a finite number, got {self.gta_thr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer (--seed), got {self.seed!r}")
         if any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden layer sizes must be positive, got {self.hidden}")
         for p in self.phases:
@@ -116,7 +127,6 @@ class TrainConfig:
         get_backend(self.backend).check(self.level_config_probe())
 
     def level_config_probe(self):
-        from canna.sim.config import CFPUConfig, EXACT
         return EXACT if self.mode == "exact" else CFPUConfig.approx(0, self.policy)
 
     def gta_config(self) -> GTAConfig:
@@ -135,6 +145,170 @@ def _plan(cfg: TrainConfig, n_layers: int, level: int | None) -> ArithPlan:
     if level is None:
         return ArithPlan.exact(n_layers, cfg.checked)
     return ArithPlan.uniform(n_layers, level, cfg.policy, cfg.phases, cfg.checked)
+
+
+def _new_epoch_stats() -> dict:
+    return {"loss": 0.0, "wrong": 0, "seen": 0}
+
+
+# How a TrainState field is stored in the checkpoint under its own name; fields without a
+# mark (model, velocity, counters, controller) are converted explicitly in to_arrays/from_arrays.
+_ARRAY = {"checkpoint": "array"}
+_META = {"checkpoint": "meta"}
+
+
+@dataclass
+class TrainState:
+    """Everything a training run changes: saved whole in a checkpoint, restored whole on resume.
+
+    Parameters
+    ----------
+    model : MLP
+        The network being trained (arrays ``W<i>``, ``b<i>``).
+    velocity : list of ndarray
+        SGD momentum, one per weight matrix then one per bias vector (arrays ``V<i>``).
+    counters : Counters
+        Products, hits and nonzero products so far (arrays ``products``, ``hits``, ``nonzero``).
+    controller : GTAController or None
+        The GTA controller (meta ``gta``); None unless the mode is ``gta``.
+    it_products, it_hits : ndarray of int64, ``[iter_max, layer, phase]``
+        Products and hits of each iteration.
+    it_level : ndarray of int64, ``[iter_max]``
+        Tuning bits of each iteration (-1: exact, also for iterations not run yet).
+    it_error, it_loss : ndarray of float32, ``[iter_max]``
+        Batch error and loss of each iteration (NaN for iterations not run yet).
+    iteration : int
+        Iterations done (the next one to run).
+    finished : bool
+        True once the run is over (all iterations, or GTA stopped early).
+    history : list of dict
+        One row per finished epoch (the results' ``per_epoch``).
+    elapsed : float
+        Seconds of training up to the last save, over every call that trained this run.
+    epoch_stats : dict
+        Loss sum, wrong predictions and samples of the epoch in progress.
+    """
+
+    model: MLP
+    velocity: list
+    counters: Counters
+    controller: GTAController | None
+    it_products: np.ndarray = field(metadata=_ARRAY)
+    it_hits: np.ndarray = field(metadata=_ARRAY)
+    it_level: np.ndarray = field(metadata=_ARRAY)
+    it_error: np.ndarray = field(metadata=_ARRAY)
+    it_loss: np.ndarray = field(metadata=_ARRAY)
+    iteration: int = field(metadata=_META)
+    finished: bool = field(metadata=_META)
+    history: list = field(metadata=_META)
+    elapsed: float = field(metadata=_META)
+    epoch_stats: dict = field(metadata=_META)
+
+    @classmethod
+    def fresh(cls, cfg: TrainConfig, sizes: list, iter_max: int) -> "TrainState":
+        """The state before the first iteration: weights from ``cfg.seed``, nothing counted."""
+        model = MLP(sizes, cfg.seed)
+        L = model.n_layers
+        per_iteration = (iter_max, L, len(PHASES))
+        return cls(model=model,
+                   velocity=[np.zeros_like(p) for p in model.weights + model.biases],
+                   counters=Counters(L),
+                   controller=GTAController(cfg.gta_config(), iter_max) if cfg.mode == "gta" else None,
+                   it_products=np.zeros(per_iteration, np.int64),
+                   it_hits=np.zeros(per_iteration, np.int64),
+                   it_level=np.full(iter_max, -1, np.int64),
+                   it_error=np.full(iter_max, np.nan, np.float32),
+                   it_loss=np.full(iter_max, np.nan, np.float32),
+                   iteration=0, finished=False, history=[], elapsed=0.0,
+                   epoch_stats=_new_epoch_stats())
+
+    def to_arrays(self) -> tuple[dict, dict]:
+        """``(arrays, meta)`` as :func:`~canna.nn.checkpoint.save_npz` stores them."""
+        arrays = {**self.model.arrays(), **{f"V{i}": v for i, v in enumerate(self.velocity)},
+                  "products": self.counters.products, "hits": self.counters.hits,
+                  "nonzero": self.counters.nonzero}
+        meta = {"gta": self.controller.state() if self.controller is not None else None}
+        for f in fields(self):
+            kind = f.metadata.get("checkpoint")
+            if kind is not None:
+                (arrays if kind == "array" else meta)[f.name] = getattr(self, f.name)
+        return arrays, meta
+
+    @classmethod
+    def from_arrays(cls, sizes: list, arrays: dict, meta: dict) -> "TrainState":
+        """Inverse of :meth:`to_arrays` for a network of topology ``sizes``."""
+        model = MLP.from_arrays(sizes, arrays)
+        counters = Counters(model.n_layers)
+        counters.load(arrays["products"], arrays["hits"], arrays["nonzero"])
+        stored = {f.name: (arrays if f.metadata["checkpoint"] == "array" else meta)[f.name]
+                  for f in fields(cls) if "checkpoint" in f.metadata}
+        return cls(model=model,
+                   velocity=[arrays[f"V{i}"].copy() for i in range(2 * model.n_layers)],
+                   counters=counters,
+                   controller=None if meta["gta"] is None else GTAController.from_state(meta["gta"]),
+                   **stored)
+
+    def save(self, path, cfg: TrainConfig, sizes: list) -> None:
+        """Write the checkpoint ``path`` (atomically), tagged with the run's configuration."""
+        arrays, meta = self.to_arrays()
+        save_npz(path, arrays, {"config": cfg.as_dict(), "sizes": sizes, **meta})
+
+    @classmethod
+    def load(cls, path, cfg: TrainConfig, sizes: list, iter_max: int | None = None) -> "TrainState":
+        """The state in checkpoint ``path``; CheckpointError naming the file when it was made by
+        another configuration or topology (or for ``iter_max`` other iterations), or when an
+        array or meta entry is missing, misshapen or (weights, biases, velocities) not finite."""
+        arrays, meta = load_npz(path)
+        stored = meta.get("config")
+        stored = stored if isinstance(stored, dict) else {}
+        mine = cfg.as_dict()
+        diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+        if diff:
+            raise CheckpointError(f"{path}: checkpoint was made with a different configuration "
+                                  f"({', '.join(f'{k}: {stored.get(k)!r} vs {mine.get(k)!r}' for k in diff)})")
+        if meta.get("sizes") != sizes:
+            raise CheckpointError(f"{path}: topology {meta.get('sizes')} does not match {sizes}")
+        L = len(sizes) - 1
+        require_finite(path, arrays, [*(f"{k}{i}" for i in range(L) for k in "Wb"),
+                                      *(f"V{i}" for i in range(2 * L))])
+        try:
+            state = cls.from_arrays(sizes, arrays, meta)
+        except KeyError as e:
+            raise CheckpointError(f"{path}: no meta entry {e}") from None
+        except CheckpointError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        params = state.model.weights + state.model.biases
+        for i, (v, p) in enumerate(zip(state.velocity, params)):
+            if v.shape != p.shape:
+                raise CheckpointError(f"{path}: array 'V{i}' has shape {v.shape}, its parameter {p.shape}")
+        if iter_max is not None:
+            want = {"it_products": (iter_max, L, len(PHASES)), "it_hits": (iter_max, L, len(PHASES)),
+                    "it_level": (iter_max,), "it_error": (iter_max,), "it_loss": (iter_max,)}
+            for name, shape in want.items():
+                if getattr(state, name).shape != shape:
+                    raise CheckpointError(f"{path}: array {name!r} has shape {getattr(state, name).shape}, "
+                                          f"this run needs {shape} ({iter_max} iterations)")
+        return state
+
+    def record(self, step: Counters, level: int | None, batch_error: float, loss: float,
+               batch_size: int) -> None:
+        """Book one finished iteration (its counters, level, error and loss) and advance."""
+        i = self.iteration
+        self.counters.merge(step)
+        self.it_products[i] = step.products
+        self.it_hits[i] = step.hits
+        self.it_level[i] = -1 if level is None else level
+        self.it_error[i] = batch_error
+        self.it_loss[i] = loss
+        self.epoch_stats["loss"] += loss * batch_size
+        self.epoch_stats["wrong"] += int(round(batch_error * batch_size))
+        self.epoch_stats["seen"] += batch_size
+        if self.controller is not None:
+            self.controller.observe(i, batch_error)
+            self.finished = self.finished or self.controller.stopped
+        self.iteration = i + 1
 
 
 class _SigintGuard:
@@ -171,6 +345,162 @@ def _log(quiet: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+class _TrainingRun:
+    """One call of :func:`train`: the run's fixed setup, its :class:`TrainState`, and the step,
+    end-of-epoch and output code that advance and report it."""
+
+    def __init__(self, data: Dataset, cfg: TrainConfig, out_dir, resume: bool, quiet: bool,
+                 progress: bool):
+        self.t_start = time.monotonic()
+        self.cfg, self.quiet, self.progress = cfg, quiet, progress
+        self.backend = get_backend(cfg.backend)
+        self.data = data.limited(cfg.train_limit, cfg.seed)
+        self.sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
+        self.n_train = len(self.data.y_train)
+        self.ipe = math.ceil(self.n_train / cfg.batch_size)
+        self.iter_max = cfg.epochs * self.ipe
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.ckpt = self.out / "checkpoint.npz" if self.out is not None else None
+        self.plans: dict = {}   # level -> ArithPlan, built once per level
+        if self.out is not None:
+            check_output_dir(self.out, OUTPUT_FILES)
+        if resume and (self.ckpt is None or not self.ckpt.is_file()):
+            raise CheckpointError(f"--resume: no checkpoint "
+                                  f"{'(no --out given)' if self.ckpt is None else self.ckpt} to resume from")
+        check_training_memory(cfg, self.sizes, self.data)
+        if resume:
+            self.state = TrainState.load(self.ckpt, cfg, self.sizes, self.iter_max)
+            _log(quiet, f"resuming {self.ckpt} at iteration {self.state.iteration}/{self.iter_max}")
+        else:
+            self.state = TrainState.fresh(cfg, self.sizes, self.iter_max)
+        self.elapsed_before = self.state.elapsed
+
+    @property
+    def n_layers(self) -> int:
+        return self.state.model.n_layers
+
+    @property
+    def done(self) -> bool:
+        return self.state.finished or self.state.iteration >= self.iter_max
+
+    @property
+    def at_epoch_end(self) -> bool:
+        it = self.state.iteration
+        return it % self.ipe == 0 or self.state.finished or it == self.iter_max
+
+    def seconds(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.t_start
+
+    def level(self) -> int | None:
+        """Tuning bits of the next iteration (None: exact)."""
+        if self.cfg.mode == "exact":
+            return None
+        if self.cfg.mode == "uniform":
+            return self.cfg.tuning_bits
+        return self.state.controller.level
+
+    def step(self) -> tuple[int | None, float]:
+        """One mini-batch SGD step with momentum, booked in the state; returns ``(level, loss)``."""
+        cfg, s, L = self.cfg, self.state, self.n_layers
+        epoch, b = divmod(s.iteration, self.ipe)
+        perm = np.random.default_rng([cfg.seed, 1, epoch]).permutation(self.n_train)
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        level = self.level()
+        if level not in self.plans:
+            self.plans[level] = _plan(cfg, L, level)
+        plan = self.plans[level]
+        step = Counters(L)
+        rng = np.random.default_rng([cfg.seed, 2, s.iteration])
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        logits, cache = s.model.forward(x, plan, self.backend, step, dropout=cfg.dropout, rng=rng)
+        batch_error = float(np.count_nonzero(logits.argmax(axis=1) != y)) / len(y)
+        gw, gb, loss = s.model.backward(logits, cache, y, plan, self.backend, step)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"training diverged at iteration {s.iteration} (loss {loss}); "
+                                     f"lower the learning rate")
+        for i, g in enumerate(gw + gb):
+            s.velocity[i] *= cfg.momentum
+            s.velocity[i] -= cfg.lr * g
+        for i in range(L):
+            s.model.weights[i] += s.velocity[i]
+            s.model.biases[i] += s.velocity[L + i]
+        s.record(step, level, batch_error, loss, len(y))
+        return level, loss
+
+    def end_epoch(self, level: int | None) -> None:
+        """Validate, append the epoch's history row, start a new epoch and save a checkpoint."""
+        s, ipe, it = self.state, self.ipe, self.state.iteration
+        val = s.model.evaluate(self.data.x_val, self.data.y_val, ArithPlan.exact(self.n_layers), "native")
+        epoch = slice(it - (it - 1) % ipe - 1, it)
+        ep_p, ep_h = int(s.it_products[epoch].sum()), int(s.it_hits[epoch].sum())
+        stats = s.epoch_stats
+        s.history.append({
+            "epoch": (it - 1) // ipe + 1, "iteration": it,
+            "train_loss": stats["loss"] / max(stats["seen"], 1),
+            "train_error": stats["wrong"] / max(stats["seen"], 1),
+            "val_error": val["error"], "level": None if level is None else level,
+            "products": ep_p, "hits": ep_h, "hit_rate": ep_h / ep_p if ep_p else 0.0})
+        s.epoch_stats = _new_epoch_stats()
+        s.finished = s.finished or it == self.iter_max
+        self.save_checkpoint()
+        row = s.history[-1]
+        _log(self.quiet or self.progress, f"epoch {row['epoch']}: loss {row['train_loss']:.4f} "
+             f"val error {100 * row['val_error']:.2f}% level {row['level']} "
+             f"hit rate {100 * row['hit_rate']:.1f}%")
+
+    def save_checkpoint(self) -> None:
+        if self.ckpt is None:
+            return
+        self.state.elapsed = self.seconds()
+        self.state.save(self.ckpt, self.cfg, self.sizes)
+
+    def results(self) -> dict:
+        """The results dict of the run (test and validation accuracy by exact inference)."""
+        data, cfg, s, L = self.data, self.cfg, self.state, self.n_layers
+        model, controller = s.model, s.controller
+        test = model.evaluate(data.x_test, data.y_test, ArithPlan.exact(L), "native")
+        val = model.evaluate(data.x_val, data.y_val, ArithPlan.exact(L), "native")
+        res = {
+            "command": "train",
+            "config": cfg.as_dict(),
+            "dataset": data.summary(),
+            "topology": self.sizes,
+            "iterations_run": s.iteration,
+            "iter_max": self.iter_max,
+            "iterations_per_epoch": self.ipe,
+            "test_accuracy": test["accuracy"],
+            "test_error": test["error"],
+            "val_accuracy": val["accuracy"],
+            "test_accuracy_note": "trained model evaluated with exact float32 inference",
+            **s.counters.as_dict(),
+            "per_epoch": s.history,
+            "seconds": self.seconds(),
+        }
+        final_level = cfg.tuning_bits if cfg.mode == "uniform" else (controller.level if controller else None)
+        if final_level is not None:
+            fwd = ArithPlan.uniform(L, final_level, cfg.policy, ("forward",), cfg.checked)
+            res["test_accuracy_final_level"] = model.evaluate(data.x_test, data.y_test, fwd, cfg.backend)["accuracy"]
+            res["final_level"] = final_level
+        if controller is not None:
+            res["gta"] = {"trajectory": controller.trajectory, "final_level": controller.level,
+                          "stopped_early": controller.stopped, "iter_max": self.iter_max,
+                          "definition": "iteration = one mini-batch SGD step; see canna.nn.gta"}
+        return res
+
+    def write_files(self, results: dict) -> None:
+        """The final checkpoint, ``model.npz``, ``iterations.npz`` and ``results.json``."""
+        s, n, out = self.state, self.state.iteration, self.out
+        self.save_checkpoint()
+        save_npz(out / "model.npz", s.model.arrays(),
+                 {"sizes": self.sizes, "config": self.cfg.as_dict(), "dataset": self.data.summary()})
+        save_npz(out / "iterations.npz",
+                 {"products": s.it_products[:n], "hits": s.it_hits[:n], "level": s.it_level[:n],
+                  "batch_error": s.it_error[:n], "loss": s.it_loss[:n]},
+                 {"axes": ["iteration", "layer", "phase"], "phases": list(PHASES),
+                  "level_exact": -1})
+        write_json(out / "results.json", results)
+
+
 def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False,
           progress: bool = False, quiet: bool = True, interrupt_after: int | None = None) -> dict:
     """Train an MLP on ``data`` under ``cfg``; returns the results dict (and writes files to
@@ -180,215 +510,78 @@ def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False
     On Ctrl-C the current iteration finishes, a checkpoint is written and KeyboardInterrupt
     propagates.
     """
-    t_start = time.monotonic()
-    backend = get_backend(cfg.backend)
-    data = data.limited(cfg.train_limit, cfg.seed)
-    sizes = [data.n_features, *cfg.hidden, data.n_classes]
-    n = len(data.y_train)
-    ipe = math.ceil(n / cfg.batch_size)
-    iter_max = cfg.epochs * ipe
-    out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / "checkpoint.npz" if out is not None else None
-
-    model = MLP(sizes, cfg.seed)
-    L = model.n_layers
-    velocity = [np.zeros_like(w) for w in model.weights] + [np.zeros_like(b) for b in model.biases]
-    counters = Counters(L)
-    it_products = np.zeros((iter_max, L, len(PHASES)), np.int64)
-    it_hits = np.zeros((iter_max, L, len(PHASES)), np.int64)
-    it_level = np.full(iter_max, -1, np.int64)
-    it_error = np.full(iter_max, np.nan, np.float32)
-    it_loss = np.full(iter_max, np.nan, np.float32)
-    history: list[dict] = []
-    controller = GTAController(cfg.gta_config(), iter_max) if cfg.mode == "gta" else None
-    iteration, elapsed_before, finished = 0, 0.0, False
-    epoch_stats = {"loss": 0.0, "wrong": 0, "seen": 0}
-
-    saved_at_boundary = False
-    if resume and (ckpt is None or not ckpt.is_file()):
-        raise CheckpointError(f"--resume: no checkpoint {'(no --out given)' if ckpt is None else ckpt} "
-                              "to resume from")
-    if resume:
-        arrays, meta = load_npz(ckpt)
-        stored = meta.get("config", {})
-        mine = cfg.as_dict()
-        diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
-        if diff:
-            raise CheckpointError(f"{ckpt}: checkpoint was made with a different configuration "
-                                  f"({', '.join(f'{k}: {stored.get(k)!r} vs {mine.get(k)!r}' for k in diff)})")
-        if meta.get("sizes") != sizes:
-            raise CheckpointError(f"{ckpt}: topology {meta.get('sizes')} does not match {sizes}")
-        model = MLP.from_arrays(sizes, arrays)
-        velocity = [arrays[f"V{i}"].copy() for i in range(2 * L)]
-        counters.load(arrays["products"], arrays["hits"], arrays["nonzero"])
-        it_products[...] = arrays["it_products"]
-        it_hits[...] = arrays["it_hits"]
-        it_level[...] = arrays["it_level"]
-        it_error[...] = arrays["it_error"]
-        it_loss[...] = arrays["it_loss"]
-        history = meta["history"]
-        iteration = int(meta["iteration"])
-        finished = bool(meta["finished"])
-        elapsed_before = float(meta["elapsed"])
-        if controller is not None:
-            controller = GTAController.from_state(meta["gta"])
-        epoch_stats = dict(meta["epoch_stats"])
-        _log(quiet, f"resuming {ckpt} at iteration {iteration}/{iter_max}")
-
-    def level_now():
-        if cfg.mode == "exact":
-            return None
-        if cfg.mode == "uniform":
-            return cfg.tuning_bits
-        return controller.level
-
-    def save_checkpoint():
-        if ckpt is None:
-            return
-        arrays = {**model.arrays(), **{f"V{i}": v for i, v in enumerate(velocity)},
-                  "products": counters.products, "hits": counters.hits, "nonzero": counters.nonzero,
-                  "it_products": it_products, "it_hits": it_hits, "it_level": it_level,
-                  "it_error": it_error, "it_loss": it_loss}
-        meta = {"config": cfg.as_dict(), "sizes": sizes, "iteration": iteration,
-                "finished": finished, "history": history,
-                "elapsed": elapsed_before + time.monotonic() - t_start,
-                "gta": controller.state() if controller is not None else None,
-                "epoch_stats": epoch_stats}
-        save_npz(ckpt, arrays, meta)
-
-    plans: dict = {}
+    run = _TrainingRun(data, cfg, out_dir, resume, quiet=quiet, progress=progress)
+    bar = _progress(run.iter_max, run.state.iteration, progress, f"{cfg.mode} {cfg.dataset}")
     calls = 0
-    bar = _progress(iter_max, iteration, progress, f"{cfg.mode} {cfg.dataset}")
+    saved_at_boundary = False
     try:
         with _SigintGuard() as guard:
-            while not finished and iteration < iter_max:
-                epoch, b = divmod(iteration, ipe)
-                perm = np.random.default_rng([cfg.seed, 1, epoch]).permutation(n)
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                level = level_now()
-                plan = plans.get(level) or plans.setdefault(level, _plan(cfg, L, level))
-                step = Counters(L)
-                rng = np.random.default_rng([cfg.seed, 2, iteration])
-                x, y = data.x_train[idx], data.y_train[idx]
-                logits, cache = model.forward(x, plan, backend, step, dropout=cfg.dropout, rng=rng)
-                batch_error = float(np.count_nonzero(logits.argmax(axis=1) != y)) / len(y)
-                gw, gb, loss = model.backward(logits, cache, y, plan, backend, step)
-                if not np.isfinite(loss):
-                    raise FloatingPointError(f"training diverged at iteration {iteration} (loss {loss}); "
-                                             f"lower the learning rate")
-                for i, g in enumerate(gw + gb):
-                    velocity[i] *= cfg.momentum
-                    velocity[i] -= cfg.lr * g
-                for i in range(L):
-                    model.weights[i] += velocity[i]
-                    model.biases[i] += velocity[L + i]
-                counters.merge(step)
-                it_products[iteration] = step.products
-                it_hits[iteration] = step.hits
-                it_level[iteration] = -1 if level is None else level
-                it_error[iteration] = batch_error
-                it_loss[iteration] = loss
-                epoch_stats["loss"] += loss * len(y)
-                epoch_stats["wrong"] += int(round(batch_error * len(y)))
-                epoch_stats["seen"] += len(y)
-                if controller is not None:
-                    controller.observe(iteration, batch_error)
-                iteration += 1
+            while not run.done:
+                level, loss = run.step()
                 calls += 1
                 bar.update(1)
                 if progress:
                     bar.set_postfix(loss=f"{loss:.3f}", level="exact" if level is None else level, refresh=False)
-                if controller is not None and controller.stopped:
-                    finished = True
-                if iteration % ipe == 0 or finished or iteration == iter_max:
-                    val = model.evaluate(data.x_val, data.y_val, ArithPlan.exact(L), "native")
-                    sl = slice(iteration - (iteration - 1) % ipe - 1, iteration)
-                    ep_p, ep_h = int(it_products[sl].sum()), int(it_hits[sl].sum())
-                    history.append({
-                        "epoch": (iteration - 1) // ipe + 1, "iteration": iteration,
-                        "train_loss": epoch_stats["loss"] / max(epoch_stats["seen"], 1),
-                        "train_error": epoch_stats["wrong"] / max(epoch_stats["seen"], 1),
-                        "val_error": val["error"], "level": None if level is None else level,
-                        "products": ep_p, "hits": ep_h, "hit_rate": ep_h / ep_p if ep_p else 0.0})
-                    epoch_stats = {"loss": 0.0, "wrong": 0, "seen": 0}
-                    finished = finished or iteration == iter_max
-                    save_checkpoint()
-                    _log(quiet or progress, f"epoch {history[-1]['epoch']}: loss {history[-1]['train_loss']:.4f} "
-                         f"val error {100 * val['error']:.2f}% level {history[-1]['level']} "
-                         f"hit rate {100 * history[-1]['hit_rate']:.1f}%")
+                if run.at_epoch_end:
+                    run.end_epoch(level)
                 if guard.requested or (interrupt_after is not None and calls >= interrupt_after):
-                    save_checkpoint()         # at an iteration boundary: a consistent state
+                    run.save_checkpoint()         # at an iteration boundary: a consistent state
                     saved_at_boundary = True
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         bar.close()
+        where = f"iteration {run.state.iteration}/{run.iter_max}"
         if saved_at_boundary:
-            _log(False, f"interrupted at iteration {iteration}/{iter_max}; "
-                 + (f"resume with --resume (checkpoint {ckpt})" if ckpt else "no checkpoint (no --out)"))
+            _log(False, f"interrupted at {where}; "
+                 + (f"resume with --resume (checkpoint {run.ckpt})" if run.ckpt else "no checkpoint (no --out)"))
         else:
             # A second Ctrl-C lands anywhere, possibly between a weight update and its
             # bookkeeping: saving now could make --resume repeat or skip part of a step.
-            _log(False, f"interrupted twice at iteration {iteration}/{iter_max}; no checkpoint "
+            _log(False, f"interrupted twice at {where}; no checkpoint "
                  "written, the last one (end of an epoch or a first Ctrl-C) remains")
         raise
     bar.close()
 
-    results = _results(data, cfg, model, counters, history, controller, iteration, iter_max, ipe,
-                       sizes, elapsed_before + time.monotonic() - t_start)
-    if out is not None:
-        save_checkpoint()
-        save_npz(out / "model.npz", model.arrays(),
-                 {"sizes": sizes, "config": cfg.as_dict(), "dataset": data.summary()})
-        save_npz(out / "iterations.npz",
-                 {"products": it_products[:iteration], "hits": it_hits[:iteration],
-                  "level": it_level[:iteration], "batch_error": it_error[:iteration],
-                  "loss": it_loss[:iteration]},
-                 {"axes": ["iteration", "layer", "phase"], "phases": list(PHASES),
-                  "level_exact": -1})
-        write_json(out / "results.json", results)
-    results["_model"] = model
+    results = run.results()
+    if run.out is not None:
+        run.write_files(results)
+    results["_model"] = run.state.model
     return results
 
 
-def _results(data, cfg, model, counters, history, controller, iteration, iter_max, ipe, sizes,
-             seconds) -> dict:
-    L = model.n_layers
-    test = model.evaluate(data.x_test, data.y_test, ArithPlan.exact(L), "native")
-    val = model.evaluate(data.x_val, data.y_val, ArithPlan.exact(L), "native")
-    res = {
-        "command": "train",
-        "config": cfg.as_dict(),
-        "dataset": data.summary(),
-        "topology": sizes,
-        "iterations_run": iteration,
-        "iter_max": iter_max,
-        "iterations_per_epoch": ipe,
-        "test_accuracy": test["accuracy"],
-        "test_error": test["error"],
-        "val_accuracy": val["accuracy"],
-        "test_accuracy_note": "trained model evaluated with exact float32 inference",
-        **counters.as_dict(),
-        "per_epoch": history,
-        "seconds": seconds,
-    }
-    final_level = cfg.tuning_bits if cfg.mode == "uniform" else (controller.level if controller else None)
-    if final_level is not None:
-        fwd = ArithPlan.uniform(L, final_level, cfg.policy, ("forward",), cfg.checked)
-        res["test_accuracy_final_level"] = model.evaluate(data.x_test, data.y_test, fwd, cfg.backend)["accuracy"]
-        res["final_level"] = final_level
-    if controller is not None:
-        res["gta"] = {"trajectory": controller.trajectory, "final_level": controller.level,
-                      "stopped_early": controller.stopped, "iter_max": iter_max,
-                      "definition": "iteration = one mini-batch SGD step; see canna.nn.gta"}
-    return res
+def check_training_memory(cfg: TrainConfig, sizes: list, data: Dataset) -> None:
+    """ValueError naming ``--hidden`` (or ``--epochs``) when training topology ``sizes`` on
+    ``data`` could not fit in this machine's memory (:func:`~canna.nn.mlp.check_memory`): the
+    network, its velocities and gradients and the activations of the larger of a training batch
+    and an evaluation batch; and the per-iteration counters of ``cfg.epochs`` epochs."""
+    n_train = len(data.y_train)
+    batch = max(min(cfg.batch_size, n_train), min(EVAL_BATCH, max(len(data.y_val), len(data.y_test))))
+    check_memory(memory_estimate(sizes, batch, training=True),
+                 f"--hidden {','.join(map(str, cfg.hidden))}: training topology {sizes}")
+    iter_max = cfg.epochs * math.ceil(n_train / cfg.batch_size)
+    per_iteration = 2 * 8 * (len(sizes) - 1) * len(PHASES) + 8 + 4 + 4   # it_products/hits/level/error/loss
+    check_memory(iter_max * per_iteration, f"--epochs {cfg.epochs}: the per-iteration counters of {iter_max} iterations")
 
 
 def load_model(path) -> tuple[MLP, dict]:
-    """A trained network saved by :func:`train` (``model.npz``) and its meta."""
+    """A trained network saved by :func:`train` (``model.npz``) and its meta; CheckpointError
+    naming the file (and the array) when it is unreadable, names an impossible or oversized
+    topology, lacks an array, or holds a NaN or infinite weight or bias."""
     arrays, meta = load_npz(path)
     if "sizes" not in meta:
         raise CheckpointError(f"{path}: not a canna model file (no topology)")
+    sizes = meta["sizes"]
+    if (not isinstance(sizes, list) or len(sizes) < 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+        raise CheckpointError(f"{path}: meta 'sizes' must list at least 2 positive layer sizes, got {sizes!r}")
     try:
-        return MLP.from_arrays(meta["sizes"], arrays), meta
+        check_memory(memory_estimate(sizes, EVAL_BATCH, training=False), f"model {path}: topology {sizes}")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    require_finite(path, arrays, [f"{k}{i}" for i in range(len(sizes) - 1) for k in "Wb"])
+    try:
+        return MLP.from_arrays(sizes, arrays), meta
+    except CheckpointError:
+        raise
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None

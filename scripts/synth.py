@@ -26,8 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from canna.sim import cosim
-from canna.sim.formats import FORMATS
+from canna.sim.paths import build_root
+from canna.sim.rtl_build import array_verilog, cfpu_verilog, lane_verilog
+from canna.spec.array import DEFAULT_STAGES
+from canna.spec.formats import FORMATS
 
 FLOP_TRANSISTORS = 24
 DESIGNS = (("exact", "fpmul_exact", False), ("cfpu", "cfpu", True))
@@ -79,10 +81,11 @@ def summarize(stat: dict, top: str, liberty: bool) -> dict:
         # sky130 ..._dfxtp_1, gf180 ..._dffq_1, latches).
         flops = sum(n for t, n in cells.items()
                     if t not in module_names and re.search(r"DF|FF|LATCH", t.upper()))
+        own = {t: n for t, n in cells.items() if t.lstrip("\\") not in module_names}
         entry = {
-            "cells": mod["num_cells"] - mod.get("num_submodules", 0),
+            "cells": sum(own.values()),     # the module's own cells, not its submodule instances
             "flops": flops,
-            "cells_by_type": {t: n for t, n in cells.items() if t.lstrip("\\") not in module_names},
+            "cells_by_type": own,
             "submodules": mod.get("num_submodules", 0),
         }
         if liberty:
@@ -120,15 +123,6 @@ def summarize(stat: dict, top: str, liberty: bool) -> dict:
         # slave DFF ~ 20 T plus a clock-gating/enable share); Yosys's cmos estimate omits them.
         total["transistors_incl_flops"] = total["transistors"] + FLOP_TRANSISTORS * total["flops"]
     return {"top": top, "modules": modules, "total": total, "yosys_seconds": stat["_seconds"]}
-
-
-def write_lane_verilog(path: Path, *, stages: int, exact_cycles: int) -> Path:
-    from amaranth.back import verilog
-
-    from canna.hw.lane import Lane
-    text = verilog.convert(Lane(stages=stages, exact_cycles=exact_cycles), name="lane", emit_src=False)
-    path.write_text(text)
-    return path
 
 
 def summarize_array(stat: dict, lanes: int, liberty: bool) -> dict:
@@ -181,9 +175,9 @@ def print_lane_and_array(results: dict, metric: str, lanes: int) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--liberty", metavar="FILE", help="map to this standard-cell library")
-    ap.add_argument("--stages", type=int, default=cosim.DEFAULT_STAGES)
+    ap.add_argument("--stages", type=int, default=DEFAULT_STAGES)
     ap.add_argument("--format", default="binary32", choices=sorted(FORMATS))
-    ap.add_argument("--out", default=str(cosim.build_root() / "synth"))
+    ap.add_argument("--out", default=str(build_root() / "synth"))
     ap.add_argument("--lanes", type=int, default=16, help="lanes of the synthesized array (0: skip)")
     ap.add_argument("--exact-cycles", type=int, default=4, help="lane occupancy of an exact multiply")
     args = ap.parse_args(argv)
@@ -204,17 +198,16 @@ def main(argv=None) -> int:
     t0 = time.time()
     results = {}
     for key, top, approx in DESIGNS:
-        v = cosim.write_verilog(out / f"{top}.v", stages=args.stages, approx=approx, fmt=fmt, name=top)
+        v = cfpu_verilog(out / f"{top}.v", stages=args.stages, approx=approx, fmt=fmt, name=top)
         results[key] = summarize(synthesize(top, v, out, liberty), top, bool(liberty))
 
     ex, cf = results["exact"]["total"], results["cfpu"]["total"]
     keys = ("cells", "flops", metric) + (() if liberty else ("transistors_incl_flops",))
     overhead = {k: (cf[k] - ex[k]) / ex[k] for k in keys if ex[k]}
-    lane_v = write_lane_verilog(out / "lane.v", stages=args.stages, exact_cycles=args.exact_cycles)
+    lane_v = lane_verilog(out / "lane.v", stages=args.stages, exact_cycles=args.exact_cycles)
     results["lane"] = summarize(synthesize("lane", lane_v, out, liberty), "lane", bool(liberty))
     if args.lanes:
-        from canna.sim.array_cosim import verilog_array
-        array_v = verilog_array(out / "lane_array.v", lanes=args.lanes, exact_cycles=args.exact_cycles,
+        array_v = array_verilog(out / "lane_array.v", lanes=args.lanes, exact_cycles=args.exact_cycles,
                                 stages=args.stages)
         results["array"] = summarize_array(synthesize("lane_array", array_v, out, liberty),
                                            args.lanes, bool(liberty))

@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from canna.sim import cosim
-from canna.sim.formats import FORMATS
+from canna.sim.paths import build_root
+from canna.sim.rtl_build import cfpu_verilog, verilator_env
+from canna.spec.array import DEFAULT_STAGES
+from canna.spec.formats import FORMATS
 
 # Waivers, each justified. The Verilog is machine-written by Amaranth (through Yosys
 # `write_verilog`); every other -Wall rule (LATCH, MULTIDRIVEN, UNDRIVEN, COMBDLY, BLKSEQ,
@@ -39,7 +41,7 @@ lint_off -rule DECLFILENAME
 
 
 def lint(path: Path, waivers: Path, top: str) -> int:
-    env = cosim.verilator_env()
+    env = verilator_env()
     cmd = ["verilator", "--lint-only", "-Wall", "--top-module", top, str(waivers), str(path)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     print(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}".rstrip())
@@ -48,9 +50,9 @@ def lint(path: Path, waivers: Path, top: str) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stages", type=int, default=cosim.DEFAULT_STAGES)
+    ap.add_argument("--stages", type=int, default=DEFAULT_STAGES)
     ap.add_argument("--format", default="binary32", choices=sorted(FORMATS))
-    ap.add_argument("--out", default=str(cosim.build_root() / "verilog"))
+    ap.add_argument("--out", default=str(build_root() / "verilog"))
     ap.add_argument("--no-lint", action="store_true")
     args = ap.parse_args(argv)
     fmt = FORMATS[args.format]
@@ -61,8 +63,8 @@ def main(argv=None) -> int:
     rc = 0
     for name, approx in (("cfpu", True), ("fpmul_exact", False)):
         t0 = time.time()
-        path = cosim.write_verilog(out / f"{name}.v", stages=args.stages, approx=approx,
-                                   fmt=fmt, name=name)
+        path = cfpu_verilog(out / f"{name}.v", stages=args.stages, approx=approx, fmt=fmt,
+                            name=name)
         print(f"wrote {path} ({fmt.name}, stages={args.stages}, approx={approx}) "
               f"in {time.time() - t0:.1f} s")
         if not args.no_lint:

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from . import golden
+from .mismatch import Mismatch, differences, report
+from .paths import build_root
+from .rtl_build import adder_verilog, verilated_library
 
 __all__ = ["AdderMismatch", "build_adder", "run_adder", "check_adder"]
 
@@ -24,27 +27,16 @@ CXX_FLAGS = ("-fno-strict-aliasing", "-w", "-O1")
 _loaded: dict = {}
 
 
-class AdderMismatch(AssertionError):
+class AdderMismatch(Mismatch):
     """The Verilated adder disagrees with golden.add_bits; the message is a reproducer."""
 
 
 def build_adder(*, quiet: bool = True) -> Path:
     """Verilate FAdd and build it with the driver (cached); returns the library path."""
-    import warnings
-
-    from amaranth.back import verilog
-
-    from canna.hw.adder import FAdd
-
-    from .cosim import build_root
-    from .native import build_verilated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        text = verilog.convert(FAdd(), name="fadd", emit_src=False)
-    return build_verilated("fadd", text, top="fadd",
-                           driver=Path(__file__).with_name("adder_driver.cpp"),
-                           root=build_root() / "adder", verilator_flags=VERILATOR_FLAGS,
-                           cxx_fast=CXX_FLAGS, quiet=quiet)
+    return verilated_library("fadd", adder_verilog(), top="fadd",
+                             driver=Path(__file__).with_name("adder_driver.cpp"),
+                             root=build_root() / "adder", verilator_flags=VERILATOR_FLAGS,
+                             cxx_fast=CXX_FLAGS, quiet=quiet)
 
 
 def _handle():
@@ -82,11 +74,11 @@ def check_adder(a, b, *, seed=None, max_lines: int = 10) -> int:
     bad = (bits != ref.bits) | (flags != ref.flags)
     if bad.any():
         idx = np.flatnonzero(bad)
-        lines = [f"FAdd (Verilator) vs golden.add_bits: {idx.size} of {a.size} vectors differ, "
-                 f"seed {seed}"]
-        for i in idx[:max_lines]:
-            lines.append(f"  #{i}: a={int(a[i]):08X} b={int(b[i]):08X} expected "
-                         f"{int(ref.bits[i]):08X} flags {int(ref.flags[i]):05b}, got "
-                         f"{int(bits[i]):08X} flags {int(flags[i]):05b}")
-        raise AdderMismatch("\n".join(lines))
+        problems = differences(
+            [f"#{i} a={int(a[i]):08X} b={int(b[i]):08X}" for i in idx],
+            [f"{int(ref.bits[i]):08X} flags {int(ref.flags[i]):05b}" for i in idx],
+            [f"{int(bits[i]):08X} flags {int(flags[i]):05b}" for i in idx],
+            total=a.size, max_lines=max_lines)
+        raise AdderMismatch(report("FAdd (Verilator) vs golden.add_bits", seed=seed,
+                                   problems=problems))
     return int(a.size)

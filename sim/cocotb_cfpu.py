@@ -21,40 +21,36 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 
-from canna.hw.layouts import encode_configs, pack_inputs, unpack_outputs
 from canna.sim import vectors
-from canna.sim.config import MAX_TUNING_BITS
-from canna.sim.cosim import golden_for_codes, mismatch_report
-from canna.sim.formats import get_format
+from canna.sim.cfpu_cosim import golden_for_codes, mismatch_report
+from canna.sim.golden import MulResult
+from canna.sim.testbench import CocotbClockReset
+from canna.spec.config import MAX_TUNING_BITS, encode_configs
+from canna.spec.formats import get_format
+from canna.spec.layouts import pack_inputs, unpack_outputs
 
 DEFAULT_VECTORS = 300_000
 CHUNK = 50_000
 
 
-class TB:
-    """Owns the clock and reset and streams operations through the DUT with random idle cycles
-    (``i.valid`` low) and back-pressure (``o.ready`` low)."""
+class TB(CocotbClockReset):
+    """Streams operations through the DUT with random idle cycles (``i.valid`` low) and
+    back-pressure (``o.ready`` low); clock and reset: the base."""
 
     def __init__(self, dut, rng, p_idle: float, p_stall: float):
-        self.dut = dut
+        super().__init__(dut)
         self.rng = rng
         self.p_idle = p_idle
         self.p_stall = p_stall
         self.cycles = 0
 
-    async def start(self):
+    def idle_inputs(self):
         dut = self.dut
-        Clock(dut.clk, 10, unit="ns").start()
-        dut.rst.value = 1
         dut.i__valid.value = 0
         dut.o__ready.value = 0
         dut.i__payload.value = 0
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
 
     async def stream(self, words: list[int]) -> list[int]:
         """Send ``words`` (input payloads) in order; return the output payloads in order."""
@@ -143,7 +139,6 @@ async def regression(dut):
         expected = golden_for_codes(a, b, codes, fmt)
         outs = await tb.stream(pack_inputs(a, b, codes, fmt))
         actual = unpack_outputs(outs, fmt)
-        from canna.sim.golden import MulResult
         report = mismatch_report(a, b, codes, expected, MulResult(*actual), seed=seed,
                                  source=name, fmt=fmt)
         checked += len(a)

@@ -69,10 +69,11 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
     acc[5] = q_lo; acc[6] = q_hi; acc[7] = n_lo; acc[8] = n_hi; acc[9] = max_u(e_max, q_hi);
 }
 
-/* transform_row's common case in fewer operations per element (the transform is compute-bound:
- * this is 2.2 times faster). It assumes the row holds no inf, NaN or subnormal and no
- * qualifying element whose power of two would overflow, detects when that assumption fails and
- * then returns 0, and the caller redoes the row with transform_row. Under the assumption:
+/* transform_row's common case in fewer operations per element (the transform is compute-bound,
+ * so fewer operations are less time: docs/performance.md). It assumes the row holds no inf,
+ * NaN or subnormal and no qualifying element whose power of two would overflow, detects when
+ * that assumption fails and then returns 0, and the caller redoes the row with transform_row.
+ * Under the assumption:
  * - a normal element is a nonzero exponent field;
  * - x + 2^22 carries f[22] = m1 into the exponent field, so (x + 0x400000) & 0xFF800000 is
  *   the power of two sign | (e + m1) << 23, and (x + 0x400000) << 1 holds e + m1 in its top
@@ -167,10 +168,12 @@ void canna_transform_checked(const uint32_t *w, int64_t rows, int64_t cols, int 
  * its transform (risky elements: 0). All on
  * unsigned lanes: with exponents e and range ends in 0..255, "e + lo - 127 < 1" is
  * "e + lo < 128" and "e + hi - 127 > 254" is "e + hi > 381"; an empty range is passed as
- * lo = 128, hi = 0, which never flags anything. */
+ * lo = 128, hi = 0, which never flags anything. A product that may overflow is risky too (a GEMM
+ * that fuses it into the add would not round it to inf): |x| < 2^(pe - 126) and every element
+ * the GEMMs see < 2^(e_max - 126), so no product reaches 2^127 while pe + e_max <= 379. */
 static inline __attribute__((always_inline)) uint32_t
 classify_first(uint32_t x, uint32_t flags, uint32_t sh, uint32_t ones, const int dual,
-               uint32_t q_lo, uint32_t q_hi, uint32_t n_lo, uint32_t n_hi,
+               uint32_t q_lo, uint32_t q_hi, uint32_t n_lo, uint32_t n_hi, uint32_t e_max,
                uint32_t *normal_out, uint32_t *qual_out, uint32_t *mx_out)
 {
     /* All-ones / all-zero masks rather than 0/1 truth values: gcc 12 vectorises only these. */
@@ -181,7 +184,7 @@ classify_first(uint32_t x, uint32_t flags, uint32_t sh, uint32_t ones, const int
     uint32_t pe = e + (f >> 22);
     uint32_t bad = MASK((flags & ROW_RISKY_ALL) != 0u) | (MASK((flags & ROW_RISKY_NONZERO) != 0u) & nonzero);
     bad |= ~normal & nonzero;                                            /* subnormal, inf, NaN */
-    bad |= normal & (MASK(e + q_lo < 128u) | MASK(e + q_hi > 381u));
+    bad |= normal & (MASK(e + q_lo < 128u) | MASK(e + q_hi > 381u) | MASK(pe + e_max > 379u));
     bad |= qual & (MASK(pe >= 255u) | MASK(pe + n_lo < 128u) | MASK(pe + n_hi > 381u));
     *normal_out = normal & ~bad & 1u;
     *qual_out = qual & ~bad & 1u;
@@ -189,11 +192,12 @@ classify_first(uint32_t x, uint32_t flags, uint32_t sh, uint32_t ones, const int
     return bad & 1u;
 }
 
-#define CLASSIFY_ARGS sh, ones, dual, q_lo, q_hi, n_lo, n_hi
+#define CLASSIFY_ARGS sh, ones, dual, q_lo, q_hi, n_lo, n_hi, e_max
 #define RANGE_ARGS(stats) \
     const int any_q = (stats)[0] <= (stats)[1], any_n = (stats)[2] <= (stats)[3]; \
     const uint32_t q_lo = any_q ? (uint32_t)(stats)[0] : 128u, q_hi = any_q ? (uint32_t)(stats)[1] : 0u; \
-    const uint32_t n_lo = any_n ? (uint32_t)(stats)[2] : 128u, n_hi = any_n ? (uint32_t)(stats)[3] : 0u
+    const uint32_t n_lo = any_n ? (uint32_t)(stats)[2] : 128u, n_hi = any_n ? (uint32_t)(stats)[3] : 0u; \
+    const uint32_t e_max = (uint32_t)(stats)[4]
 
 static inline __attribute__((always_inline)) int64_t
 scan_rows(const uint32_t *restrict a, int64_t rows, int64_t cols, uint32_t sh, uint32_t ones,
@@ -298,4 +302,13 @@ int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, co
     if (log2_k > 22 || e_hi + b_e_max + log2_k > 377)
         return -1;                                /* a sum may overflow */
     return hits;
+}
+
+/* The largest exponent field of n binary32 bit patterns (255: an inf or NaN; 0 when n = 0). */
+uint32_t canna_max_exponent(const uint32_t *x, int64_t n)
+{
+    uint32_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        m = max_u(m, x[i] & 0x7F800000u);
+    return m >> 23;
 }

@@ -1,10 +1,11 @@
 /* CPython binding of the fast matmul kernels (fastkernels.c), imported by sim/matmul.py.
  *
- * Why a module rather than ctypes: policy b's cached matmul at batch 100 allows about 14 us of
- * work beside the GEMM, and ctypes spent several of them converting array pointers and
- * arguments. Here each array arrives through the buffer protocol (C-contiguous, writable where
- * the kernel writes), its size is checked against the shape, and the GIL is released while the
- * kernel runs. Errors are Python exceptions that name the argument.
+ * Why a module rather than ctypes: policy b's cached matmul at batch 100 leaves little time for
+ * work beside the GEMM, and ctypes' per-call conversion of array pointers and arguments would
+ * take much of it (docs/performance.md). Here each array arrives through the buffer protocol
+ * (C-contiguous, writable where the kernel writes), its size is checked against the shape, and
+ * the GIL is released while the kernel runs. Errors are Python exceptions that name the
+ * argument.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -175,6 +176,24 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(hits);
 }
 
+static PyObject *max_exponent(PyObject *self, PyObject *args)
+{
+    PyObject *x;
+    if (!PyArg_ParseTuple(args, "O:max_exponent", &x))
+        return NULL;
+    Buf b[1];
+    if (take(x, &b[0], "x", 4, 0, 0, 0) < 0) {
+        release(b, 1);
+        return NULL;
+    }
+    uint32_t e;
+    Py_BEGIN_ALLOW_THREADS
+    e = canna_max_exponent(DATA(b[0], uint32_t), b[0].view.len / 4);
+    Py_END_ALLOW_THREADS
+    release(b, 1);
+    return PyLong_FromUnsignedLong(e);
+}
+
 static PyMethodDef methods[] = {
     {"transform_checked", transform_checked, METH_VARARGS,
      "transform_checked(w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats)"},
@@ -182,6 +201,8 @@ static PyMethodDef methods[] = {
      "scan_first(a, rows, cols, t, dual, row_flags, stats, ma, cnt_normal, cnt_q, risky) -> count"},
     {"scan_first_quick", scan_first_quick, METH_VARARGS,
      "scan_first_quick(a, nq32, n, q_lo, q_hi, b_e_max) -> hits, or -1: take the general path"},
+    {"max_exponent", max_exponent, METH_VARARGS,
+     "max_exponent(x) -> the largest exponent field of the binary32 patterns in x"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -22,13 +22,12 @@ Approximate mode (``t`` tuning bits)
 """
 from __future__ import annotations
 
-import operator
 from typing import NamedTuple
 
 import numpy as np
 
-from .config import EXACT, CFPUConfig, Policy
-from .formats import BINARY32, FloatFormat
+from canna.spec.config import EXACT, CFPUConfig, Policy, check_tuning_bits
+from canna.spec.formats import BINARY32, FloatFormat
 
 __all__ = [
     "FLAG_INEXACT", "FLAG_UNDERFLOW", "FLAG_OVERFLOW", "FLAG_INFINITE", "FLAG_INVALID",
@@ -91,9 +90,8 @@ def check_config(config: CFPUConfig, fmt: FloatFormat = BINARY32) -> CFPUConfig:
     """The configuration, checked: a CFPUConfig whose tuning bits fit ``fmt``."""
     if not isinstance(config, CFPUConfig):
         raise TypeError(f"config must be a CFPUConfig, got {type(config).__name__}")
-    if config.enabled and config.tuning_bits > fmt.max_tuning_bits:
-        raise ValueError(
-            f"tuning_bits must be in 0..{fmt.max_tuning_bits} for {fmt.name}, got {config.tuning_bits}")
+    if config.enabled:
+        check_tuning_bits(config.tuning_bits, fmt=fmt)
     return config
 
 
@@ -373,9 +371,7 @@ def approx_error_bound(tuning_bits: int, fmt: FloatFormat = BINARY32) -> float:
     t = F - 1, where the m1 = 0 case is exact. Both worst cases are attained, so this is the
     maximum, not just a bound.
     """
-    if not 0 <= operator.index(tuning_bits) <= fmt.max_tuning_bits:
-        raise ValueError(f"tuning_bits must be in 0..{fmt.max_tuning_bits} for {fmt.name}, "
-                         f"got {tuning_bits}")
+    check_tuning_bits(tuning_bits, fmt=fmt)
     ulp = 2.0 ** -fmt.frac_bits
     h = 2.0 ** -(tuning_bits + 1)
     x0 = 1.0 + h - ulp

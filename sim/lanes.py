@@ -33,34 +33,12 @@ from typing import NamedTuple
 import numpy as np
 
 from . import golden
-from .config import EXACT, CFPUConfig
+from canna.spec.array import ArrayGeometry, tile_plan
+from canna.spec.config import EXACT, CFPUConfig
 
-__all__ = ["ArrayGeometry", "LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs",
-           "tile_plan", "lane_operands", "multiply_lanes", "run_lane_array", "cycles_from_fast",
-           "multiplier_bypassed", "register_toggles", "TOGGLE_REGISTERS", "popcount",
-           "ToggleProbe"]
-
-
-@dataclass(frozen=True)
-class ArrayGeometry:
-    """Parameters of the lane array.
-
-    Parameters
-    ----------
-    lanes : int
-        Lanes per SIMD unit (16: one Southern Islands SIMD).
-    exact_cycles : int
-        Cycles an exact multiply occupies a lane (a hit takes 1).
-    """
-
-    lanes: int = 16
-    exact_cycles: int = 4
-
-    def __post_init__(self):
-        for name in ("lanes", "exact_cycles"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+__all__ = ["LaneArrayResult", "LaneArrayTotals", "check_operands", "lane_configs",
+           "lane_operands", "multiply_lanes", "run_lane_array", "cycles_from_fast",
+           "multiplier_bypassed", "plan"]
 
 
 @dataclass
@@ -120,15 +98,6 @@ class LaneArrayTotals:
     @property
     def hit_rate(self) -> float:
         return self.hits / self.products if self.products else 0.0
-
-
-def tile_plan(m: int, n: int, lanes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, valid), each of shape (tiles, lanes): the output element of every lane."""
-    tiles = -(-(m * n) // lanes)
-    flat = np.arange(tiles * lanes)
-    valid = flat < m * n
-    flat = np.where(valid, flat, 0)
-    return (flat // n).reshape(tiles, lanes), (flat % n).reshape(tiles, lanes), valid.reshape(tiles, lanes)
 
 
 def lane_operands(a_bits: np.ndarray, b_bits: np.ndarray, rows, cols, valid):
@@ -201,7 +170,7 @@ def lane_configs(config: CFPUConfig | list, lanes: int) -> list[CFPUConfig]:
     return configs
 
 
-class _LanePlan(NamedTuple):
+class LanePlan(NamedTuple):
     """A checked lane-array matmul: operand bits, shapes, every lane's configuration and the
     tile plan (:func:`tile_plan`)."""
 
@@ -230,10 +199,11 @@ class _LanePlan(NamedTuple):
             yield r, c, v, op_a, op_b, bits, hit
 
 
-def _plan(a, b, config, geometry: ArrayGeometry) -> _LanePlan:
+def plan(a, b, config, geometry: ArrayGeometry) -> LanePlan:
+    """The checked plan of ``a @ b`` on the lane array (shared by every golden lane-array run)."""
     a, b = check_operands(a, b)
     (m, k_dim), n = a.shape, b.shape[1]
-    return _LanePlan(a.view(np.uint32), b.view(np.uint32), m, k_dim, n,
+    return LanePlan(a.view(np.uint32), b.view(np.uint32), m, k_dim, n,
                      lane_configs(config, geometry.lanes), *tile_plan(m, n, geometry.lanes))
 
 
@@ -244,15 +214,15 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
 
     ``config``: one configuration for every lane, or a list of ``geometry.lanes`` of them (lane
     ``l`` runs ``config[l]``, as the array's per-lane configuration writes set it)."""
-    plan = _plan(a, b, config, geometry)
-    m, k_dim, n, lanes = plan.m, plan.k, plan.n, geometry.lanes
+    lane_plan = plan(a, b, config, geometry)
+    m, k_dim, n, lanes = lane_plan.m, lane_plan.k, lane_plan.n, geometry.lanes
     out = np.zeros(m * n, dtype=np.float32)
     lockstep = decoupled = baseline = baseline_decoupled = 0
     lane_products = np.zeros(lanes, np.int64)
     lane_hits = np.zeros(lanes, np.int64)
     busy = np.zeros(lanes, np.int64)
     lane_bypassed = np.zeros(lanes, np.int64)
-    for r, c, v, op_a, op_b, bits, hit in plan.batches(0, plan.tiles, tile_batch):
+    for r, c, v, op_a, op_b, bits, hit in lane_plan.batches(0, lane_plan.tiles, tile_batch):
         hit = hit & v[:, :, None]
         bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]
         acc = np.zeros(r.shape, dtype=np.float32)
@@ -272,88 +242,8 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         lane_hits += hit.sum(axis=(0, 2))
         lane_bypassed += bypass.sum(axis=(0, 2))
     return LaneArrayResult(
-        value=out.reshape(m, n), products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=plan.tiles,
+        value=out.reshape(m, n), products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=lane_plan.tiles,
         cycles_lockstep=lockstep, cycles_decoupled=decoupled,
         cycles_baseline=baseline, cycles_baseline_decoupled=baseline_decoupled,
         lane_products=lane_products, lane_hits=lane_hits, lane_bypassed=lane_bypassed,
         lane_busy_lockstep=busy)
-
-
-#: The lane registers whose bit toggles :func:`register_toggles` counts, in its column order.
-TOGGLE_REGISTERS = ("held_a", "held_b", "acc")
-
-
-def popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of every element of a uint32 array (int64)."""
-    x = np.asarray(x, dtype=np.uint32)
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int64)
-    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 4), axis=-1).sum(axis=-1, dtype=np.int64)
-
-
-def register_toggles(a, b, config: CFPUConfig | list = EXACT,
-                     geometry: ArrayGeometry = ArrayGeometry(), *, tiles: tuple | None = None,
-                     start: np.ndarray | None = None, tile_batch: int = 256) -> np.ndarray:
-    """Bit toggles of every lane's registers while the array runs ``a @ b``: (lanes, 3) for
-    :data:`TOGGLE_REGISTERS` - the held operands ``a`` and ``b`` (loaded with every accepted
-    operation, a padding lane's ``nop`` carrying zeros) and the accumulator (loaded with every
-    partial sum ``add(acc, p_k)`` of a real operation, ``add(+0.0, p_0)`` first in each tile).
-
-    Only tiles ``tiles = (lo, hi)`` run (default: all), starting from the register values
-    ``start`` ((lanes, 3) uint32; default zeros, the reset state): the switching activity the
-    fast co-simulation measures on each of its models, checked against this.
-    """
-    plan = _plan(a, b, config, geometry)
-    lanes = geometry.lanes
-    lo, hi = (0, plan.tiles) if tiles is None else tiles
-    if not 0 <= lo <= hi <= plan.tiles:
-        raise ValueError(f"tiles must be a range within 0..{plan.tiles}, got {tiles}")
-    prev = np.zeros((lanes, 3), np.uint32) if start is None else np.array(start, np.uint32)
-    if prev.shape != (lanes, 3):
-        raise ValueError(f"start must have shape ({lanes}, 3), got {prev.shape}")
-    toggles = np.zeros((lanes, 3), np.int64)
-    for r, c, v, op_a, op_b, bits, _ in plan.batches(lo, hi, tile_batch):
-        for col, ops in ((0, op_a), (1, op_b)):   # every accepted operation loads the register
-            seq = np.concatenate([prev[:, col, None], ops.transpose(1, 0, 2).reshape(lanes, -1)],
-                                 axis=1)
-            toggles[:, col] += popcount(seq[:, 1:] ^ seq[:, :-1]).sum(axis=1)
-            prev[:, col] = seq[:, -1]
-        # partial sums of every lane of every tile; the accumulator before a tile holds the
-        # previous tile's final sum (padding lanes, only in the last tile, leave it alone)
-        partial = np.zeros(r.shape, np.float32)
-        acc_toggles = np.zeros(r.shape, np.int64)
-        for k in range(plan.k):
-            last = partial.view(np.uint32)
-            partial = golden.add(partial, bits[:, :, k].view(np.float32))
-            if k == 0:
-                first = partial.view(np.uint32)
-            else:
-                acc_toggles += popcount(partial.view(np.uint32) ^ last)
-        finals = partial.view(np.uint32)
-        before = np.concatenate([prev[None, :, 2], finals[:-1]])
-        acc_toggles += popcount(first ^ before)
-        toggles[:, 2] += np.where(v, acc_toggles, 0).sum(axis=0)
-        last_real = np.where(v.any(axis=0), v.shape[0] - 1 - np.argmax(v[::-1], axis=0), -1)
-        prev[:, 2] = np.where(last_real >= 0, finals[np.maximum(last_real, 0), np.arange(lanes)],
-                              prev[:, 2])
-    return toggles
-
-
-class ToggleProbe:
-    """Counts the bit toggles of every lane's registers (:data:`TOGGLE_REGISTERS`) in a
-    simulation: call ``sample(values)`` ((lanes, 3) register values) after every clock edge;
-    the first sample is the start. ``start`` and ``toggles`` are what
-    :func:`register_toggles` predicts from that start."""
-
-    def __init__(self, lanes: int):
-        self.lanes = lanes
-        self.start = None
-        self.toggles = np.zeros((lanes, 3), np.int64)
-
-    def sample(self, values) -> None:
-        v = np.asarray(values, np.uint32).reshape(self.lanes, 3)
-        if self.start is None:
-            self.start = v
-        else:
-            self.toggles += popcount(self._prev ^ v)
-        self._prev = v

@@ -47,8 +47,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from canna.spec.config import EXACT, CFPUConfig, Policy
+
 from . import golden
-from .config import EXACT, CFPUConfig, Policy
 
 __all__ = ["MatmulResult", "Prepared", "prepare", "matmul_reference", "matmul_fast",
            "summation_bound"]
@@ -57,6 +58,10 @@ U = 2.0 ** -24           # unit roundoff of binary32
 TINY = 2.0 ** -149       # smallest subnormal: absolute error floor of one rounding
 ROW_RISKY_NONZERO = 1    # row k of B: every nonzero A[:, k] is risky
 ROW_RISKY_ALL = 2        # row k of B has inf/NaN: every A[:, k] is risky
+#: No product of elements with exponent fields e_a, e_b overflows while e_a + e_b <= this:
+#: |a b| < 2^(e_a + e_b - 252) <= 2^127. Beyond it a product is computed explicitly, since a
+#: GEMM that fuses it into the add would not round it to inf.
+MAX_SAFE_EXPONENT_SUM = 379
 
 
 class MatmulResult(NamedTuple):
@@ -125,8 +130,8 @@ def summation_bound(abs_products_sum, k: int) -> np.ndarray:
 # Elementwise kernels: C (fast) and NumPy (reference and fallback), same semantics
 # --------------------------------------------------------------------------------------------
 
-#: 256-bit vectors even where 512-bit ones exist: the transform runs ~10% faster so on the AMD
-#: EPYC (Zen 4) this was measured on.
+#: 256-bit vectors even where 512-bit ones exist: the transform is faster with them
+#: (docs/performance.md).
 _KERNEL_FLAGS = ("-O3", "-march=native", "-std=c11") + (
     ("-mprefer-vector-width=256",) if platform.machine() in ("x86_64", "AMD64") else ())
 
@@ -154,13 +159,48 @@ class _Kernels:
         return cls._lib
 
 
-def _fields(bits: np.ndarray, t: int):
+class _Decomposed(NamedTuple):
+    """The fields of binary32 bit patterns the fast path decides on."""
+
+    exp: np.ndarray          # biased exponent (int32)
+    frac: np.ndarray         # fraction
+    normal: np.ndarray       # 1 <= exp <= 254
+    qualifies: np.ndarray    # normal and the hit rule holds (golden.qualifies)
+    pow2_exp: np.ndarray     # exponent of the power of two a hit replaces it with: exp + m1
+
+
+def _decompose(bits: np.ndarray, t: int) -> _Decomposed:
     e = ((bits >> 23) & 0xFF).astype(np.int32)
     f = bits & 0x7FFFFF
     normal = (e >= 1) & (e <= 254)
-    qual = normal & golden.qualifies(f, t)
-    pe = e + (f >> 22).astype(np.int32)
-    return e, f, normal, qual, pe
+    return _Decomposed(e, f, normal, normal & golden.qualifies(f, t), e + (f >> 22).astype(np.int32))
+
+
+class ExponentStats(NamedTuple):
+    """The exponent ranges the fast path's safety decisions rest on (the kernels' ``int32[5]``
+    ``stats``): the powers of two of the checked operand's qualifying elements, dual's
+    normal non-qualifying elements (empty range: lo 1000, hi -1000), and the largest exponent
+    the GEMMs will see (it bounds their sums)."""
+
+    pow2_lo: int
+    pow2_hi: int
+    nonq_lo: int
+    nonq_hi: int
+    e_max: int
+
+
+#: ``stats`` of an operand with nothing in either range.
+_EMPTY_STATS = (1000, -1000, 1000, -1000, 0)
+
+
+class QuickScan(NamedTuple):
+    """Arguments of policy b's lean path after the per-row counts (:func:`_matmul_quick`): the
+    checked operand's N, its powers of two's exponent range, the GEMM's largest exponent."""
+
+    n: int
+    pow2_lo: int
+    pow2_hi: int
+    e_max: int
 
 
 def _range(values: np.ndarray) -> tuple[int, int]:
@@ -168,8 +208,9 @@ def _range(values: np.ndarray) -> tuple[int, int]:
 
 
 def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
-    """NumPy twin of ``canna_transform_checked``: returns (mq, wn, nq, nn, row_flags, stats)."""
-    e, f, normal, qual, pe = _fields(w, t)
+    """NumPy twin of ``canna_transform_checked``: returns (mq, wn, qualifying, nonqualifying,
+    row_flags, stats), as :class:`Prepared` holds them."""
+    e, f, normal, qual, pe = _decompose(w, t)
     ok = qual & (pe < 255)
     plain = np.where(e == 255, 0, w).astype(np.uint32)
     pow2 = ((w & 0x80000000) | (pe.astype(np.uint32) << 23)).astype(np.uint32)
@@ -194,14 +235,15 @@ def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
 def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
     """NumPy twin of ``canna_scan_first``: returns (risky_flat_indices, ma, cnt_normal, cnt_q),
     ``cnt_q`` None for policy b."""
-    e, f, normal, qual, pe = _fields(a, t)
+    e, f, normal, qual, pe = _decompose(a, t)
     qual &= dual
     zero = (a & 0x7FFFFFFF) == 0
-    q_lo, q_hi, n_lo, n_hi = (int(s) for s in stats[:4])
+    q_lo, q_hi, n_lo, n_hi, e_max = ExponentStats(*(int(v) for v in stats))
     bad = ((row_flags & ROW_RISKY_ALL) != 0)[None, :] | (((row_flags & ROW_RISKY_NONZERO) != 0)[None, :] & ~zero)
     bad |= ~normal & ~zero
     if q_lo <= q_hi:
         bad |= normal & ((e + q_lo - 127 < 1) | (e + q_hi - 127 > 254))
+    bad |= normal & (pe + e_max > MAX_SAFE_EXPONENT_SUM)   # a product may overflow
     out_of_range = pe >= 255
     if n_lo <= n_hi:
         out_of_range |= (pe + n_lo - 127 < 1) | (pe + n_hi - 127 > 254)
@@ -229,11 +271,12 @@ class Prepared:
     original : ``B`` itself (float32), for the products the GEMM cannot reproduce.
     checked : ``M(B)`` (policy b) or ``Bq`` (dual); ``B`` when approximation is off.
     rest : ``Bn`` (dual) or None.
-    nq, nn : per-row counts of qualifying / normal non-qualifying elements.
+    qualifying, nonqualifying : per-row counts of qualifying / (dual) normal non-qualifying
+        elements: a row's hits are its count times the first operand's safe elements.
     row_flags, stats : what :func:`matmul_fast` needs to decide which products are safe
-        (``stats`` = the exponent ranges of the powers of two and of dual's non-qualifying
-        elements, and the largest exponent the GEMMs will see, which bounds their sums).
-    quick : ``(N, q_lo, q_hi, e_max)`` for policy b's lean path (:func:`_matmul_quick`), or None
+        (``stats``: the kernels' array of :class:`ExponentStats`, named by
+        :attr:`exponent_stats`).
+    quick : :class:`QuickScan` for policy b's lean path (:func:`_matmul_quick`), or None
         when it cannot apply (dual, or a row with inf, NaN or an unrepresentable power of two).
     """
 
@@ -241,22 +284,29 @@ class Prepared:
     original: np.ndarray
     checked: np.ndarray
     rest: np.ndarray | None
-    nq: np.ndarray
-    nn: np.ndarray
+    qualifying: np.ndarray
+    nonqualifying: np.ndarray
     row_flags: np.ndarray
     stats: np.ndarray
-    quick: tuple | None = None
-    # ``nq`` as uint32 for the quick scan (each count is at most N), always derived from ``nq``
-    nq32: np.ndarray = field(init=False, repr=False, compare=False)
+    quick: QuickScan | None = None
+    # ``qualifying`` as uint32 for the quick scan (each count is at most N), always derived
+    qualifying_u32: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "nq32", self.nq.astype(np.uint32))
+        object.__setattr__(self, "qualifying_u32", self.qualifying.astype(np.uint32))
 
     @property
     def shape(self) -> tuple:
         return self.original.shape
 
+    @property
+    def exponent_stats(self) -> ExponentStats:
+        return ExponentStats(*(int(v) for v in self.stats))
 
+
+def max_exponent_numpy(bits: np.ndarray) -> int:
+    """NumPy twin of ``canna_max_exponent``: the largest exponent field (0 when empty)."""
+    return int(((bits >> 23) & 0xFF).max()) if bits.size else 0
 
 
 def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Prepared:
@@ -264,29 +314,33 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
     b = np.ascontiguousarray(_check_matrix("b", b))
     config = golden.check_config(config)
     k_dim, n = b.shape
-    if not config.enabled:
-        empty = np.zeros(k_dim, dtype=np.int64)
-        return Prepared(config, b, b, None, empty, empty, np.zeros(k_dim, np.uint32),
-                        np.array([1000, -1000, 1000, -1000, 0], np.int32))
-    dual = config.policy is Policy.DUAL
-    t = config.tuning_bits
     bits = b.view(np.uint32)
     lib = _Kernels.get() if native in (None, True) else None
     if native and lib is None:
         raise RuntimeError("native kernels requested but unavailable")
+    if not config.enabled:   # no hits; the largest exponent tells which products may overflow
+        e_max = max_exponent_numpy(bits) if lib is None else lib.max_exponent(bits)
+        empty = np.zeros(k_dim, dtype=np.int64)
+        return Prepared(config, b, b, None, empty, empty, np.zeros(k_dim, np.uint32),
+                        np.array(_EMPTY_STATS[:4] + (e_max,), np.int32),
+                        QuickScan(n, *_EMPTY_STATS[:2], e_max))
+    dual = config.policy is Policy.DUAL
+    t = config.tuning_bits
     if lib is None:
-        mq, wn, nq, nn, row_flags, stats = transform_checked_numpy(bits, t, dual)
+        mq, wn, qualifying, nonqualifying, row_flags, stats = transform_checked_numpy(bits, t, dual)
     else:
         mq = np.empty_like(bits)
         wn = np.empty_like(bits) if dual else None
-        nq = np.empty(k_dim, np.int64)
-        nn = np.empty(k_dim, np.int64)
+        qualifying = np.empty(k_dim, np.int64)
+        nonqualifying = np.empty(k_dim, np.int64)
         row_flags = np.empty(k_dim, np.uint32)
-        stats = np.empty(5, np.int32)
-        lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, nq, nn, row_flags, stats)
-    quick = None if dual or row_flags.any() else (n, int(stats[0]), int(stats[1]), int(stats[4]))
+        stats = np.empty(len(ExponentStats._fields), np.int32)
+        lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, qualifying, nonqualifying,
+                              row_flags, stats)
+    st = ExponentStats(*(int(v) for v in stats))
+    quick = None if dual or row_flags.any() else QuickScan(n, st.pow2_lo, st.pow2_hi, st.e_max)
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
-                    nq, nn, row_flags, stats, quick)
+                    qualifying, nonqualifying, row_flags, stats, quick)
 
 
 _NO_RISKY = np.empty(0, np.int64)
@@ -332,10 +386,10 @@ def _matmul_quick(a, prep: Prepared) -> MatmulResult | None:
     lib = _Kernels.get()
     if lib is None or type(a) is not np.ndarray:
         return None
-    hits = lib.scan_first_quick(a, prep.nq32, *prep.quick)   # -1: declined
+    hits = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick)   # -1: declined
     if hits < 0:
         return None
-    return MatmulResult(np.matmul(a, prep.checked), a.size * prep.quick[0], hits)
+    return MatmulResult(np.matmul(a, prep.checked), a.size * prep.quick.n, hits)
 
 
 def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None = None) -> MatmulResult:
@@ -361,10 +415,6 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     m, k_dim = a.shape
     n = prep.shape[1]
     products = m * k_dim * n
-    if not prep.config.enabled:
-        with np.errstate(**_QUIET):
-            return MatmulResult(np.matmul(a, prep.original), products, 0)
-
     a = np.ascontiguousarray(a)
     a_bits = a.view(np.uint32)
     risky, ma, cnt_normal, cnt_q = _scan_first(a_bits, prep, native)
@@ -375,9 +425,9 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
         y = np.matmul(a, prep.checked)
         if prep.rest is not None:
             y += np.matmul(ma.view(np.float32), prep.rest)
-    hits = int(np.dot(cnt_normal, prep.nq))
+    hits = int(np.dot(cnt_normal, prep.qualifying))
     if cnt_q is not None:
-        hits += int(np.dot(cnt_q, prep.nn))
+        hits += int(np.dot(cnt_q, prep.nonqualifying))
     if risky.size:
         hits += _add_golden_products(y, a_bits, prep, risky)
     return MatmulResult(y, products, hits)

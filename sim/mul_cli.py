@@ -3,10 +3,15 @@
 Input lines: ``AAAAAAAA BBBBBBBB [RRRRRRRR [FF]]`` (hex, as ``testfloat_gen f32_mul`` writes).
 Output lines: ``AAAAAAAA BBBBBBBB RRRRRRRR FF H`` (H = 1 where the product was an approximate hit).
 Where the input carries expected results they are checked; any mismatch exits with status 1.
+Fields are separated by ASCII whitespace only (space, tab, VT, FF, CR); any other control
+character, or a non-ASCII byte, is an error naming the line. A closed output pipe ends the
+command quietly (exit status 141) and a full disk is one line, exit 2
+(:func:`canna.cli.run_command`).
 """
 from __future__ import annotations
 
 import importlib
+import io
 import re
 import sys
 from dataclasses import dataclass
@@ -15,15 +20,15 @@ import numpy as np
 
 from canna.cli import CliError
 
-from .config import CFPUConfig, MAX_TUNING_BITS, Policy
+from canna.spec.config import CFPUConfig, MAX_TUNING_BITS, Policy
 from . import golden
 
 # Backend name -> "module:function". A backend takes (a, b, config, **options) with uint32
 # arrays and returns a golden.MulResult. RTL backends are imported only when asked for.
 BACKENDS = {
     "golden": "canna.sim.golden:mul_bits",
-    "amaranth": "canna.sim.cosim:mul_amaranth",
-    "verilator": "canna.sim.cosim:mul_verilator",
+    "amaranth": "canna.sim.cfpu_cosim:mul_amaranth",
+    "verilator": "canna.sim.cfpu_cosim:mul_verilator",
 }
 
 
@@ -51,12 +56,25 @@ class Vectors:
 
 
 HEX = re.compile(r"[0-9A-Fa-f]+")
+# Anything but printable ASCII and ASCII whitespace. str.split() alone would also split on
+# \x1c-\x1f, \x85 and the Unicode separators.
+NOT_ALLOWED = re.compile(r"[^\x21-\x7e \t\n\r\x0b\x0c]")
+
+
+def _describe(ch: str) -> str:
+    if "\udc80" <= ch <= "\udcff":          # a non-ASCII byte, decoded with surrogateescape
+        return f"non-ASCII byte 0x{ord(ch) - 0xDC00:02X}"
+    return f"character {ch!r}" + (" (not ASCII)" if ord(ch) > 0x7F else " (a control character)")
 
 
 def parse_vectors(lines, source: str = "<stdin>") -> Vectors:
     """Parse TestFloat f32_mul lines; raise ValueError naming the first malformed line."""
     a, b, r, f, hr, hf, ln = [], [], [], [], [], [], []
     for lineno, line in enumerate(lines, 1):
+        bad = NOT_ALLOWED.search(line)
+        if bad:
+            raise ValueError(f"{source}:{lineno}: {_describe(bad.group())}; fields are separated "
+                             f"by ASCII spaces or tabs")
         fields = line.split()
         if not fields:
             continue
@@ -137,15 +155,20 @@ def run(args) -> int:
 
     source = "<stdin>" if args.input == "-" else args.input
     try:
-        if args.input == "-":
+        # Bytes that are not ASCII are kept (surrogateescape) for parse_vectors to name their line.
+        if args.input == "-" and hasattr(sys.stdin, "buffer"):
+            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="ascii", errors="surrogateescape")
+            try:
+                vec = parse_vectors(stdin, source)
+            finally:
+                stdin.detach()    # leave sys.stdin open
+        elif args.input == "-":
             vec = parse_vectors(sys.stdin, source)
         else:
-            with open(args.input, encoding="ascii", errors="strict") as fh:
+            with open(args.input, encoding="ascii", errors="surrogateescape") as fh:
                 vec = parse_vectors(fh, source)
     except OSError as e:
         raise CliError(f"cannot read {source}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{source}: not an ASCII vector file") from None
     except ValueError as e:
         raise CliError(str(e)) from None
 
@@ -162,12 +185,18 @@ def run(args) -> int:
     result = backend(vec.a, vec.b, config, **options)
 
     try:
-        for a, b, r, f, h in zip(vec.a.tolist(), vec.b.tolist(), result.bits.tolist(),
-                                 result.flags.tolist(), result.hit.tolist()):
-            out.write(f"{a:08X} {b:08X} {r:08X} {f:02X} {int(h)}\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+        try:
+            for a, b, r, f, h in zip(vec.a.tolist(), vec.b.tolist(), result.bits.tolist(),
+                                     result.flags.tolist(), result.hit.tolist()):
+                out.write(f"{a:08X} {b:08X} {r:08X} {f:02X} {int(h)}\n")
+            out.flush()   # a write error shows now, before the summary, not at exit
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    except OSError as e:
+        if out is sys.stdout:
+            raise         # canna.cli.run_command: a closed pipe ends quietly, a full disk is one line
+        raise CliError(f"cannot write {args.output}: {e.strerror}") from None
 
     n = len(vec.a)
     hits = int(result.hit.sum())

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from canna.spec.config import MAX_TUNING_BITS
+
 __all__ = ["PATTERN_EXPONENTS", "PATTERN_FRACTIONS", "pattern_numbers", "pattern_cross",
            "weighted_random", "hit_pattern_fractions"]
 
@@ -42,13 +44,14 @@ def pattern_cross() -> tuple[np.ndarray, np.ndarray]:
     return a.ravel(), b.ravel()
 
 
-def hit_pattern_fractions(rng: np.random.Generator, n: int, max_tuning_bits: int = 22) -> np.ndarray:
+def hit_pattern_fractions(rng: np.random.Generator, n: int,
+                          max_tuning_bits: int = MAX_TUNING_BITS) -> np.ndarray:
     """Fractions that qualify (or just miss qualifying) for a random number of tuning bits: m1
     followed by k copies of itself, then random bits. Exercises the hit rule at every t."""
     k = rng.integers(0, max_tuning_bits + 1, n)
     m1 = rng.integers(0, 2, n).astype(np.int64)
-    tail_bits = 22 - k
-    rand = rng.integers(0, 1 << 22, n, dtype=np.int64) & ((np.int64(1) << tail_bits) - 1)
+    tail_bits = MAX_TUNING_BITS - k   # binary32: 22 fraction bits after m1
+    rand = rng.integers(0, 1 << MAX_TUNING_BITS, n, dtype=np.int64) & ((np.int64(1) << tail_bits) - 1)
     prefix = np.where(m1 == 1, ((np.int64(1) << (k + 1)) - 1) << tail_bits, 0)
     # Flip the bit just after the prefix sometimes, so that "just misses" are common too.
     flip = (rng.random(n) < 0.5) & (tail_bits > 0)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from canna.spec.config import CFPUConfig, Policy, check_tuning_bits
+
 from . import golden
-from .config import CFPUConfig, MAX_TUNING_BITS, Policy
 from .matmul import matmul_fast
 
 
@@ -143,8 +144,10 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     from canna.cli import CliError
-    if not 0 <= args.max_tuning_bits <= MAX_TUNING_BITS:
-        raise CliError(f"--max-tuning-bits must be in 0..{MAX_TUNING_BITS}, got {args.max_tuning_bits}")
+    try:
+        check_tuning_bits(args.max_tuning_bits, "--max-tuning-bits")
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if args.samples < 1:
         raise CliError(f"--samples must be positive, got {args.samples}")
     if not 0 <= args.seed < 2**32:
@@ -157,9 +160,16 @@ def _run(args) -> int:
             open(tmp, "w").close()
         except OSError as e:
             raise CliError(f"cannot write {e.filename}: {e.strerror}") from None
-    result = run_table(args.seed, args.samples, args.max_tuning_bits)
-    if tmp:
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=1)
-        os.replace(tmp, args.json)
+    try:
+        result = run_table(args.seed, args.samples, args.max_tuning_bits)
+        if tmp:
+            try:
+                with open(tmp, "w") as fh:
+                    json.dump(result, fh, indent=1)
+                os.replace(tmp, args.json)
+            except OSError as e:
+                raise CliError(f"cannot write {args.json}: {e.strerror}") from None
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)     # an interrupted or failed run leaves no temporary file
     return 0

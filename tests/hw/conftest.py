@@ -26,7 +26,7 @@ def evaluate(component, inputs: list[dict], outputs: list[str], *, vcd: str | No
     sim.add_testbench(testbench)
     if vcd or os.environ.get("CANNA_WAVES") == "1":
         if not vcd:
-            from canna.sim.cosim import build_root
+            from canna.sim.paths import build_root
             (build_root() / "waves").mkdir(parents=True, exist_ok=True)
             vcd = str(build_root() / "waves" / f"{type(component).__name__}.vcd")
         with sim.write_vcd(vcd):

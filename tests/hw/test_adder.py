@@ -3,15 +3,17 @@ import os
 
 import numpy as np
 import pytest
+from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from canna.hw.adder import FAdd, FAddUnit
 from canna.sim import golden
-from canna.sim.cosim import with_sync_domain
+from canna.sim.testbench import stream_put, with_sync_domain
 from canna.sim.vectors import pattern_cross, weighted_random_add
+from helpers import seed
 
 VECTORS = int(os.environ.get("CANNA_ADDER_VECTORS", "6000"))
-SEED = int(os.environ.get("CANNA_SEED", "20261125"))
+SEED = seed(20261125)
 
 
 def vectors():
@@ -55,18 +57,14 @@ def test_fadd_unit_stream_backpressure(stages):
     rng = np.random.default_rng(1)
     a, b = weighted_random_add(rng, 300)
     dut = FAddUnit(stages=stages)
+    layout = dut.i.payload.shape()
     results = []
 
     async def producer(ctx):
         for x, y in zip(a.tolist(), b.tolist()):
-            while rng.random() < 0.3:
-                ctx.set(dut.i.valid, 0)
+            while rng.random() < 0.3:   # an idle cycle (valid low)
                 await ctx.tick()
-            ctx.set(dut.i.payload.a.as_value(), x)
-            ctx.set(dut.i.payload.b.as_value(), y)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
+            await stream_put(ctx, dut.i, data.Const(layout, x | (y << 32)))
 
     async def consumer(ctx):
         while len(results) < a.size:

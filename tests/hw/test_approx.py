@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from canna.hw.approx import ApproxDecide, ResultSelect
-from canna.hw.layouts import encode_config
+from canna.spec.config import encode_config
 from canna.sim import golden, vectors
-from canna.sim.config import CFPUConfig
-from canna.sim.formats import BFLOAT16, BINARY16, BINARY32
+from canna.spec.config import CFPUConfig
+from canna.spec.formats import BFLOAT16, BINARY16, BINARY32
 
 
 def _operands(rng, n, fmt):

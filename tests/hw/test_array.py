@@ -1,24 +1,18 @@
 """The lane array (hw/array.py) in the Amaranth simulator, driven by the matmul driver
-(sim/array_cosim.py, backend "amaranth"): outputs bit-identical to the golden sequential matmul,
+(canna.sim.array, backend "amaranth"): outputs bit-identical to the golden sequential matmul,
 per-lane counters and the cycle count of each discipline equal to the golden lane model."""
-import os
-
 import numpy as np
 import pytest
 
-from canna.hw.array import LaneArray, pipeline_latency
-from canna.sim.array_cosim import ArrayMismatch, run_array
-from canna.sim.config import EXACT, CFPUConfig
-from canna.sim.lanes import ArrayGeometry
+from canna.hw.array import LaneArray
+from canna.spec.array import pipeline_latency
+from canna.sim.array import ArrayMismatch, run_array
+from canna.spec.config import EXACT, CFPUConfig
+from canna.spec.array import ArrayGeometry
 from canna.sim.matmul import matmul_reference
+from helpers import nn_like, seed
 
-SEED = int(os.environ.get("CANNA_SEED", "11"))
-
-
-def nn_like(rng, m, k, n):
-    x = np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32)
-    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
-    return x, w
+SEED = seed(11)
 
 
 @pytest.mark.parametrize("discipline", ["lockstep", "decoupled"])
@@ -59,17 +53,18 @@ def test_per_lane_configs_and_backpressure():
 
 def test_mismatch_is_reported(monkeypatch, tmp_path):
     monkeypatch.setenv("CANNA_BUILD_DIR", str(tmp_path))
-    from canna.sim import array_cosim
+    from canna.sim.array import amaranth_sim
     rng = np.random.default_rng(SEED)
     a, b = nn_like(rng, 2, 3, 2)
-    real = array_cosim._run_amaranth
+    real = amaranth_sim.run
 
-    def broken(*args, **kwargs):
-        out, cycles, wall, counters, toggles = real(*args, **kwargs)
-        out = out.copy()
-        out[0, 1] ^= 1
-        return out, cycles + 1, wall, counters, toggles
-    monkeypatch.setattr(array_cosim, "_run_amaranth", broken)
+    def broken(job):
+        raw = real(job)
+        raw.out = raw.out.copy()
+        raw.out[0, 1] ^= 1
+        raw.cycles += 1
+        return raw
+    monkeypatch.setattr(amaranth_sim, "run", broken)
     with pytest.raises(ArrayMismatch, match=r"Y\[0,1\].*expected") as e:
         run_array(a, b, CFPUConfig.approx(1), backend="amaranth", geometry=ArrayGeometry(2, 2),
                   seed=5)
@@ -96,7 +91,7 @@ def test_bad_parameters():
 
 
 def test_bad_thread_count(monkeypatch):
-    from canna.sim.array_cosim import FastArray, build_fast
+    from canna.sim.array.fast import FastArray, build
     monkeypatch.setenv("CANNA_ARRAY_THREADS", "abc")
     with pytest.raises(ValueError, match="CANNA_ARRAY_THREADS"):
-        FastArray(build_fast(lanes=4, exact_cycles=4), 4, 3)
+        FastArray(build(lanes=4, exact_cycles=4), 4, 3)

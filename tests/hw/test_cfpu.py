@@ -11,10 +11,11 @@ import pytest
 from amaranth.sim import Simulator
 
 from canna.hw import CFPU
-from canna.hw.layouts import encode_config, encode_configs, pack_inputs
-from canna.sim import cosim, golden, vectors
-from canna.sim.config import CFPUConfig
-from canna.sim.formats import BFLOAT16, BINARY16, BINARY32
+from canna.spec.config import encode_config, encode_configs
+from canna.spec.layouts import pack_inputs
+from canna.sim import cfpu_cosim, golden, vectors
+from canna.spec.config import CFPUConfig
+from canna.spec.formats import BFLOAT16, BINARY16, BINARY32
 
 
 def _random_codes(rng, n, fmt=BINARY32):
@@ -23,8 +24,8 @@ def _random_codes(rng, n, fmt=BINARY32):
 
 
 def _check(a, b, codes, result, seed, fmt=BINARY32, source=""):
-    want = cosim.golden_for_codes(a, b, codes, fmt)
-    report = cosim.mismatch_report(a, b, codes, want, result, seed=seed, source=source, fmt=fmt)
+    want = cfpu_cosim.golden_for_codes(a, b, codes, fmt)
+    report = cfpu_cosim.mismatch_report(a, b, codes, want, result, seed=seed, source=source, fmt=fmt)
     print(f"{source}: checked {len(a)} vectors ({int(want.hit.sum())} hits)")
     assert not report, report
 
@@ -35,7 +36,7 @@ def test_stream_backpressure(stages):
     rng = np.random.default_rng(seed)
     a, b = vectors.weighted_random(rng, 1500)
     codes = _random_codes(rng, len(a))
-    result, cycles = cosim.simulate_amaranth(a, b, codes, stages=stages, rng=rng,
+    result, cycles = cfpu_cosim.simulate_amaranth(a, b, codes, stages=stages, rng=rng,
                                              p_idle=0.3, p_stall=0.3)
     _check(a, b, codes, result, seed, source=f"stages={stages}, idle/stall 0.3, {cycles} cycles")
 
@@ -45,7 +46,7 @@ def test_exact_only_variant():
     rng = np.random.default_rng(5)
     a, b = vectors.weighted_random(rng, 2000)
     codes = _random_codes(rng, len(a))
-    result, _ = cosim.simulate_amaranth(a, b, codes, stages=3, approx=False, rng=rng,
+    result, _ = cfpu_cosim.simulate_amaranth(a, b, codes, stages=3, approx=False, rng=rng,
                                         p_idle=0.2, p_stall=0.2)
     _check(a, b, np.zeros(len(a), dtype=np.uint64), result, 5, source="exact-only")
 
@@ -58,7 +59,7 @@ def test_other_formats(fmt):
     b = rng.integers(0, 1 << 16, n, dtype=np.uint32).astype(np.uint16)
     b[::2] &= ~np.uint16(((1 << (fmt.frac_bits - 1)) - 1))   # many qualifying fractions
     codes = _random_codes(rng, n, fmt)
-    result, _ = cosim.simulate_amaranth(a, b, codes, stages=2, fmt=fmt, rng=rng, p_stall=0.2)
+    result, _ = cfpu_cosim.simulate_amaranth(a, b, codes, stages=2, fmt=fmt, rng=rng, p_stall=0.2)
     _check(a, b, codes, result, 6, fmt=fmt, source=fmt.name)
 
 
@@ -69,7 +70,7 @@ def test_pattern_cross_subset():
     every = np.array([0] + [encode_config(CFPUConfig.approx(t, p)) for t in range(23)
                             for p in ("b", "dual")], dtype=np.uint64)
     codes = every[np.arange(len(a)) % len(every)]
-    result, _ = cosim.simulate_amaranth(a, b, codes, stages=3)
+    result, _ = cfpu_cosim.simulate_amaranth(a, b, codes, stages=3)
     _check(a, b, codes, result, 0, source="pattern cross / 11, all 47 configurations")
 
 
@@ -150,7 +151,7 @@ def test_operand_isolation_on_hits():
     b = np.array([0x3FAAAAAB, 0x3F800000, 0x3F7FFFFF, 0x3FAAAAAB, 0x3FAAAAAB, 0x3F800001],
                  dtype=np.uint32)
     codes = np.array([0, t2, t2, t2, t2, t2], dtype=np.uint64)
-    want = cosim.golden_for_codes(a, b, codes)
+    want = cfpu_cosim.golden_for_codes(a, b, codes)
     assert want.hit.tolist() == [False, True, True, False, False, True]
     words = pack_inputs(a, b, codes)
     samples = []
@@ -181,17 +182,17 @@ def test_mismatch_report_names_everything():
     want = golden.MulResult(np.array([0x40000000], np.uint32), np.array([0], np.uint8), np.array([False]))
     got = golden.MulResult(np.array([0x40000001], np.uint32), np.array([1], np.uint8), np.array([False]))
     code = encode_config(CFPUConfig.approx(4, "dual"))
-    text = cosim.mismatch_report(a, b, [code], want, got, seed=1234)
+    text = cfpu_cosim.mismatch_report(a, b, [code], want, got, seed=1234)
     for part in ("3F800000", "40000000", "40000001", "t=4 policy=dual", "seed 1234", "flags 01"):
         assert part in text
-    assert cosim.mismatch_report(a, b, [code], want, want) == ""
+    assert cfpu_cosim.mismatch_report(a, b, [code], want, want) == ""
 
 
 def test_mul_amaranth_vcd(tmp_path):
     a = np.array([0x3F800000, 0x00000001], dtype=np.uint32)
     b = np.array([0x40400000, 0x3F000000], dtype=np.uint32)
     vcd = tmp_path / "run.vcd"
-    r = cosim.mul_amaranth(a, b, CFPUConfig.exact(), vcd=str(vcd))
+    r = cfpu_cosim.mul_amaranth(a, b, CFPUConfig.exact(), vcd=str(vcd))
     assert r.bits.tolist() == [0x40400000, 0x00000000] and r.flags.tolist() == [0, 3]
     assert vcd.stat().st_size > 1000
 

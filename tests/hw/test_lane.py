@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from canna.hw.layouts import encode_config
+from canna.spec.config import encode_config
 from canna.hw.lane import Lane
 from canna.sim import golden
-from canna.sim.config import EXACT, CFPUConfig
+from canna.spec.config import EXACT, CFPUConfig
 from canna.sim.lanes import multiplier_bypassed
+from helpers import nn_like, seed
 
-SEED = int(os.environ.get("CANNA_SEED", "7"))
+SEED = seed(7)
 
 
 def dot_golden(a, b, config):
@@ -71,8 +72,8 @@ def run_lane(dots, config, *, exact_cycles=3, stages=3, p_stall=0.0, seed=0):
 def nn_dots(rng, count, k):
     dots = []
     for _ in range(count):
-        a = np.maximum(rng.standard_normal(k), 0).astype(np.float32)
-        b = (rng.standard_normal(k) * 0.05).astype(np.float32)
+        x, w = nn_like(rng, 1, k, 1)
+        a, b = x.ravel(), w.ravel()
         a[rng.integers(k)] = rng.choice([np.inf, -0.0, 1e-40, np.nan]).astype(np.float32)
         dots.append((a.view(np.uint32), b.view(np.uint32)))
     return dots

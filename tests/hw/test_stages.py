@@ -7,10 +7,12 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from canna.hw.layouts import FLAGS_LAYOUT, KIND_FINITE, KIND_INF, KIND_NAN, KIND_ZERO, float_layout
+from canna.hw.layouts import KIND_FINITE, KIND_INF, KIND_NAN, KIND_ZERO
+from canna.spec.layouts import FLAGS_LAYOUT, float_layout
 from canna.hw.stages import Normalise, RoundPack, SigMul, Unpack
 from canna.sim import golden, vectors
-from canna.sim.formats import BFLOAT16, BINARY16, BINARY32
+from canna.spec.formats import BFLOAT16, BINARY16, BINARY32
+from helpers import is_nan
 
 SPECIALS = [0x00000000, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x3F800000, 0x7F7FFFFF,
             0x7F800000, 0xFF800000, 0x7FC00000, 0x7F800001, 0xFFC00001, 0x7FA00000, 0x7FFFFFFF]
@@ -21,7 +23,7 @@ def _ref_unpack(a, b, fmt=BINARY32):
     def cls(x):
         e, f = (x >> F) & fmt.exp_max, x & fmt.frac_mask
         return dict(zero=e == 0 and f == 0, inf=e == fmt.exp_max and f == 0,
-                    nan=e == fmt.exp_max and f != 0,
+                    nan=is_nan(x, fmt),
                     snan=e == fmt.exp_max and f != 0 and not f >> (F - 1),
                     sig=f | ((e != 0) << F), exp=max(e, 1))
     ca, cb = cls(a), cls(b)

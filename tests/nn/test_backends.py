@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from canna.sim.config import CFPUConfig, EXACT
+from canna.spec.config import CFPUConfig, EXACT
 from canna.sim.matmul import summation_bound
 from canna.nn.backends import (Backend, MatmulResult, backend_names, checked_matmul, get_backend,
                                nonzero_products, register_backend)

@@ -1,10 +1,13 @@
 """`canna train` / `canna infer` end to end, and their error messages."""
+import argparse
 import json
 
 import numpy as np
 import pytest
 
 from canna.cli import main
+from canna.nn.cli import layer_sizes_arg, tuning_bits_arg
+from canna.spec.config import MAX_TUNING_BITS
 
 
 def test_train_then_infer(tmp_path, capsys):
@@ -49,7 +52,7 @@ def test_user_errors(tmp_path, capsys):
     (["--backend", "nope"], "unknown backend"), (["--epochs", "0"], "epochs must be >= 1"),
     (["--qos", "-5"], "--qos must be >= 0"), (["--qos", "nan"], "--qos must be >= 0"),
     (["--rtl-samples", "-1"], "--rtl-samples"), (["--hidden", "5,x"], "comma-separated"),
-    (["--apx-min", "30"], "0..22")])
+    (["--apx-min", "30"], "0..22"), (["--apx-min", "x"], "--apx-min: tuning bits must be an integer")])
 def test_main_job_user_errors(args, message, capsys):
     """make sim's main job checks every option before its first run: one line, exit 2."""
     from canna.nn.main_job import main as main_job
@@ -57,3 +60,34 @@ def test_main_job_user_errors(args, message, capsys):
         main_job(args)
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_argparse_types():
+    """The type functions of the NN options: the spec's range, one-line argparse errors."""
+    assert tuning_bits_arg("0") == 0 and tuning_bits_arg(str(MAX_TUNING_BITS)) == MAX_TUNING_BITS == 22
+    for text, message in (("23", "tuning bits must be in 0..22, got 23"), ("-1", "tuning bits must be in 0..22, got -1"),
+                          ("x", "tuning bits must be an integer, got 'x'"),
+                          ("1.5", "tuning bits must be an integer, got '1.5'")):
+        with pytest.raises(argparse.ArgumentTypeError) as e:
+            tuning_bits_arg(text)
+        assert str(e.value) == message
+    assert layer_sizes_arg("24, 16") == (24, 16) and layer_sizes_arg("500,") == (500,)
+    for text, message in (("5,x", "comma-separated integers"), ("0", "positive layer sizes"), ("", "positive")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            layer_sizes_arg(text)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--mode", "uniform", "--tuning-bits", "x"], "argument --tuning-bits: tuning bits must be an integer"),
+    (["train", "--mode", "gta", "--apx-min", "-1"], "argument --apx-min: tuning bits must be in 0..22, got -1"),
+    (["train", "--hidden", "5,0"], "argument --hidden: expected positive layer sizes")])
+def test_option_type_errors_are_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_infer_spread_range(capsys):
+    assert main(["infer", "--spread", "22.5", "--quiet"]) == 2   # checked before any training
+    assert "--spread must be in 0..22 tuning bits, got 22.5" in capsys.readouterr().err

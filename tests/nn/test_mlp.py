@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.nn.mlp import MLP, ArithPlan, Counters, relu6
 
 

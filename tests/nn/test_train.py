@@ -1,12 +1,15 @@
 """Training: learning happens, every mode runs, interrupt + resume is exact, files are atomic."""
 import json
+from dataclasses import fields
 
 import numpy as np
 import pytest
 
 from canna.nn.checkpoint import CheckpointError, load_npz
 from canna.nn.datasets import load_digits
-from canna.nn.train import TrainConfig, load_model, train
+from canna.nn.gta import GTAController
+from canna.nn.mlp import MLP, Counters
+from canna.nn.train import TrainConfig, TrainState, load_model, train
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +72,60 @@ def test_config_validation():
                     (dict(epochs=0), "epochs"), (dict(phases=("sideways",)), "unknown phase")):
         with pytest.raises(ValueError, match=msg):
             TrainConfig(**kw)
+    with pytest.raises(TypeError, match="--tuning-bits"):   # the spec's check: a bool is no count
+        TrainConfig(mode="uniform", tuning_bits=True)
     p = TrainConfig.from_preset("paper")
     assert (p.lr, p.momentum, p.batch_size, p.dropout) == (0.001, 0.1, 10, 0.5)
-    print("7 invalid configurations rejected; paper preset = lr 0.001, momentum 0.1, batch 10")
+    print("7 invalid configurations and a bool tuning-bit count rejected; paper preset = lr 0.001, momentum 0.1, batch 10")
+
+
+def _same(a, b) -> bool:
+    """Equal values of one TrainState field, arrays dtype and all (NaN equal to NaN)."""
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+    if isinstance(a, MLP):
+        return a.sizes == b.sizes and _same(a.weights + a.biases, b.weights + b.biases)
+    if isinstance(a, Counters):
+        return all(_same(getattr(a, k), getattr(b, k)) for k in ("products", "hits", "nonzero"))
+    if isinstance(a, GTAController):
+        return a.state() == b.state()
+    if isinstance(a, list) and a and isinstance(a[0], np.ndarray):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+# The checkpoint names written before TrainState existed: resumes of old checkpoints rely on them.
+_CHECKPOINT_META = {"config", "sizes", "iteration", "finished", "history", "elapsed", "gta", "epoch_stats"}
+
+
+def _checkpoint_arrays(n_layers):
+    return ({f"{k}{i}" for i in range(n_layers) for k in ("W", "b")} | {f"V{i}" for i in range(2 * n_layers)}
+            | {"products", "hits", "nonzero", "it_products", "it_hits", "it_level", "it_error", "it_loss"})
+
+
+def test_train_state_round_trips_through_a_checkpoint(digits, tmp_path):
+    cfg = TrainConfig(hidden=(16, 8), epochs=2, mode="gta", apx_min=2, gta_window=5, gta_stop=False, seed=1)
+    sizes = [digits.n_features, 16, 8, digits.n_classes]
+    with pytest.raises(KeyboardInterrupt):  # mid-epoch 2: history, epoch stats and GTA window all non-empty
+        train(digits, cfg, out_dir=tmp_path, interrupt_after=40)
+    state = TrainState.load(tmp_path / "checkpoint.npz", cfg, sizes)
+    assert state.iteration == 40 and len(state.history) == 1 and state.epoch_stats["seen"] > 0
+    assert state.controller.decisions > 0 and not state.finished and state.elapsed > 0
+    state.save(tmp_path / "again.npz", cfg, sizes)
+    again = TrainState.load(tmp_path / "again.npz", cfg, sizes)
+    for f in fields(TrainState):
+        assert _same(getattr(state, f.name), getattr(again, f.name)), f.name
+    arrays, meta = load_npz(tmp_path / "again.npz")
+    assert set(arrays) == _checkpoint_arrays(3) and set(meta) == _CHECKPOINT_META
+
+    exact = TrainConfig(hidden=(16, 8), epochs=2)    # no controller: meta gta is None
+    fresh = TrainState.fresh(exact, sizes, 68)
+    fresh.save(tmp_path / "fresh.npz", exact, sizes)
+    back = TrainState.load(tmp_path / "fresh.npz", exact, sizes)
+    for f in fields(TrainState):
+        assert _same(getattr(fresh, f.name), getattr(back, f.name)), f.name
+    assert back.controller is None and load_npz(tmp_path / "fresh.npz")[1]["gta"] is None
+    with pytest.raises(CheckpointError, match="topology"):
+        TrainState.load(tmp_path / "fresh.npz", exact, [digits.n_features, 16, 9, digits.n_classes])
+    print(f"{len(fields(TrainState))} TrainState fields identical after save/load, mid-run (GTA) and fresh "
+          f"(exact); checkpoint array and meta names unchanged")

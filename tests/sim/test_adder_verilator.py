@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from canna.sim.vectors import pattern_cross, weighted_random_add
+from helpers import seed
 
-SEED = int(os.environ.get("CANNA_SEED", "31"))
+SEED = seed(31)
 VECTORS = int(os.environ.get("CANNA_ADDER_VECTORS", "1000000"))
 
 

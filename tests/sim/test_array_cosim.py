@@ -1,27 +1,18 @@
 """The lane array's RTL through every matmul backend against the golden lane model: cocotb on
 Verilator and the fast Verilator co-simulation (the Amaranth simulator backend is covered by
 tests/hw/test_array.py). Every run checks output bits against the golden sequential matmul,
-per-lane counters and the discipline's cycle count (sim/array_cosim.py raises on a mismatch)."""
-import os
-
+per-lane counters and the discipline's cycle count (canna.sim.array raises on a mismatch)."""
 import numpy as np
 import pytest
 
-from canna.sim.array_cosim import run_array
-from canna.sim.config import EXACT, CFPUConfig
-from canna.sim.lanes import ArrayGeometry, run_lane_array
+from canna.sim.array import run_array
+from canna.spec.config import EXACT, CFPUConfig
+from canna.sim.lanes import run_lane_array
+from canna.spec.array import ArrayGeometry
 from canna.sim.matmul import matmul_reference
+from helpers import nn_like, seed
 
-SEED = int(os.environ.get("CANNA_SEED", "23"))
-
-
-def nn_like(rng, m, k, n, specials=True):
-    x = np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32)
-    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
-    if specials and m > 1 and k > 2:
-        x[1, 2] = np.inf
-        w[0, 0] = np.float32(1e-40)   # subnormal weight: exact path
-    return x, w
+SEED = seed(23)
 
 
 def check_reference(r, a, b, config):
@@ -36,7 +27,7 @@ def test_fast_small(discipline):
     geometry = ArrayGeometry(4, 4)
     checked = tiles = 0
     for shape in [(3, 7, 5), (1, 1, 1), (5, 16, 3)]:
-        a, b = nn_like(rng, *shape)
+        a, b = nn_like(rng, *shape, specials=True)
         for config in (EXACT, CFPUConfig.approx(0), CFPUConfig.approx(2), CFPUConfig.approx(3, "dual")):
             r = run_array(a, b, config, backend="verilator-fast", geometry=geometry,
                           discipline=discipline, seed=SEED)
@@ -44,7 +35,7 @@ def test_fast_small(discipline):
             checked += r.products
             tiles += r.tiles
     configs = [EXACT, CFPUConfig.approx(0), CFPUConfig.approx(4, "dual"), CFPUConfig.approx(1)]
-    a, b = nn_like(rng, 3, 9, 6)
+    a, b = nn_like(rng, 3, 9, 6, specials=True)
     r = run_array(a, b, configs, backend="verilator-fast", geometry=geometry, discipline=discipline)
     # run_array checked the run against its golden model (the C twin when it builds); the NumPy
     # lane model agrees on outputs and per-lane counters
@@ -60,7 +51,7 @@ def test_fast_small(discipline):
 
 def test_fast_bigger_16_lanes_with_activity():
     rng = np.random.default_rng(SEED + 1)
-    a, b = nn_like(rng, 40, 128, 37)
+    a, b = nn_like(rng, 40, 128, 37, specials=True)
     total = 0
     for config in (CFPUConfig.approx(2), EXACT):
         r = run_array(a, b, config, backend="verilator-fast", geometry=ArrayGeometry(16, 4),
@@ -80,7 +71,7 @@ def test_fast_bigger_16_lanes_with_activity():
 
 def test_cocotb_small():
     rng = np.random.default_rng(SEED + 2)
-    a, b = nn_like(rng, 3, 6, 5)
+    a, b = nn_like(rng, 3, 6, 5, specials=True)
     config = CFPUConfig.approx(1, "dual")
     r = run_array(a, b, config, backend="cocotb", geometry=ArrayGeometry(4, 4),
                   discipline="lockstep", seed=SEED, activity=True)
@@ -95,10 +86,10 @@ def test_cocotb_small():
 def test_activity_is_checked(monkeypatch):
     """The measured register toggles are checked against the golden count: a golden model
     that is off by one toggle makes the run fail with a reproducer."""
-    import canna.sim.array_cosim as ac
-    from canna.sim.lanes import register_toggles
+    import canna.sim.array.check as ac
+    from canna.sim.toggles import register_toggles
     rng = np.random.default_rng(SEED + 2)
-    a, b = nn_like(rng, 6, 9, 5, specials=False)
+    a, b = nn_like(rng, 6, 9, 5)
     r = run_array(a, b, CFPUConfig.approx(1), backend="verilator-fast", geometry=ArrayGeometry(4, 4),
                   activity=True)
     parts = r.activity["toggle_parts"]
@@ -115,9 +106,9 @@ def test_fast_build_verilog_rewrites(tmp_path):
     """The fast build's two Verilog rewrites change only what they say: every register clocked
     on both edges, and the top module's o.ready and rst constants instead of ports (the lane
     module keeps its own); unexpected text is refused, not half-rewritten."""
-    from canna.sim.array_cosim import (FAST_TIED_INPUTS, dual_edge_verilog, tie_top_inputs,
-                                       verilog_array)
-    plain = verilog_array(tmp_path / "a.v", lanes=2, exact_cycles=2).read_text()
+    from canna.sim.array.fast import FAST_TIED_INPUTS, dual_edge_verilog, tie_top_inputs
+    from canna.sim.rtl_build import array_verilog
+    plain = array_verilog(tmp_path / "a.v", lanes=2, exact_cycles=2).read_text()
     fast = tie_top_inputs(dual_edge_verilog(plain), FAST_TIED_INPUTS)
     assert "posedge" not in fast and fast.count("always @(edge clk)") == plain.count("posedge clk")
     lane, top = fast.split("\nmodule lane_array(")

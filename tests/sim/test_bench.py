@@ -1,14 +1,10 @@
 """The benchmark's own logic (its timings are never asserted): goal marks and the floor."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "bench", Path(__file__).resolve().parents[2] / "scripts" / "bench.py")
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+from helpers import load_script
+
+bench = load_script("bench")
 
 
 @pytest.mark.parametrize("ratio, floor, variant, mark", [

@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.sim.energy import EnergyModel, EnergyReport, HOROWITZ_FP32_MUL_PJ, load_energy_model
-from canna.sim.lanes import ArrayGeometry, run_lane_array
+from canna.sim.lanes import run_lane_array
+from canna.spec.array import ArrayGeometry
+from helpers import nn_like
 
 MODEL = EnergyModel(mul_exact=1900.0, mul_hit=210.0, mul_bypass=62.0, add=344.0,
                     lane_flops=300, lane_transistors=50_000, leakage=0.001)
@@ -23,8 +25,7 @@ def test_energy_parts_and_calibration():
 
 def test_report_on_lane_array():
     rng = np.random.default_rng(0)
-    a = np.maximum(rng.standard_normal((8, 40)), 0).astype(np.float32)
-    b = (rng.standard_normal((40, 20)) * 0.05).astype(np.float32)
+    a, b = nn_like(rng, 8, 40, 20)
     exact = run_lane_array(a, b, CFPUConfig.exact(), ArrayGeometry(16, 4))
     rep = EnergyReport.from_result(MODEL, exact, 16)
     assert rep.ratios() == {"lockstep": pytest.approx(1.0), "decoupled": pytest.approx(1.0)}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from canna.sim import golden
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.sim.vectors import hit_pattern_fractions, pattern_cross, weighted_random
 
 bits32 = st.integers(0, 2**32 - 1)

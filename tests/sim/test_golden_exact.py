@@ -5,15 +5,12 @@ import numpy as np
 import pytest
 
 from canna.sim import golden, softfloat_ref
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.sim.vectors import pattern_cross, weighted_random, weighted_random_add
+from helpers import is_nan, seed
 
 RANDOM_VECTORS = int(os.environ.get("CANNA_SOFTFLOAT_VECTORS", "1000000"))
-SEED = int(os.environ.get("CANNA_SEED", "20261125"))
-
-
-def is_nan(bits):
-    return ((bits >> 23) & 0xFF == 0xFF) & ((bits & 0x7FFFFF) != 0)
+SEED = seed(20261125)
 
 
 def check_against_softfloat(a, b, got_bits, got_flags, ref_bits, ref_flags, what):

@@ -4,15 +4,12 @@ import numpy as np
 import pytest
 
 from canna.sim import golden
-from canna.sim.config import CFPUConfig, EXACT
-from canna.sim.lanes import ArrayGeometry, register_toggles, run_lane_array, tile_plan
+from canna.spec.config import CFPUConfig, EXACT
+from canna.sim.lanes import run_lane_array
+from canna.sim.toggles import register_toggles
+from canna.spec.array import ArrayGeometry, tile_plan
 from canna.sim.matmul import matmul_reference
-
-
-def nn_like(rng, m, k, n):
-    x = np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32)
-    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
-    return x, w
+from helpers import nn_like
 
 
 def simulate_cycles(a, b, config, lanes, exact_cycles):

@@ -6,18 +6,12 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from canna.sim import golden
-from canna.sim.config import CFPUConfig, EXACT
+from canna.spec.config import CFPUConfig, EXACT
 from canna.sim import matmul as mm
 from canna.sim.vectors import hit_pattern_fractions
+from helpers import nn_like
 
 CONFIGS = [EXACT] + [CFPUConfig.approx(t, p) for p in ("b", "dual") for t in (0, 1, 3, 6, 22)]
-
-
-def nn_like(rng, m, k, n):
-    """ReLU activations (half zeros) times small Gaussian weights: what the NN layers feed."""
-    x = np.maximum(rng.standard_normal((m, k)), 0).astype(np.float32)
-    w = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
-    return x, w
 
 
 def hard_finite(rng, m, k, n):
@@ -81,6 +75,64 @@ def test_fast_matches_reference(config, data, native):
     assert (err <= bound[comparable]).all(), float((err - bound[comparable]).max())
     print(f"{config.describe()} {data}: {ref.products} products, {ref.hits} hits, "
           f"{int(comparable.sum())} outputs within the summation bound (max |fast-ref| {err.max():.3g})")
+
+
+def same_outcome(ref, fast, abs_finite_sum, k):
+    """The contract of the two paths on one output each: NaN in both, or the same infinity, or
+    finite in both and within the summation bound. Checked where the finite products' absolute
+    sum stays below the largest float (no partial sum of them can overflow in any order)."""
+    ref, fast = ref.astype(np.float64), fast.astype(np.float64)
+    both_nan = np.isnan(ref) & np.isnan(fast)
+    same_inf = np.isinf(ref) & (ref == fast)
+    finite = np.isfinite(ref) & np.isfinite(fast)
+    with np.errstate(invalid="ignore"):
+        close = finite & (np.abs(ref - fast) <= mm.summation_bound(abs_finite_sum, k))
+    return both_nan | same_inf | close
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["C", "numpy"])
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.describe())
+def test_overflowing_products_agree_with_reference(config, native):
+    """A product that overflows is inf in both paths, even where a GEMM would fuse it into the
+    add (the issue's reproducer: 1 * -3e38 + 1e38 * 4 is +inf, not 1e38), and mixes of such
+    products give the reference's NaN or infinity."""
+    a = np.tile(np.array([[1, 1e38]], np.float32), (4, 1))
+    for col in ([-3e38, 4], [-3.3e38, 6.5]):   # 6.5 does not qualify at t >= 1
+        b = np.tile(np.array(col, np.float32)[:, None], (1, 4))
+        fast = mm.matmul_fast(a, b, config, native=native).value
+        ref = mm.matmul_reference(a, b, config).value
+        assert np.isposinf(ref).all() and np.isposinf(fast).all(), (col, ref[0, 0], fast[0, 0])
+    rng = np.random.default_rng(12)
+    checked = 0
+    for _ in range(20):
+        m, k, n = 7, 19, 6
+        a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+        b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+        a[np.arange(m), rng.integers(0, k, m)] = rng.choice([1e38, -1e38, 3e38, -3e38], m)
+        b[rng.integers(0, k, n), np.arange(n)] = rng.choice([1e38, -1e38, 6.5, -6.5, 3e38], n)
+        p = golden_products(a, b, config).bits.astype(np.float64)
+        abs_finite = np.where(np.isfinite(p), np.abs(p), 0).sum(axis=1)
+        fast = mm.matmul_fast(a, b, config, native=native)
+        ref = mm.matmul_reference(a, b, config)
+        ok = same_outcome(ref.value, fast.value, abs_finite, k)
+        comparable = abs_finite < np.finfo(np.float32).max
+        assert ok[comparable].all(), (ref.value[~ok], fast.value[~ok])
+        assert fast.hits == ref.hits
+        checked += int(comparable.sum())
+    assert checked > 600
+    print(f"{config.describe()}: {checked} outputs with overflowing products agree "
+          f"(NaN / infinity / within the bound), reproducer +inf in both paths")
+
+
+def test_exact_prepare_native_matches_numpy():
+    """The exact mode's largest exponent of b (which products may overflow), C vs NumPy."""
+    rng = np.random.default_rng(13)
+    for b in (rng.standard_normal((5, 7)).astype(np.float32), np.full((2, 3), np.inf, np.float32),
+              np.zeros((3, 1), np.float32)):
+        c, n = mm.prepare(b, EXACT, native=True), mm.prepare(b, EXACT, native=False)
+        assert np.array_equal(c.stats, n.stats) and c.quick == n.quick
+        assert c.stats[4] == mm.max_exponent_numpy(b.view(np.uint32))
+    print("exact prepare: C max_exponent == NumPy twin on 3 operands")
 
 
 def fast_path_products(a, prep):
@@ -153,7 +205,7 @@ def test_native_kernels_match_numpy_twins(config, data):
             a[5, 7] = np.float32(1e-41)
     p_c = mm.prepare(b, config, native=True)
     p_n = mm.prepare(b, config, native=False)
-    for name in ("checked", "rest", "nq", "nn", "row_flags", "stats"):
+    for name in ("checked", "rest", "qualifying", "nonqualifying", "row_flags", "stats"):
         x, y = getattr(p_c, name), getattr(p_n, name)
         if x is None:
             assert y is None
@@ -167,10 +219,10 @@ def test_native_kernels_match_numpy_twins(config, data):
     expect_quick = data == "nn" or (data == "nn-large" and config.tuning_bits == 3)
     assert (p_c.quick is not None) == (config.policy.value == "b" and data != "hard")
     if p_c.quick is not None:
-        quick = mm._Kernels.get().scan_first_quick(a, p_c.nq32, *p_c.quick)
+        quick = mm._Kernels.get().scan_first_quick(a, p_c.qualifying_u32, *p_c.quick)
         assert (quick >= 0) == expect_quick
         if expect_quick:
-            assert scan_n[0].size == 0 and quick == int(np.dot(scan_n[2], p_n.nq))
+            assert scan_n[0].size == 0 and quick == int(np.dot(scan_n[2], p_n.qualifying))
     print(f"{config.describe()}: C kernels == NumPy twins on {a.size + b.size} elements, "
           f"{scan_c[0].size} risky")
 
@@ -189,7 +241,7 @@ def test_transform_mixes_common_and_special_rows(config):
     b[30, :] = 0.0
     p_c = mm.prepare(b, config, native=True)
     p_n = mm.prepare(b, config, native=False)
-    for name in ("checked", "rest", "nq", "nn", "row_flags", "stats"):
+    for name in ("checked", "rest", "qualifying", "nonqualifying", "row_flags", "stats"):
         x, y = getattr(p_c, name), getattr(p_n, name)
         assert (x is None and y is None) or np.array_equal(np.asarray(x).view(np.uint8),
                                                            np.asarray(y).view(np.uint8)), name
@@ -209,9 +261,9 @@ def test_quick_scan_falls_back_when_a_hit_may_leave_the_range():
     b[4, 3] = np.float32(2.0 ** 100)            # qualifies: its power of two is 2^100
     prep = mm.prepare(b, cfg)
     lib = mm._Kernels.get()
-    assert lib.scan_first_quick(a, prep.nq32, *prep.quick) >= 0
+    assert lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick) >= 0
     a[2, 4] = np.float32(2.0 ** 60)             # 2^60 * 2^100 overflows
-    assert lib.scan_first_quick(a, prep.nq32, *prep.quick) == -1
+    assert lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick) == -1
     ref, fast = mm.matmul_reference(a, b, cfg), mm.matmul_fast(a, b, cfg)
     assert fast.hits == ref.hits and np.isinf(ref.value[2, 3]) and np.isinf(fast.value[2, 3])
     print(f"quick scan: declined an overflowing hit; full scan matched the reference ({ref.hits} hits)")
@@ -230,9 +282,9 @@ def test_quick_path_only_where_no_sum_can_overflow():
     for scale in (1.0, 2.0 ** 60, 2.0 ** 64, 2.0 ** 70):
         a_s, b_s = (a * np.float32(scale)).astype(np.float32), (b * np.float32(scale)).astype(np.float32)
         prep = mm.prepare(b_s, cfg)
-        quick = lib.scan_first_quick(a_s, prep.nq32, *prep.quick)
+        quick = lib.scan_first_quick(a_s, prep.qualifying_u32, *prep.quick)
         e_a = int((a_s.view(np.uint32) >> 23 & 0xFF).max())
-        assert (quick < 0) == (e_a + prep.quick[3] + 4 > 377), scale   # ceil(log2 16) = 4
+        assert (quick < 0) == (e_a + prep.quick.e_max + 4 > 377), scale   # ceil(log2 16) = 4
         ref = mm.matmul_reference(a_s, b_s, cfg)
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             fast = mm.matmul_fast(a_s, prep)
@@ -253,9 +305,9 @@ def test_quick_scan_hit_count_in_short_chunks():
     a, b = nn_like(rng, 13, 300, 7)
     prep = mm.prepare(b, CFPUConfig.approx(3, "b"))
     lib = mm._Kernels.get()
-    expect = int(np.dot((a != 0).sum(axis=0), prep.nq))
+    expect = int(np.dot((a != 0).sum(axis=0), prep.qualifying))
     for n in (7, 2 ** 30, 2 ** 31):
-        assert lib.scan_first_quick(a, prep.nq32, n, *prep.quick[1:]) == expect
+        assert lib.scan_first_quick(a, prep.qualifying_u32, n, *prep.quick[1:]) == expect
     print(f"quick scan: hit count {expect} with chunks of 300, 3 and 1 columns")
 
 

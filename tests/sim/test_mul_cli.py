@@ -4,7 +4,7 @@ import pytest
 
 from canna.cli import main
 from canna.sim import golden, softfloat_ref
-from canna.sim.config import CFPUConfig
+from canna.spec.config import CFPUConfig
 from canna.sim.vectors import pattern_cross
 
 

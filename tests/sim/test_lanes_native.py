@@ -1,23 +1,24 @@
-"""The C twin of the golden lane model (sim/golden_lanes.c, canna.sim.golden_fast) against the
+"""The C twin of the golden lane model (sim/lanes_native.c, canna.sim.lanes_native) against the
 NumPy golden model, the specification: products (golden.mul_bits: bits and hit) for every
 tuning bit count 0..22 under both policies and in exact mode, on the directed pattern cross and
 weighted random operands; sums (golden.add_bits); and whole lane-array runs
 (lanes.run_lane_array: outputs, per-lane counts, cycles of both disciplines and baselines)."""
-import os
 
 import numpy as np
 import pytest
 
-from canna.sim import golden, golden_fast
-from canna.sim.config import EXACT, CFPUConfig
-from canna.sim.lanes import ArrayGeometry, run_lane_array
+from canna.sim import golden, lanes_native
+from canna.spec.config import EXACT, CFPUConfig
+from canna.sim.lanes import run_lane_array
+from canna.spec.array import ArrayGeometry
 from canna.sim.vectors import pattern_cross, weighted_random, weighted_random_add
+from helpers import seed
 
-SEED = int(os.environ.get("CANNA_SEED", "4"))
+SEED = seed(4)
 
 def test_c_twin_builds():
     """gcc is a requirement: the C twin must build (a silent skip would hide the checks below)."""
-    assert golden_fast.available()
+    assert lanes_native.available()
 
 CONFIGS = [EXACT] + [CFPUConfig.approx(t, p) for t in range(23) for p in ("b", "dual")]
 
@@ -36,7 +37,7 @@ def test_mul_all_configs():
         ra, rb = weighted_random(rng, 20_000)
         a, b = np.concatenate([pa, ra]), np.concatenate([pb, rb])
         ref = golden.mul_bits(a, b, config)
-        bits, hit = golden_fast.mul_bits(a, b, config)
+        bits, hit = lanes_native.mul_bits(a, b, config)
         assert np.array_equal(bits, ref.bits), _first_diff(f"mul {config.describe()}", a, b,
                                                            ref.bits, bits, SEED)
         assert np.array_equal(hit, ref.hit), f"hit mask differs for {config.describe()}"
@@ -51,7 +52,7 @@ def test_add():
     ra, rb = weighted_random_add(rng, 1_000_000)
     a, b = np.concatenate([pa, ra]), np.concatenate([pb, rb])
     ref = golden.add_bits(a, b).bits
-    got = golden_fast.add_bits(a, b)
+    got = lanes_native.add_bits(a, b)
     assert np.array_equal(got, ref), _first_diff("add", a, b, ref, got, SEED + 1)
     print(f"C twin add: {a.size} vectors bit-exact with golden.add_bits")
 
@@ -86,7 +87,7 @@ def test_lane_array(geometry):
         for config in (EXACT, CFPUConfig.approx(0), CFPUConfig.approx(2),
                        CFPUConfig.approx(5, "dual"), CFPUConfig.approx(22)):
             ref = run_lane_array(a, b, config, geometry)
-            got = golden_fast.run_lane_array(a, b, config, geometry)
+            got = lanes_native.run_lane_array(a, b, config, geometry)
             _assert_same_result(got, ref, (config, shape))
             checked += ref.products
     print(f"C twin lane model, {geometry}: {checked} products, all fields equal")
@@ -98,7 +99,7 @@ def test_per_lane_configs():
     a, b = _hard_matrix(rng, (5, 17)), _hard_matrix(rng, (17, 7))
     configs = [EXACT, CFPUConfig.approx(0), CFPUConfig.approx(4, "dual"), CFPUConfig.approx(1)]
     geometry = ArrayGeometry(lanes, 3)
-    result = golden_fast.run_lane_array(a, b, configs, geometry)
+    result = lanes_native.run_lane_array(a, b, configs, geometry)
     got = result.value
     # NumPy reference: lane l of every tile with configs[l], sequential from +0.0
     m, n = a.shape[0], b.shape[1]

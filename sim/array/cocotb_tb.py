@@ -1,8 +1,9 @@
 """cocotb 2.x testbench of the lane array's Verilog on Verilator (the slow, per-cycle path of
-:func:`canna.sim.array_cosim.run_array`, ``backend="cocotb"``).
+:func:`canna.sim.array.run_array`, ``backend="cocotb"``, :mod:`canna.sim.array.cocotb_sim`).
 
-Test ``matmul_file``: reads ``CANNA_ARRAY_IN`` (npz: per-lane operands ``a``, ``b`` and ``flags``
-(bit 0 ``last``, bit 1 ``nop``), each of shape (lanes, n), configuration write words ``cfg``), writes the configuration, clears the counters,
+Test ``matmul_file``: reads ``CANNA_ARRAY_IN`` (npz: per-lane operation fields ``a``, ``b``,
+``last``, ``nop``, each of shape (lanes, n), configuration write words ``cfg``), writes the
+configuration, clears the counters,
 streams every lane's operations (per-lane valid/ready handshakes, output beats with optional
 back-pressure ``CANNA_P_STALL``) and writes ``CANNA_ARRAY_OUT`` (npz: ``beats``, ``cycles``,
 ``wall``, the per-lane counters; with ``CANNA_ACTIVITY=1`` also the register toggles and their
@@ -14,19 +15,19 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 
-from canna.sim.lanes import ToggleProbe
+from canna.sim.testbench import CocotbClockReset
+from canna.sim.toggles import ToggleProbe
+from canna.spec.array import COUNTERS
+from canna.spec.layouts import op_layout, pack, unpack_lanes
 
-COUNTERS = ("ops", "hits", "bypass", "busy", "mul")
 
-
-class TB:
-    """Owns the clock and reset; streams per-lane operations and collects output beats."""
+class TB(CocotbClockReset):
+    """Streams per-lane operations and collects output beats (clock and reset: the base)."""
 
     def __init__(self, dut, lanes: int, rng, p_stall: float, activity: bool = False):
-        self.dut = dut
+        super().__init__(dut)
         self.lanes = lanes
         self.rng = rng
         self.p_stall = p_stall
@@ -42,22 +43,17 @@ class TB:
         """One probe sample (registers settled after a clock edge)."""
         if self.probe is None:
             return
-        acc = self.dut.acc.value.to_unsigned()
-        self.probe.sample([[int(a.value), int(b.value), (acc >> (32 * l)) & 0xFFFFFFFF]
+        acc = unpack_lanes([self.dut.acc.value.to_unsigned()], 32, self.lanes)[0]
+        self.probe.sample([[int(a.value), int(b.value), int(acc[l])]
                            for l, (a, b) in enumerate(self.held)])
 
-    async def start(self):
+    def idle_inputs(self):
         dut = self.dut
-        Clock(dut.clk, 10, unit="ns").start()
-        dut.rst.value = 1
         for v in self.i_valid:
             v.value = 0
         dut.o__ready.value = 0
         dut.cfg__valid.value = 0
         dut.clear.value = 0
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
 
     async def configure(self, words):
         dut = self.dut
@@ -115,25 +111,22 @@ async def matmul_file(dut):
     if not src:
         return
     data = np.load(src)
-    a, b, flags = data["a"], data["b"], data["flags"]
+    a = data["a"]
     lanes = a.shape[0]
     tiles = int(data["tiles"])
     tb = TB(dut, lanes, np.random.default_rng(int(os.environ.get("CANNA_SEED", 1))),
             float(os.environ.get("CANNA_P_STALL", 0.0)), os.environ.get("CANNA_ACTIVITY") == "1")
     await tb.start()
     await tb.configure(data["cfg"].tolist())
-    words = [[x | (y << 32) | (f << 64) for x, y, f in zip(ra, rb, rf)]
-             for ra, rb, rf in zip(a.tolist(), b.tolist(), flags.tolist())]
+    words = [pack(op_layout(), a=a[l], b=data["b"][l], last=data["last"][l], nop=data["nop"][l])
+             for l in range(lanes)]
     beats, wall = await tb.run(words, tiles)
     await FallingEdge(dut.clk)
     await ReadOnly()
     tb.sample()
-    counters = {}
-    for name in COUNTERS:
-        v = getattr(dut, name).value.to_unsigned()
-        counters[name] = np.array([(v >> (32 * l)) & 0xFFFFFFFF for l in range(lanes)], np.int64)
-    out = np.array([[(b >> (32 * l)) & 0xFFFFFFFF for l in range(lanes)] for b in beats],
-                   dtype=np.uint32)
+    counters = {name: unpack_lanes([getattr(dut, name).value.to_unsigned()], 32, lanes)[0]
+                .astype(np.int64) for name in COUNTERS}
+    out = unpack_lanes(beats, 32, lanes).astype(np.uint32)
     if tb.probe is not None:
         counters.update(toggle_start=tb.probe.start, toggles=tb.probe.toggles)
     np.savez(os.environ["CANNA_ARRAY_OUT"], beats=out, cycles=int(dut.cycles.value.to_unsigned()),

@@ -4,7 +4,7 @@
  * multiply, round to nearest even, gradual underflow, canonical NaN 0x7FC00000, or the
  * approximate product on a hit), golden.add (IEEE binary32 add, RNE, canonical NaN) and
  * lanes.run_lane_array (tiles of `lanes` consecutive outputs, sequential accumulation from +0.0,
- * per-lane counts, lockstep/decoupled cycles). tests/sim/test_golden_fast.py checks this file
+ * per-lane counts, lockstep/decoupled cycles). tests/sim/test_lanes_native.py checks this file
  * against it on millions of vectors.
  *
  * The exact product and the sum use the host's binary32 arithmetic: on x86-64 (SSE) float

@@ -1,13 +1,13 @@
-"""Fast C twin of the golden lane-array model (``sim/golden_lanes.c``), for checking the RTL.
+"""Fast C twin of the golden lane-array model (``sim/lanes_native.c``), for checking the RTL.
 
 The NumPy golden model (:mod:`canna.sim.golden`, :func:`canna.sim.lanes.run_lane_array`) stays
-the specification; this module computes the same results bit for bit and count for count, about
-two orders of magnitude faster, so that checking a co-simulation run does not cost more than
-running it. ``tests/sim/test_golden_fast.py`` checks it against the NumPy model on millions of
-vectors (every tuning bit count, both policies, random and directed operands).
+the specification; this module computes the same results bit for bit and count for count, fast
+enough that checking a co-simulation run does not cost more than running it (its speed:
+docs/performance.md). ``tests/sim/test_lanes_native.py`` checks it against the NumPy model on
+millions of vectors (every tuning bit count, both policies, random and directed operands).
 
 Built on first use with :func:`canna.sim.native.build_shared` (gcc, cached by content hash).
-:func:`available` says whether the build works; :mod:`canna.sim.array_cosim` falls back to the
+:func:`available` says whether the build works; :mod:`canna.sim.array` falls back to the
 NumPy model when it does not.
 """
 from __future__ import annotations
@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EXACT, CFPUConfig, Policy
-from .lanes import ArrayGeometry, LaneArrayResult, check_operands, lane_configs
+from canna.spec.array import ArrayGeometry, split_tiles, tile_count
+from canna.spec.config import EXACT, CFPUConfig
+
+from .lanes import LaneArrayResult, check_operands, lane_configs
 from .native import run_parts
 
 __all__ = ["available", "library", "mul_bits", "add_bits", "run_lane_array"]
 
-_SOURCE = Path(__file__).with_name("golden_lanes.c")
+_SOURCE = Path(__file__).with_name("lanes_native.c")
 #: Never -ffast-math (it would flush subnormals); no fused multiply-add.
 FLAGS = ("-O2", "-march=native", "-std=c11", "-ffp-contract=off", "-fno-fast-math")
 _lib = None
@@ -39,7 +41,7 @@ def library():
             raise _error
         try:
             from .native import build_shared
-            lib = build_shared("golden_lanes", [_SOURCE], flags=FLAGS)
+            lib = build_shared("lanes_native", [_SOURCE], flags=FLAGS)
         except Exception as e:  # no compiler: the NumPy model is used instead
             _error = e
             raise
@@ -66,11 +68,6 @@ def available() -> bool:
         return False
 
 
-def _cfg(c: CFPUConfig) -> tuple[int, int, int]:
-    return (int(c.enabled), int(c.tuning_bits) if c.enabled else 0,
-            int(c.enabled and c.policy is Policy.DUAL))
-
-
 def _u32(x) -> np.ndarray:
     x = np.ascontiguousarray(x)
     if x.dtype != np.uint32:
@@ -84,7 +81,7 @@ def mul_bits(a, b, config: CFPUConfig = EXACT) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     out = np.empty(a.shape, np.uint32)
     hit = np.empty(a.shape, np.uint8)
-    library().canna_golden_mul(a.size, a.ctypes.data, b.ctypes.data, *_cfg(config),
+    library().canna_golden_mul(a.size, a.ctypes.data, b.ctypes.data, *config.word_fields(),
                                out.ctypes.data, hit.ctypes.data)
     return out, hit.astype(bool)
 
@@ -106,12 +103,12 @@ def _run(a, b, configs, geometry: ArrayGeometry, threads: int | None):
     lanes = geometry.lanes
     a_bits = a.view(np.uint32)
     bt = np.ascontiguousarray(b.view(np.uint32).T)
-    cfgs = np.array([_cfg(c) for c in configs], np.int32).reshape(-1)
+    cfgs = np.array([c.word_fields() for c in configs], np.int32).reshape(-1)
     out = np.zeros(m * n, np.uint32)
-    tiles = -(-(m * n) // lanes)
+    tiles = tile_count(m, n, lanes)
     threads = threads or min(2, os.cpu_count() or 1)
-    parts = max(1, min(threads, tiles, max(1, m * n * k_dim // 200_000)))
-    bounds = [tiles * i // parts for i in range(parts + 1)]
+    bounds = split_tiles(tiles, min(threads, max(1, m * n * k_dim // 200_000)))
+    parts = len(bounds) - 1
     per_lane = np.zeros((parts, 4, lanes), np.int64)
     sums = np.zeros((parts, 4), np.int64)
 

@@ -1,18 +1,18 @@
 // Fast co-simulation driver of the Verilated lane array (canna.hw.array.LaneArray).
 //
-// Python (sim/array_cosim.py) hands over whole matrices through ctypes; every clock cycle runs
+// Python (sim/array/fast.py) hands over whole matrices through ctypes; every clock cycle runs
 // here. The array's per-lane ports are reached through pointers set up once from the generated
 // header "array_ports.h" (LANES, BIND_LANES, the top class and Verilator's names of the ports),
 // so this file does not depend on the lane count.
 //
 // One eval() per clock cycle. The fast build's Verilog clocks every register on both edges of
-// `clk` (`always @(edge clk)`, see array_cosim.build_fast), so one toggle of `clk` plus one eval
-// is one clock cycle: the eval first settles the combinational logic with the cycle's inputs
-// and then applies the clock edge. Before the edge the driver needs each lane's `i[l].ready`
-// and the output beat `o`; it reads them from the previous eval: `o` depends on registers only,
-// and `i[l].ready` on registers and the `valid` inputs (`o.ready` is tied high in the fast
-// build's Verilog: array_cosim.tie_top_inputs), never on the
-// payload (the lane decides on its held register; the discipline on readiness and validity).
+// `clk` (`always @(edge clk)`, see fast.py's dual_edge_verilog), so one toggle of `clk` plus
+// one eval is one clock cycle: the eval first settles the combinational logic with the cycle's
+// inputs and then applies the clock edge. Before the edge the driver needs each lane's
+// `i[l].ready` and the output beat `o`; it reads them from the previous eval: `o` depends on
+// registers only, and `i[l].ready` on registers and the `valid` inputs (`o.ready` is tied high
+// in the fast build's Verilog: fast.py's tie_top_inputs), never on the payload (the lane
+// decides on its held register; the discipline on readiness and validity).
 // So the values settled after the previous edge are this cycle's values as long as the
 // `valid` inputs do not change; when they do (a lane's stream runs out, once per run), or
 // a control input changes (configuration write, clear), an extra eval without a clock edge

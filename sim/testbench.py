@@ -1,0 +1,67 @@
+"""Helpers every Amaranth-simulator testbench of the project shares (the CFPU, the lanes, the
+array): running a simulation with an optional waveform, a clock domain for a combinational
+design, and stream handshakes (in the manner of Glasgow's ``stream_put`` / ``stream_get``)."""
+from __future__ import annotations
+
+__all__ = ["run_simulator", "with_sync_domain", "stream_put", "stream_get", "CocotbClockReset"]
+
+
+def run_simulator(sim, vcd=None) -> None:
+    """Run an Amaranth simulation to its end, writing a waveform to ``vcd`` when given."""
+    if vcd:
+        with sim.write_vcd(str(vcd)):
+            sim.run()
+    else:
+        sim.run()
+
+
+def with_sync_domain(dut, name: str = "dut"):
+    """``dut`` inside a module with one clocked signal, so that a combinational design still
+    has the ``sync`` domain that ``Simulator.add_clock`` needs."""
+    from amaranth.hdl import Module, Signal
+    top = Module()
+    top.submodules[name] = dut
+    heartbeat = Signal()
+    top.d.sync += heartbeat.eq(~heartbeat)
+    return top
+
+
+async def stream_put(ctx, stream, payload) -> None:
+    """Offer ``payload`` on ``stream`` (an ``amaranth.lib.stream`` interface the testbench
+    drives) until it is accepted, then drop ``valid``."""
+    ctx.set(stream.valid, 1)
+    ctx.set(stream.payload, payload)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream):
+    """Take one payload from ``stream`` (a stream the testbench consumes): raise ``ready`` until
+    ``valid``, return the payload."""
+    ctx.set(stream.ready, 1)
+    payload, = await ctx.tick().sample(stream.payload).until(stream.valid)
+    ctx.set(stream.ready, 0)
+    return payload
+
+
+class CocotbClockReset:
+    """Base of the project's cocotb testbenches (``TB`` classes): owns the DUT's clock (10 ns)
+    and reset pulse. Subclasses drive their inputs idle in :meth:`idle_inputs`."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    def idle_inputs(self) -> None:
+        """Drive every input of the DUT to its idle value (called during reset)."""
+
+    async def start(self, reset_cycles: int = 2) -> None:
+        """Start the clock and hold reset for ``reset_cycles`` rising edges, inputs idle."""
+        from cocotb.clock import Clock
+        from cocotb.triggers import RisingEdge
+        dut = self.dut
+        Clock(dut.clk, 10, unit="ns").start()
+        dut.rst.value = 1
+        self.idle_inputs()
+        for _ in range(reset_cycles):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
