@@ -28,7 +28,7 @@ from .golden import MulResult
 from .mismatch import differences, report
 from .paths import build_root
 from .rtl_build import apply_verilator_env, cfpu_verilog, cocotb_build
-from .testbench import run_simulator, with_sync_domain
+from .testbench import log_tail, run_simulator, with_sync_domain
 
 __all__ = ["mul_amaranth", "mul_verilator", "simulate_amaranth", "simulate_verilator",
            "cfpu_build", "config_codes", "golden_for_codes", "mismatch_report"]
@@ -199,9 +199,9 @@ def simulate_verilator(a, b, codes, *, stages: int = DEFAULT_STAGES, approx: boo
                         waves=bool(vcd), seed=seed, log_file=log if quiet else None,
                         results_xml=str(tmp / "results.xml"))
         except SystemExit as e:  # cocotb reports a failing run this way
-            raise RuntimeError(f"Verilator run failed ({e}); log:\n{_tail(log)}") from None
+            raise RuntimeError(f"Verilator run failed ({e}); log:\n{log_tail(log)}") from None
         if not (tmp / "out.npz").exists():
-            raise RuntimeError(f"Verilator run produced no results; log:\n{_tail(log)}")
+            raise RuntimeError(f"Verilator run produced no results; log:\n{log_tail(log)}")
         if vcd:
             dump = tmp / "dump.vcd"
             if not dump.exists():
@@ -210,13 +210,6 @@ def simulate_verilator(a, b, codes, *, stages: int = DEFAULT_STAGES, approx: boo
         out = np.load(tmp / "out.npz")
         return MulResult(out["bits"].astype(fmt.storage_dtype), out["flags"].astype(np.uint8),
                          out["hit"].astype(bool))
-
-
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text()[-n:]
-    except OSError:
-        return "(no log)"
 
 
 def mul_verilator(a, b, config: CFPUConfig, *, vcd=None, stages: int = DEFAULT_STAGES,

@@ -22,12 +22,13 @@ static inline uint32_t max_u(uint32_t a, uint32_t b) { return a > b ? a : b; }
 /* Transform one row of the checked operand. acc[0..9] accumulates:
  * qualifying count, normal non-qualifying count, unrepresentable-qualifying flag, subnormal flag,
  * non-finite flag, q_lo, q_hi (power-of-two exponents e + m1), n_lo, n_hi (exponents), and the
- * largest exponent among the elements and their powers of two. */
+ * largest exponent among the finite elements and their powers of two (what the GEMMs see: the
+ * non-finite elements become zeros). */
 static inline __attribute__((always_inline)) void
 transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *restrict dn,
               int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc)
 {
-    uint32_t cq = 0, cn = 0, unrep = 0, sub = 0, e_max = 0;
+    uint32_t cq = 0, cn = 0, unrep = 0, sub = 0, e_max = 0, nonfin = 0;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
     for (int64_t j = 0; j < cols; j++) {
         uint32_t x = src[j];
@@ -47,7 +48,8 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
         }
         cq += ok;
         unrep |= qual & (ok ^ 1u);
-        e_max = max_u(e_max, e);                      /* 255: an inf or NaN, see below */
+        nonfin |= (uint32_t)(e == 255u);              /* an inf or NaN, see below */
+        e_max = max_u(e_max, e & ~MASK(e == 255u));
         /* masks, not conditionals: gcc vectorises these min/max reductions only so */
         q_lo = min_u(q_lo, pe | ~okmask);
         q_hi = max_u(q_hi, pe & okmask);
@@ -58,7 +60,6 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
             n_hi = max_u(n_hi, e & nonqmask);
         }
     }
-    const uint32_t nonfin = e_max == 255u;
     if (nonfin) {   /* rare: take the non-finite values out (zeros), off the vectorised loop */
         uint32_t *restrict d = dual ? dn : dq;
         for (int64_t j = 0; j < cols; j++)
@@ -304,11 +305,13 @@ int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, co
     return hits;
 }
 
-/* The largest exponent field of n binary32 bit patterns (255: an inf or NaN; 0 when n = 0). */
-uint32_t canna_max_exponent(const uint32_t *x, int64_t n)
+/* The largest exponent field among the finite ones of n binary32 bit patterns (0 when none). */
+uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n)
 {
     uint32_t m = 0;
-    for (int64_t i = 0; i < n; i++)
-        m = max_u(m, x[i] & 0x7F800000u);
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t e = x[i] & 0x7F800000u;
+        m = max_u(m, e & ~MASK(e == 0x7F800000u));
+    }
     return m >> 23;
 }

@@ -14,5 +14,5 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
                          uint32_t *cnt_normal, uint32_t *cnt_q, int64_t *risky, int64_t cap);
 int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32,
                                int64_t n, int32_t q_lo, int32_t q_hi, int32_t b_e_max);
-uint32_t canna_max_exponent(const uint32_t *x, int64_t n);
+uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n);
 #endif

@@ -176,10 +176,10 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(hits);
 }
 
-static PyObject *max_exponent(PyObject *self, PyObject *args)
+static PyObject *max_finite_exponent(PyObject *self, PyObject *args)
 {
     PyObject *x;
-    if (!PyArg_ParseTuple(args, "O:max_exponent", &x))
+    if (!PyArg_ParseTuple(args, "O:max_finite_exponent", &x))
         return NULL;
     Buf b[1];
     if (take(x, &b[0], "x", 4, 0, 0, 0) < 0) {
@@ -188,7 +188,7 @@ static PyObject *max_exponent(PyObject *self, PyObject *args)
     }
     uint32_t e;
     Py_BEGIN_ALLOW_THREADS
-    e = canna_max_exponent(DATA(b[0], uint32_t), b[0].view.len / 4);
+    e = canna_max_finite_exponent(DATA(b[0], uint32_t), b[0].view.len / 4);
     Py_END_ALLOW_THREADS
     release(b, 1);
     return PyLong_FromUnsignedLong(e);
@@ -201,8 +201,8 @@ static PyMethodDef methods[] = {
      "scan_first(a, rows, cols, t, dual, row_flags, stats, ma, cnt_normal, cnt_q, risky) -> count"},
     {"scan_first_quick", scan_first_quick, METH_VARARGS,
      "scan_first_quick(a, nq32, n, q_lo, q_hi, b_e_max) -> hits, or -1: take the general path"},
-    {"max_exponent", max_exponent, METH_VARARGS,
-     "max_exponent(x) -> the largest exponent field of the binary32 patterns in x"},
+    {"max_finite_exponent", max_finite_exponent, METH_VARARGS,
+     "max_finite_exponent(x) -> the largest exponent field of the finite binary32 patterns in x"},
     {NULL, NULL, 0, NULL},
 };
 

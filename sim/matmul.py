@@ -188,9 +188,16 @@ class ExponentStats(NamedTuple):
     nonq_hi: int
     e_max: int
 
+    @classmethod
+    def of(cls, stats) -> "ExponentStats":
+        return cls(*(int(v) for v in stats))
 
-#: ``stats`` of an operand with nothing in either range.
-_EMPTY_STATS = (1000, -1000, 1000, -1000, 0)
+    @classmethod
+    def empty(cls, e_max: int = 0) -> "ExponentStats":
+        """Nothing in either range; the GEMMs see exponents up to ``e_max``."""
+        return cls(1000, -1000, 1000, -1000, e_max)
+
+
 
 
 class QuickScan(NamedTuple):
@@ -226,7 +233,8 @@ def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
     if dual:
         unrep |= ((e == 0) & (f != 0)).any(axis=1)
     row_flags = (row_flags | np.where(unrep, ROW_RISKY_NONZERO, 0)).astype(np.uint32)
-    e_max = max(int(e.max()) if e.size else 0, int(pe[ok].max()) if ok.any() else 0)
+    finite = e[e != 255]
+    e_max = max(int(finite.max()) if finite.size else 0, int(pe[ok].max()) if ok.any() else 0)
     stats = np.array([*_range(pe[ok]), *_range(e[nonq]), e_max], dtype=np.int32)
     return (mq, wn, ok.sum(axis=1).astype(np.int64), nonq.sum(axis=1).astype(np.int64),
             row_flags, stats)
@@ -238,7 +246,7 @@ def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
     e, f, normal, qual, pe = _decompose(a, t)
     qual &= dual
     zero = (a & 0x7FFFFFFF) == 0
-    q_lo, q_hi, n_lo, n_hi, e_max = ExponentStats(*(int(v) for v in stats))
+    q_lo, q_hi, n_lo, n_hi, e_max = ExponentStats.of(stats)
     bad = ((row_flags & ROW_RISKY_ALL) != 0)[None, :] | (((row_flags & ROW_RISKY_NONZERO) != 0)[None, :] & ~zero)
     bad |= ~normal & ~zero
     if q_lo <= q_hi:
@@ -274,8 +282,7 @@ class Prepared:
     qualifying, nonqualifying : per-row counts of qualifying / (dual) normal non-qualifying
         elements: a row's hits are its count times the first operand's safe elements.
     row_flags, stats : what :func:`matmul_fast` needs to decide which products are safe
-        (``stats``: the kernels' array of :class:`ExponentStats`, named by
-        :attr:`exponent_stats`).
+        (``stats``: the kernels' array of :class:`ExponentStats`).
     quick : :class:`QuickScan` for policy b's lean path (:func:`_matmul_quick`), or None
         when it cannot apply (dual, or a row with inf, NaN or an unrepresentable power of two).
     """
@@ -299,14 +306,13 @@ class Prepared:
     def shape(self) -> tuple:
         return self.original.shape
 
-    @property
-    def exponent_stats(self) -> ExponentStats:
-        return ExponentStats(*(int(v) for v in self.stats))
 
-
-def max_exponent_numpy(bits: np.ndarray) -> int:
-    """NumPy twin of ``canna_max_exponent``: the largest exponent field (0 when empty)."""
-    return int(((bits >> 23) & 0xFF).max()) if bits.size else 0
+def max_finite_exponent_numpy(bits: np.ndarray) -> int:
+    """NumPy twin of ``canna_max_finite_exponent``: the largest exponent field among the finite
+    elements (0 when there is none)."""
+    e = (bits >> 23) & 0xFF
+    e = e[e != 255]
+    return int(e.max()) if e.size else 0
 
 
 def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Prepared:
@@ -318,12 +324,11 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
     lib = _Kernels.get() if native in (None, True) else None
     if native and lib is None:
         raise RuntimeError("native kernels requested but unavailable")
-    if not config.enabled:   # no hits; the largest exponent tells which products may overflow
-        e_max = max_exponent_numpy(bits) if lib is None else lib.max_exponent(bits)
+    if not config.enabled:   # no hits; B's largest exponent tells which products may overflow
+        e_max = max_finite_exponent_numpy(bits) if lib is None else lib.max_finite_exponent(bits)
         empty = np.zeros(k_dim, dtype=np.int64)
         return Prepared(config, b, b, None, empty, empty, np.zeros(k_dim, np.uint32),
-                        np.array(_EMPTY_STATS[:4] + (e_max,), np.int32),
-                        QuickScan(n, *_EMPTY_STATS[:2], e_max))
+                        np.array(ExponentStats.empty(e_max), np.int32))
     dual = config.policy is Policy.DUAL
     t = config.tuning_bits
     if lib is None:
@@ -337,7 +342,7 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
         stats = np.empty(len(ExponentStats._fields), np.int32)
         lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, qualifying, nonqualifying,
                               row_flags, stats)
-    st = ExponentStats(*(int(v) for v in stats))
+    st = ExponentStats.of(stats)
     quick = None if dual or row_flags.any() else QuickScan(n, st.pow2_lo, st.pow2_hi, st.e_max)
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
                     qualifying, nonqualifying, row_flags, stats, quick)
@@ -417,6 +422,8 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     products = m * k_dim * n
     a = np.ascontiguousarray(a)
     a_bits = a.view(np.uint32)
+    if not prep.config.enabled:
+        return MatmulResult(_matmul_exact(a, prep, native), products, 0)
     risky, ma, cnt_normal, cnt_q = _scan_first(a_bits, prep, native)
     if risky.size:
         a = a.copy()
@@ -431,6 +438,24 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     if risky.size:
         hits += _add_golden_products(y, a_bits, prep, risky)
     return MatmulResult(y, products, hits)
+
+
+def _matmul_exact(a: np.ndarray, prep: Prepared, native: bool | None) -> np.ndarray:
+    """Exact mode: one GEMM. A GEMM that fuses a product into the add could hide its overflow,
+    so where some finite product may overflow (``e_a + e_max(B) > MAX_SAFE_EXPONENT_SUM``: only
+    with huge operands) the rows of ``a`` holding such elements are computed by the reference.
+    Subnormals, infinities and NaNs need nothing: the GEMM multiplies them as the CFPU does."""
+    a_bits = a.view(np.uint32)
+    lib = _Kernels.get() if native in (None, True) else None
+    e_a = max_finite_exponent_numpy(a_bits) if lib is None else lib.max_finite_exponent(a_bits)
+    e_b = int(prep.stats[4])
+    with np.errstate(**_QUIET):
+        y = np.matmul(a, prep.original)
+    if e_a + e_b > MAX_SAFE_EXPONENT_SUM:
+        e = (a_bits >> 23) & 0xFF
+        rows = np.flatnonzero(((e != 255) & (e + e_b > MAX_SAFE_EXPONENT_SUM)).any(axis=1))
+        y[rows] = matmul_reference(a[rows], prep.original, prep.config).value
+    return y
 
 
 def _add_golden_products(y, a_bits, prep: Prepared, risky: np.ndarray, chunk: int = 4096) -> int:

@@ -3,7 +3,10 @@ array): running a simulation with an optional waveform, a clock domain for a com
 design, and stream handshakes (in the manner of Glasgow's ``stream_put`` / ``stream_get``)."""
 from __future__ import annotations
 
-__all__ = ["run_simulator", "with_sync_domain", "stream_put", "stream_get", "CocotbClockReset"]
+from pathlib import Path
+
+__all__ = ["run_simulator", "with_sync_domain", "stream_put", "stream_get", "CocotbClockReset",
+           "log_tail"]
 
 
 def run_simulator(sim, vcd=None) -> None:
@@ -65,3 +68,11 @@ class CocotbClockReset:
         for _ in range(reset_cycles):
             await RisingEdge(dut.clk)
         dut.rst.value = 0
+
+
+def log_tail(path, n: int = 4000) -> str:
+    """The last ``n`` characters of a simulation log, for the error a failed run raises."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")[-n:]
+    except OSError:
+        return "(no log)"

@@ -107,6 +107,9 @@ def unpack(layout: data.Layout, words, *names: str) -> dict[str, np.ndarray]:
 
 def unpack_lanes(words, width: int, lanes: int) -> np.ndarray:
     """:func:`lanes_layout` words as a (len(words), lanes) uint64 array."""
+    if width in (8, 16, 32, 64):   # whole bytes per lane: one conversion per word (per-cycle probes)
+        raw = b"".join(int(w).to_bytes(width // 8 * lanes, "little") for w in words)
+        return np.frombuffer(raw, dtype=f"<u{width // 8}").astype(np.uint64).reshape(-1, lanes)
     f = unpack(lanes_layout(width, lanes), words)
     return np.stack([f[l] for l in range(lanes)], axis=-1).reshape(-1, lanes)
 

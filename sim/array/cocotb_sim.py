@@ -13,6 +13,7 @@ from canna.spec.array import COUNTERS, DEFAULT_STAGES, pipeline_latency
 
 from ..paths import build_root
 from ..rtl_build import apply_verilator_env, array_name, array_verilog, cocotb_build
+from ..testbench import log_tail
 from .job import ArrayJob, RawRun, lane_ops
 
 __all__ = ["build", "run"]
@@ -29,19 +30,12 @@ def build(*, lanes: int, exact_cycles: int, discipline: str, stages: int = DEFAU
     return cocotb_build(src, top="lane_array", build_dir=root / name, waves=waves)
 
 
-def _tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text()[-n:]
-    except OSError:
-        return "(no log)"
-
-
 def run(job: ArrayJob) -> RawRun:
     from cocotb_tools.runner import get_runner
-    t0 = time.perf_counter()
     lanes = job.lanes
     bdir = build(lanes=lanes, exact_cycles=job.geometry.exact_cycles, discipline=job.discipline,
                  stages=job.stages, waves=bool(job.vcd))
+    t0 = time.perf_counter()   # the run, not the (cached) build
     op_a, op_b, nop = lane_ops(job.a_bits, job.b_bits, lanes)
     tiles, _, k_dim = op_a.shape
     last = np.broadcast_to((np.arange(k_dim) == k_dim - 1)[None, None, :], op_a.shape)
@@ -67,9 +61,9 @@ def run(job: ArrayJob) -> RawRun:
                 extra_env=env, waves=bool(job.vcd), seed=seed, log_file=log,
                 results_xml=str(tmp / "results.xml"))
         except SystemExit as e:
-            raise RuntimeError(f"cocotb run failed ({e}); log:\n{_tail(log)}") from None
+            raise RuntimeError(f"cocotb run failed ({e}); log:\n{log_tail(log)}") from None
         if not (tmp / "out.npz").exists():
-            raise RuntimeError(f"cocotb run produced no results; log:\n{_tail(log)}")
+            raise RuntimeError(f"cocotb run produced no results; log:\n{log_tail(log)}")
         if job.vcd:
             dump = tmp / "dump.vcd"
             shutil.copyfile(dump if dump.exists() else bdir / "dump.vcd", job.vcd)

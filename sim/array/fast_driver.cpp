@@ -149,10 +149,11 @@ int canna_array_matmul(void* h, int64_t M, int64_t N, int64_t K, const uint32_t*
     auto present = [&](int l) {  // drive lane l's next operation
         uint32_t* p = s->payload[l];
         const int64_t k = kk[l];
+        const uint32_t last = k == K - 1 ? OP_LAST : 0u;   // word layout: canna.spec.layouts
         if (pad[l]) {
-            p[0] = 0; p[1] = 0; p[2] = (k == K - 1 ? 1u : 0u) | 2u;
+            p[OP_A_WORD] = 0; p[OP_B_WORD] = 0; p[OP_FLAGS_WORD] = last | OP_NOP;
         } else {
-            p[0] = arow[l][k]; p[1] = brow[l][k]; p[2] = (k == K - 1 ? 1u : 0u);
+            p[OP_A_WORD] = arow[l][k]; p[OP_B_WORD] = brow[l][k]; p[OP_FLAGS_WORD] = last;
         }
     };
     for (int l = 0; l < LANES; ++l) {

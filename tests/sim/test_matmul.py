@@ -125,14 +125,37 @@ def test_overflowing_products_agree_with_reference(config, native):
 
 
 def test_exact_prepare_native_matches_numpy():
-    """The exact mode's largest exponent of b (which products may overflow), C vs NumPy."""
+    """The exact mode's largest finite exponent of b (which products may overflow), C vs NumPy."""
     rng = np.random.default_rng(13)
     for b in (rng.standard_normal((5, 7)).astype(np.float32), np.full((2, 3), np.inf, np.float32),
-              np.zeros((3, 1), np.float32)):
+              np.array([[np.nan, 3e38], [1.0, -np.inf]], np.float32), np.zeros((3, 1), np.float32)):
         c, n = mm.prepare(b, EXACT, native=True), mm.prepare(b, EXACT, native=False)
-        assert np.array_equal(c.stats, n.stats) and c.quick == n.quick
-        assert c.stats[4] == mm.max_exponent_numpy(b.view(np.uint32))
-    print("exact prepare: C max_exponent == NumPy twin on 3 operands")
+        assert np.array_equal(c.stats, n.stats) and c.quick is None and n.quick is None
+        finite = b[np.isfinite(b)]
+        want = int(((finite.view(np.uint32) >> 23) & 0xFF).max()) if finite.size else 0
+        assert c.stats[4] == want
+    print("exact prepare: C max_finite_exponent == NumPy twin == direct on 4 operands")
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["C", "numpy"])
+def test_non_finite_checked_operand(native):
+    """An inf or NaN in b: exact mode keeps IEEE semantics (2 * inf + 1 * 1 = inf, not NaN), and
+    in every mode only the column of a that meets it is taken out of the GEMMs (the largest
+    exponent the GEMMs see is that of the finite elements)."""
+    a = np.array([[2, 1]], np.float32)
+    b = np.array([[np.inf], [1]], np.float32)
+    for config in CONFIGS:
+        fast = mm.matmul_fast(a, b, config, native=native).value
+        ref = mm.matmul_reference(a, b, config).value
+        assert np.isposinf(fast).all() and np.isposinf(ref).all(), (config.describe(), fast)
+    rng = np.random.default_rng(14)
+    x, w = nn_like(rng, 32, 50, 40)
+    w[7, 3] = np.inf
+    for config in CONFIGS[1:]:
+        risky = mm._scan_first(x.view(np.uint32), mm.prepare(w, config, native=native), native)[0]
+        assert set((risky % 50).tolist()) <= {7}, config.describe()   # column 7 of x only
+    print(f"inf in the checked operand: +inf in both paths for {len(CONFIGS)} configurations; "
+          f"only the matching column is risky in {len(CONFIGS) - 1}")
 
 
 def fast_path_products(a, prep):

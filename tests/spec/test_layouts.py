@@ -10,8 +10,9 @@ from canna.spec.array import ArrayGeometry, split_tiles, tile_count, tile_plan
 from canna.spec.config import (CFPUConfig, check_tuning_bits, config_layout, decode_config,
                                encode_config, encode_configs)
 from canna.spec.formats import BFLOAT16, BINARY32
-from canna.spec.layouts import (config_write_layout, input_layout, op_layout, output_layout, pack,
-                                pack_inputs, unpack, unpack_outputs)
+from canna.spec.layouts import (config_write_layout, input_layout, lanes_layout, op_layout,
+                                output_layout, pack, pack_inputs, unpack, unpack_lanes,
+                                unpack_outputs)
 
 
 def test_config_layout_widths():
@@ -89,3 +90,16 @@ def test_split_tiles():
     assert split_tiles(7, 3) == [0, 2, 4, 7]
     with pytest.raises(ValueError, match="lanes must be a positive integer"):
         ArrayGeometry(lanes=0)
+
+
+def test_unpack_lanes_fast_path_equals_the_layout():
+    """unpack_lanes' whole-byte path (per-cycle probes) gives what the layout's field offsets give."""
+    rng = np.random.default_rng(5)
+    checked = 0
+    for width, lanes in ((32, 16), (32, 1), (8, 3), (64, 2), (5, 7)):
+        words = [int(rng.integers(0, 2 ** 62)) % (1 << (width * lanes)) for _ in range(20)]
+        fields = unpack(lanes_layout(width, lanes), words)
+        want = np.stack([fields[l] for l in range(lanes)], axis=-1)
+        assert np.array_equal(unpack_lanes(words, width, lanes), want), (width, lanes)
+        checked += len(words)
+    print(f"unpack_lanes: {checked} words in 5 widths/lane counts equal the layout's fields")
