@@ -17,7 +17,8 @@ help:
 	@echo "make sim        the main job: CFPU hit-rate table; exact / uniform / GTA training and"
 	@echo "                layer-based inference on digits; inference on the RTL lane array with"
 	@echo "                cycles and energy (makes build/synth and build/activity first if missing)"
-	@echo "make bench      fast approximate matmul vs native GEMM (ratios); MAC/s of every array backend"
+	@echo "make bench      fast approximate matmul vs native GEMM (ratios); MAC/s of every array backend;"
+	@echo "                lane-array accounting vs the matmul it accounts"
 	@echo "make verilog    CFPU and exact multiplier Verilog under build/verilog, linted"
 	@echo "make synth      Yosys synthesis: area, transistors, CFPU overhead (LIBERTY=file.lib)"
 	@echo "make activity   switching activity per submodule, exact vs approximate operations"
@@ -59,6 +60,7 @@ sim: $(STAMP) build/synth/synth.json build/activity/activity.json
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_array.py
+	$(PY) scripts/bench_accounting.py --json build/bench_accounting.json
 
 verilog: $(STAMP)
 	$(PY) scripts/verilog.py
