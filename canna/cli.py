@@ -95,8 +95,12 @@ def run_command(prog: str, call) -> int:
 def main(argv=None) -> int:
     """The ``canna`` command; how it ends on errors, Ctrl-C and closed or full outputs:
     :func:`run_command`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:   # Ctrl-C while the subcommands' modules are still being imported
+        print("canna: interrupted", file=sys.stderr)
+        return 130
     return run_command(f"canna {args.command}", lambda: args.run(args))
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "write_json", "save_npz", "load_npz", "CheckpointError", "NpzArrays",
-           "require_finite", "finite_or_null", "check_output_dir"]
+__all__ = ["atomic_write_bytes", "remove_stale_temporaries", "write_json", "save_npz", "load_npz",
+           "CheckpointError", "NpzArrays", "require_finite", "finite_or_null", "check_output_dir"]
 
 
 class CheckpointError(ValueError):
@@ -59,6 +59,20 @@ def _atomic(path: Path, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_stale_temporaries(directory, names) -> None:
+    """Delete the temporary files (``.<name>.<random>.tmp``) that an atomic write of one of
+    ``names`` in ``directory`` leaves behind when its process is killed (SIGKILL, power loss)
+    between creating and renaming it; a run calls this before it writes there again."""
+    d = Path(directory)
+    for name in names:
+        for p in d.glob(f".{name}.*.tmp"):
+            if p.is_file() and not p.is_symlink():
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -63,6 +63,14 @@ def tuning_bits_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _out_dir_arg(text: str) -> str:
+    """argparse type of ``--out``: a directory path. An empty one is an error: the run would
+    write its checkpoint and model to the current directory and no results file."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
+    return text
+
+
 def _checked(text: str) -> dict:
     out = {}
     for item in text.split(","):
@@ -106,7 +114,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=int, help="mini-batch size (overrides the preset)")
     t.add_argument("--dropout", type=float, help="dropout on hidden layers (overrides the preset)")
     t.add_argument("--train-limit", type=int, help="use only N training samples (quick runs)")
-    p.add_argument("--out", help="output directory (results JSON, checkpoint, model)")
+    p.add_argument("--out", type=_out_dir_arg, help="output directory (results JSON, checkpoint, model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -308,6 +316,9 @@ def run_infer(args) -> int:
             raise ValueError(f"--qos must be a finite number >= 0 (percentage points), got {args.qos}")
         if not (math.isfinite(args.spread) and 0 <= args.spread <= MAX_TUNING_BITS):
             raise ValueError(f"--spread must be in 0..{MAX_TUNING_BITS} tuning bits, got {args.spread}")
+        for name, value in vars(args).items():   # all of them go to infer.json, strict JSON
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         data = _load(args)
         if args.model:
             model, meta = load_model(args.model)

@@ -29,7 +29,8 @@ import numpy as np
 from canna.spec.config import EXACT, CFPUConfig, check_tuning_bits
 
 from .backends import get_backend
-from .checkpoint import CheckpointError, check_output_dir, load_npz, require_finite, save_npz, write_json
+from .checkpoint import (CheckpointError, check_output_dir, load_npz, remove_stale_temporaries, require_finite,
+                         save_npz, write_json)
 from .datasets import Dataset
 from .gta import GTAConfig, GTAController
 from .mlp import EVAL_BATCH, MLP, PHASES, ArithPlan, Counters, DEFAULT_CHECKED, check_memory, memory_estimate
@@ -116,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"momentum must be a finite number, got {self.momentum}")
         if not math.isfinite(self.gta_thr):
             raise ValueError(f"GTA thr must be a finite number, got {self.gta_thr}")
+        if not math.isfinite(self.gta_reserve):   # in every mode: it is in the results JSON
+            raise ValueError(f"GTA reserve must be a finite number, got {self.gta_reserve}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer (--seed), got {self.seed!r}")
         if any(h <= 0 for h in self.hidden):
@@ -368,6 +371,8 @@ class _TrainingRun:
             raise CheckpointError(f"--resume: no checkpoint "
                                   f"{'(no --out given)' if self.ckpt is None else self.ckpt} to resume from")
         check_training_memory(cfg, self.sizes, self.data)
+        if self.out is not None:     # what a killed run's atomic writes left
+            remove_stale_temporaries(self.out, OUTPUT_FILES)
         if resume:
             self.state = TrainState.load(self.ckpt, cfg, self.sizes, self.iter_max)
             _log(quiet, f"resuming {self.ckpt} at iteration {self.state.iteration}/{self.iter_max}")
@@ -515,7 +520,9 @@ def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False
     calls = 0
     saved_at_boundary = False
     try:
-        with _SigintGuard() as guard:
+        # A diverging run overflows before its loss turns NaN: step() reports that as one
+        # error (FloatingPointError), so NumPy's overflow warnings would only add stderr lines.
+        with _SigintGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
             while not run.done:
                 level, loss = run.step()
                 calls += 1

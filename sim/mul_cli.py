@@ -10,8 +10,10 @@ command quietly (exit status 141) and a full disk is one line, exit 2
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -175,12 +177,19 @@ def run(args) -> int:
     options = {"vcd": args.vcd} if args.vcd else {}
     if options and args.backend == "golden":
         raise CliError("--vcd needs an RTL backend (amaranth or verilator)")
+    vcd_made = False
     try:
-        # Open the outputs before the (possibly long) run, so that a bad path fails at once.
-        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="ascii")
+        # Open the outputs before the (possibly long) run, so that a bad path fails at once; the
+        # waveform first (append mode: an existing one is not truncated), so that a bad --vcd
+        # leaves no empty (or truncated) result file behind.
         if args.vcd:
+            vcd_made = not os.path.lexists(args.vcd)
             open(args.vcd, "a").close()
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="ascii")
     except OSError as e:
+        if vcd_made:
+            with contextlib.suppress(OSError):
+                os.unlink(args.vcd)
         raise CliError(f"cannot write {e.filename}: {e.strerror}") from None
     result = backend(vec.a, vec.b, config, **options)
 

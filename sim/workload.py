@@ -154,6 +154,8 @@ def _run(args) -> int:
         raise CliError(f"--seed must be in 0..2^32-1, got {args.seed}")
     tmp = None
     if args.json:
+        if os.path.isdir(args.json):   # os.replace would refuse it only after the computation
+            raise CliError(f"cannot write {args.json}: Is a directory")
         tmp = args.json + ".tmp"
         try:   # fail before the computation, not after it
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
