@@ -28,6 +28,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def path_arg(text: str) -> str:
+    """argparse type of every file or directory option: an empty path is an error (it would
+    silently mean "not given", or the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="canna", description="Configurable approximate binary32 arithmetic for neural networks.")

@@ -36,7 +36,16 @@ class CheckpointError(ValueError):
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
+    """The process's umask, read without changing it where Linux says it (/proc/self/status);
+    elsewhere by setting it and straight back (another thread creating a file meanwhile would
+    get 077)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o077)
     os.umask(mask)
     return mask

@@ -20,7 +20,7 @@ import math
 import sys
 from pathlib import Path
 
-from canna.cli import CliError
+from canna.cli import CliError, path_arg
 from canna.spec.config import MAX_TUNING_BITS, check_tuning_bits
 
 __all__ = ["register", "run_train", "run_infer", "layer_sizes_arg", "tuning_bits_arg", "seed_arg",
@@ -63,14 +63,6 @@ def tuning_bits_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _out_dir_arg(text: str) -> str:
-    """argparse type of ``--out``: a directory path. An empty one is an error: the run would
-    write its checkpoint and model to the current directory and no results file."""
-    if not text:
-        raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
-    return text
-
-
 def _checked(text: str) -> dict:
     out = {}
     for item in text.split(","):
@@ -89,7 +81,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="dataset (default: digits, embedded; others read files from --data-dir)")
-    g.add_argument("--data-dir", help="directory with the dataset files (an error with digits, which reads none)")
+    g.add_argument("--data-dir", type=path_arg, help="directory with the dataset files (an error with digits, which reads none)")
     g.add_argument("--split-seed", type=seed_arg, default=0, help="seed of the train/val/test split (default 0)")
     g.add_argument("--hyper-classes", type=int, default=9,
                    help="hyperspectral: keep the N most populous classes (default 9, the paper's setup)")
@@ -114,7 +106,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--batch-size", type=int, help="mini-batch size (overrides the preset)")
     t.add_argument("--dropout", type=float, help="dropout on hidden layers (overrides the preset)")
     t.add_argument("--train-limit", type=int, help="use only N training samples (quick runs)")
-    p.add_argument("--out", type=_out_dir_arg, help="output directory (results JSON, checkpoint, model)")
+    p.add_argument("--out", type=path_arg, help="output directory (results JSON, checkpoint, model)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -150,7 +142,7 @@ def register(sub) -> None:
                          description="Sensitivity analysis and per-layer approximation of a trained "
                                      "network on validation data, evaluated on test data.")
     _add_common(inf)
-    inf.add_argument("--model", help="model.npz from `canna train` (default: train an exact one first)")
+    inf.add_argument("--model", type=path_arg, help="model.npz from `canna train` (default: train an exact one first)")
     inf.add_argument("--mode", default="both", choices=["layer", "uniform", "both"],
                      help="layer-based, uniform or both (default both)")
     inf.add_argument("--qos", type=float, default=1.0,

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from canna.cli import OneLineErrorParser, run_command
+from canna.cli import OneLineErrorParser, path_arg, run_command
 
 from .backends import get_backend
 from .checkpoint import check_output_dir, write_json
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--qos", type=float, default=1.0, help="inference QoS, percentage points (default 1)")
     p.add_argument("--seed", type=seed_arg, default=0, help="training seed (default 0)")
     p.add_argument("--backend", default="golden-fast", help="matmul backend (default golden-fast)")
-    p.add_argument("--out", help="directory for the results JSON files")
+    p.add_argument("--out", type=path_arg, help="directory for the results JSON files")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--rtl-samples", type=int, default=32,
                    help="test inputs whose inference runs on the RTL lane array (0: skip; default 32)")

@@ -463,6 +463,7 @@ class _TrainingRun:
         """The results dict of the run (test and validation accuracy by exact inference)."""
         data, cfg, s, L = self.data, self.cfg, self.state, self.n_layers
         model, controller = s.model, s.controller
+        seconds = self.seconds()   # the training, not the evaluations below
         test = model.evaluate(data.x_test, data.y_test, ArithPlan.exact(L), "native")
         val = model.evaluate(data.x_val, data.y_val, ArithPlan.exact(L), "native")
         res = {
@@ -479,7 +480,7 @@ class _TrainingRun:
             "test_accuracy_note": "trained model evaluated with exact float32 inference",
             **s.counters.as_dict(),
             "per_epoch": s.history,
-            "seconds": self.seconds(),
+            "seconds": seconds,
         }
         final_level = cfg.tuning_bits if cfg.mode == "uniform" else (controller.level if controller else None)
         if final_level is not None:

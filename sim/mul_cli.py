@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from canna.cli import CliError
+from canna.cli import CliError, path_arg
 
 from canna.spec.config import CFPUConfig, MAX_TUNING_BITS, Policy
 from . import golden
@@ -135,8 +135,8 @@ def register(sub) -> None:
     p.add_argument("--backend", default="golden", help=f"one of: {', '.join(BACKENDS)} (default golden)")
     p.add_argument("--check-nans", action="store_true",
                    help="require NaN results to match bit for bit (default: any NaN matches any NaN)")
-    p.add_argument("--vcd", metavar="FILE", help="write a waveform of the run (RTL backends only)")
-    p.add_argument("--output", "-o", default="-", help="where to write result lines (default stdout)")
+    p.add_argument("--vcd", metavar="FILE", type=path_arg, help="write a waveform of the run (RTL backends only)")
+    p.add_argument("--output", "-o", default="-", type=path_arg, help="where to write result lines (default stdout)")
     p.add_argument("--max-mismatches", type=int, default=10, help="mismatches to print (default 10)")
     p.set_defaults(run=run)
 

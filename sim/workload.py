@@ -133,12 +133,13 @@ def run_table(seed: int = 0, samples: int = 200, max_tuning_bits: int = 10, out=
 
 
 def register(sub) -> None:
+    from canna.cli import path_arg
     p = sub.add_parser("workload", help="hit rate and error per tuning bit on a digits MLP",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=int, default=200, help="test inputs whose products are measured")
     p.add_argument("--max-tuning-bits", type=int, default=10)
-    p.add_argument("--json", help="also write the table as JSON here (atomically)")
+    p.add_argument("--json", type=path_arg, help="also write the table as JSON here (atomically)")
     p.set_defaults(run=_run)
 
 

@@ -72,3 +72,25 @@ def test_ascii_whitespace_still_separates_fields(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out.split() == ["3F800000", "40000000", "40000000", "00", "0"] and "1 checked, 0 mismatches" in err
     print("space, tab, VT, FF and CRLF separate fields as before: 1 vector checked")
+
+
+EMPTY_PATHS = [["infer", "--model", ""], ["workload", "--json", ""], ["mul", "-o", "", "x"],
+               ["mul", "--vcd", "", "x"], ["train", "--dataset", "mnist", "--data-dir", ""],
+               ["train", "--out", ""]]
+
+
+def test_empty_paths_are_one_line_errors(capsys, tmp_path, monkeypatch):
+    """An empty file or directory path is refused (it would silently mean "not given" or the
+    current directory: `canna infer --model ''` used to train a network instead)."""
+    monkeypatch.chdir(tmp_path)
+    for argv in EMPTY_PATHS:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and "expected a path" in err, (argv, err)
+    from canna.nn import main_job
+    with pytest.raises(SystemExit) as e:
+        main_job.main(["--out", ""])
+    assert e.value.code == 2 and "expected a path" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    print(f"empty paths: {len(EMPTY_PATHS) + 1} options refused in one line, nothing written")
