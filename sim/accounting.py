@@ -63,7 +63,6 @@ Limits
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +73,7 @@ from canna.spec.config import EXACT, CFPUConfig
 from . import golden
 from .lanes import (LaneArrayResult, LaneArrayTotals, check_operands, cycles_from_fast,
                     lane_configs, lane_operands, multiplier_bypassed)
+from .native import native_golden_available
 
 __all__ = ["AccountingOperand", "prepare_accounting", "account_matmul", "account_result",
            "available", "library", "exact_mask"]
@@ -133,13 +133,7 @@ def _load(lib):
 def available() -> bool:
     """True when the C engine builds and loads (``CANNA_GOLDEN_FAST=0`` disables it, as it
     disables the C twin of the lane model)."""
-    if os.environ.get("CANNA_GOLDEN_FAST", "1") == "0":
-        return False
-    try:
-        library()
-        return True
-    except Exception:
-        return False
+    return native_golden_available(library)
 
 
 def exact_mask(a_bits, b_bits, config: CFPUConfig = EXACT, *, lib=None) -> np.ndarray:

@@ -22,7 +22,7 @@ from canna.spec.array import ArrayGeometry, split_tiles, tile_count
 from canna.spec.config import EXACT, CFPUConfig
 
 from .lanes import LaneArrayResult, check_operands, lane_configs
-from .native import run_parts
+from .native import native_golden_available, run_parts
 
 __all__ = ["available", "library", "mul_bits", "add_bits", "run_lane_array"]
 
@@ -59,13 +59,7 @@ def library():
 
 def available() -> bool:
     """True when the C twin builds and loads (``CANNA_GOLDEN_FAST=0`` disables it)."""
-    if os.environ.get("CANNA_GOLDEN_FAST", "1") == "0":
-        return False
-    try:
-        library()
-        return True
-    except Exception:
-        return False
+    return native_golden_available(library)
 
 
 def _u32(x) -> np.ndarray:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["NativeBuildError", "cache_dir", "build_shared", "build_extension", "run_parts",
+           "native_golden_available",
            "seal", "intact"]
 
 
@@ -127,6 +128,18 @@ def build_extension(name: str, sources: list[Path], *, compiler: str | None = No
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def native_golden_available(load) -> bool:
+    """True when ``load()`` (building and loading a C twin of a golden model) succeeds;
+    ``CANNA_GOLDEN_FAST=0`` turns every such twin off (the NumPy models run instead)."""
+    if os.environ.get("CANNA_GOLDEN_FAST", "1") == "0":
+        return False
+    try:
+        load()
+        return True
+    except Exception:   # no compiler, or a build that fails: the NumPy model is used instead
+        return False
 
 
 def run_parts(part, parts: int) -> list:
