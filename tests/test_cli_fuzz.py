@@ -57,6 +57,8 @@ from helpers import seed
 
 FUZZ_CASES = int(os.environ.get("CANNA_FUZZ_CASES", "1000"))
 PROCESS_CASES = int(os.environ.get("CANNA_FUZZ_PROCESS_CASES", "8"))
+if FUZZ_CASES < 1 or PROCESS_CASES < 1:   # a fuzz test that runs no case checks nothing
+    raise ValueError("CANNA_FUZZ_CASES and CANNA_FUZZ_PROCESS_CASES must be at least 1")
 
 # The console script next to this interpreter (what `canna` runs); else the same entry point.
 _SCRIPT = Path(sys.executable).with_name("canna")
@@ -654,10 +656,10 @@ def test_cli_fuzz_in_process(assets, fast_workload):
     assert n >= min(FUZZ_CASES, 50)
 
 
-@pytest.mark.skipif(PROCESS_CASES < 1, reason="CANNA_FUZZ_PROCESS_CASES=0")
 def test_cli_fuzz_process(assets):
-    _fuzz(assets, PROCESS_CASES, run_process, f"process ({' '.join(Path(c).name for c in CANNA[:1])})",
-          salt=7919)
+    n = _fuzz(assets, PROCESS_CASES, run_process, f"process ({' '.join(Path(c).name for c in CANNA[:1])})",
+              salt=7919)
+    assert n >= 1
 
 
 def _plan(command, *options, dataset=None, inp=None, damage=None):

@@ -285,29 +285,27 @@ def test_api_paths_agree():
           "5 bad inputs refused")
 
 
-_PROPERTY_EXAMPLES = [0]
+def test_property_random():
+    """Random shapes, geometries, configurations and operands: both builds equal the golden lane
+    model; counts its examples."""
+    examples = [0]
 
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(m=st.integers(1, 9), k=st.integers(1, 140), n=st.integers(1, 40),
-       lanes=st.integers(1, 24), exact_cycles=st.integers(1, 6), config=st.sampled_from(CONFIGS),
-       kind=st.sampled_from(["nn", "hard"]), data_seed=st.integers(0, 2**32 - 1))
-def test_property_random(m, k, n, lanes, exact_cycles, config, kind, data_seed):
-    rng = np.random.default_rng(data_seed)
-    if kind == "nn":
-        a, b = nn_like(rng, m, k, n, specials=True)
-    else:
-        a, b = _hard_matrix(rng, (m, k)), _hard_matrix(rng, (k, n))
-    geometry = ArrayGeometry(lanes, exact_cycles)
-    ref = run_lane_array(a, b, config, geometry)
-    for lib in (accounting.library(), accounting.library(scalar=True)):
-        _check(a, b, config, geometry, lib, ref=ref)
-    _PROPERTY_EXAMPLES[0] += 1
-
-
-def test_property_count():
-    """How many examples the property above checked (it runs first; alone, this skips)."""
-    if not _PROPERTY_EXAMPLES[0]:
-        pytest.skip("test_property_random did not run in this session")
-    print(f"hypothesis property: {_PROPERTY_EXAMPLES[0]} examples (shape, lanes, exact cycles, "
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(m=st.integers(1, 9), k=st.integers(1, 140), n=st.integers(1, 40),
+           lanes=st.integers(1, 24), exact_cycles=st.integers(1, 6), config=st.sampled_from(CONFIGS),
+           kind=st.sampled_from(["nn", "hard"]), data_seed=st.integers(0, 2**32 - 1))
+    def prop(m, k, n, lanes, exact_cycles, config, kind, data_seed):
+        rng = np.random.default_rng(data_seed)
+        if kind == "nn":
+            a, b = nn_like(rng, m, k, n, specials=True)
+        else:
+            a, b = _hard_matrix(rng, (m, k)), _hard_matrix(rng, (k, n))
+        geometry = ArrayGeometry(lanes, exact_cycles)
+        ref = run_lane_array(a, b, config, geometry)
+        for lib in (accounting.library(), accounting.library(scalar=True)):
+            _check(a, b, config, geometry, lib, ref=ref)
+        examples[0] += 1
+    prop()
+    assert examples[0] > 0
+    print(f"hypothesis property: {examples[0]} examples (shape, lanes, exact cycles, "
           "configuration, operand kind, seed), each on both builds = golden")
