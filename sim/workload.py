@@ -12,11 +12,10 @@ weights are the second (checked) operand, as in ``y = x @ W``. Printed per confi
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -145,6 +144,7 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     from canna.cli import CliError
+    from canna.files import OutputError, check_output_dir, write_json
     try:
         check_tuning_bits(args.max_tuning_bits, "--max-tuning-bits")
     except ValueError as e:
@@ -153,26 +153,16 @@ def _run(args) -> int:
         raise CliError(f"--samples must be positive, got {args.samples}")
     if not 0 <= args.seed < 2**32:
         raise CliError(f"--seed must be in 0..2^32-1, got {args.seed}")
-    tmp = None
+    if args.json:   # fail before the computation, not after it
+        path = Path(args.json)
+        try:
+            check_output_dir(path.parent, [path.name], "--json")
+        except OutputError as e:
+            raise CliError(f"cannot write {args.json}: {e}") from None
+    result = run_table(args.seed, args.samples, args.max_tuning_bits)
     if args.json:
-        if os.path.isdir(args.json):   # os.replace would refuse it only after the computation
-            raise CliError(f"cannot write {args.json}: Is a directory")
-        tmp = args.json + ".tmp"
-        try:   # fail before the computation, not after it
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            open(tmp, "w").close()
+        try:
+            write_json(args.json, result)
         except OSError as e:
-            raise CliError(f"cannot write {e.filename}: {e.strerror}") from None
-    try:
-        result = run_table(args.seed, args.samples, args.max_tuning_bits)
-        if tmp:
-            try:
-                with open(tmp, "w") as fh:
-                    json.dump(result, fh, indent=1)
-                os.replace(tmp, args.json)
-            except OSError as e:
-                raise CliError(f"cannot write {args.json}: {e.strerror}") from None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)     # an interrupted or failed run leaves no temporary file
+            raise CliError(f"cannot write {args.json}: {e.strerror}") from None
     return 0
