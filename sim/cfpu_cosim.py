@@ -13,8 +13,6 @@ The ``mul_*`` backends take ``(a, b, config, **options)`` with uint32 arrays and
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +25,8 @@ from canna.spec.layouts import pack_inputs, unpack_outputs
 from .golden import MulResult
 from .mismatch import differences, report
 from .paths import build_root
-from .rtl_build import apply_verilator_env, cfpu_verilog, cocotb_build
-from .testbench import log_tail, run_simulator, with_sync_domain
+from .rtl_build import cfpu_verilog, cocotb_build
+from .testbench import run_cocotb_file_test, run_simulator, with_sync_domain
 
 __all__ = ["mul_amaranth", "mul_verilator", "simulate_amaranth", "simulate_verilator",
            "cfpu_build", "config_codes", "golden_for_codes", "mismatch_report"]
@@ -177,39 +175,16 @@ def simulate_verilator(a, b, codes, *, stages: int = DEFAULT_STAGES, approx: boo
                        p_stall: float = 0.0, quiet: bool = True, build_dir=None) -> MulResult:
     """Stream vectors through the Verilator build with the cocotb ``stream_file`` test
     (``build_dir``: an existing build to use instead of the CFPU's)."""
-    from cocotb_tools.runner import get_runner
     bdir = build_dir or cfpu_build(stages=stages, approx=approx, waves=bool(vcd), fmt=fmt,
-                                        quiet=quiet)
-    apply_verilator_env()
-    a = np.asarray(a)
-    with tempfile.TemporaryDirectory(prefix="canna_vl_") as tmp:
-        tmp = Path(tmp)
-        np.savez(tmp / "in.npz", a=a.astype(np.uint64), b=np.asarray(b).astype(np.uint64),
-                 codes=np.asarray(codes, dtype=np.uint64))
-        runner = get_runner("verilator")
-        env = {
-            "CANNA_STREAM_IN": str(tmp / "in.npz"), "CANNA_STREAM_OUT": str(tmp / "out.npz"),
-            "CANNA_FORMAT": fmt.name, "CANNA_P_IDLE": str(p_idle), "CANNA_P_STALL": str(p_stall),
-            "CANNA_SEED": str(seed),
-        }
-        log = tmp / "sim.log"
-        try:
-            runner.test(test_module="canna.sim.cocotb_cfpu", hdl_toplevel="cfpu", hdl_toplevel_lang="verilog",
-                        testcase="stream_file", build_dir=bdir, test_dir=tmp, extra_env=env,
-                        waves=bool(vcd), seed=seed, log_file=log if quiet else None,
-                        results_xml=str(tmp / "results.xml"))
-        except SystemExit as e:  # cocotb reports a failing run this way
-            raise RuntimeError(f"Verilator run failed ({e}); log:\n{log_tail(log)}") from None
-        if not (tmp / "out.npz").exists():
-            raise RuntimeError(f"Verilator run produced no results; log:\n{log_tail(log)}")
-        if vcd:
-            dump = tmp / "dump.vcd"
-            if not dump.exists():
-                dump = bdir / "dump.vcd"
-            shutil.copyfile(dump, vcd)
-        out = np.load(tmp / "out.npz")
-        return MulResult(out["bits"].astype(fmt.storage_dtype), out["flags"].astype(np.uint8),
-                         out["hit"].astype(bool))
+                                   quiet=quiet)
+    out = run_cocotb_file_test(
+        bdir, module="canna.sim.cocotb_cfpu", top="cfpu", testcase="stream_file",
+        inputs={"a": np.asarray(a).astype(np.uint64), "b": np.asarray(b).astype(np.uint64),
+                "codes": np.asarray(codes, dtype=np.uint64)},
+        in_var="CANNA_STREAM_IN", out_var="CANNA_STREAM_OUT", seed=seed, vcd=vcd, quiet=quiet,
+        env={"CANNA_FORMAT": fmt.name, "CANNA_P_IDLE": str(p_idle), "CANNA_P_STALL": str(p_stall)})
+    return MulResult(out["bits"].astype(fmt.storage_dtype), out["flags"].astype(np.uint8),
+                     out["hit"].astype(bool))
 
 
 def mul_verilator(a, b, config: CFPUConfig, *, vcd=None, stages: int = DEFAULT_STAGES,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["run_simulator", "with_sync_domain", "stream_put", "stream_get", "CocotbClockReset",
-           "log_tail"]
+           "log_tail", "run_cocotb_file_test"]
 
 
 def run_simulator(sim, vcd=None) -> None:
@@ -76,3 +76,43 @@ def log_tail(path, n: int = 4000) -> str:
         return Path(path).read_text(encoding="utf-8", errors="replace")[-n:]
     except OSError:
         return "(no log)"
+
+
+def run_cocotb_file_test(build_dir, *, module: str, top: str, testcase: str, inputs: dict,
+                         in_var: str, out_var: str, env=None, seed: int = 1, vcd=None,
+                         quiet: bool = True) -> dict:
+    """Run the cocotb test ``module.testcase`` on the Verilator build in ``build_dir``: it reads
+    its operands from an ``.npz`` of ``inputs`` (path in the environment variable ``in_var``)
+    and writes its results to another (``out_var``), which is returned as a dict of arrays.
+    ``vcd``: copy the run's waveform there. A failed run raises RuntimeError with the log's tail."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    from cocotb_tools.runner import get_runner
+
+    from .rtl_build import apply_verilator_env
+    apply_verilator_env()
+    with tempfile.TemporaryDirectory(prefix="canna_cocotb_") as tmp:
+        tmp = Path(tmp)
+        np.savez(tmp / "in.npz", **inputs)
+        extra = {in_var: str(tmp / "in.npz"), out_var: str(tmp / "out.npz"), "CANNA_SEED": str(seed),
+                 **(env or {})}
+        log = tmp / "sim.log"
+        try:
+            get_runner("verilator").test(
+                test_module=module, hdl_toplevel=top, hdl_toplevel_lang="verilog",
+                testcase=testcase, build_dir=build_dir, test_dir=tmp, extra_env=extra,
+                waves=bool(vcd), seed=seed, log_file=log if quiet else None,
+                results_xml=str(tmp / "results.xml"))
+        except SystemExit as e:  # cocotb reports a failing run this way
+            raise RuntimeError(f"cocotb run of {module}.{testcase} failed ({e}); log:\n"
+                               f"{log_tail(log)}") from None
+        if not (tmp / "out.npz").exists():
+            raise RuntimeError(f"cocotb run of {module}.{testcase} produced no results; log:\n"
+                               f"{log_tail(log)}")
+        if vcd:
+            dump = tmp / "dump.vcd"
+            shutil.copyfile(dump if dump.exists() else Path(build_dir) / "dump.vcd", vcd)
+        with np.load(tmp / "out.npz") as out:
+            return {k: out[k] for k in out.files}

@@ -2,8 +2,6 @@
 (the testbench is :mod:`canna.sim.array.cocotb_tb`); supports back-pressure and waveforms."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -12,8 +10,8 @@ import numpy as np
 from canna.spec.array import COUNTERS, DEFAULT_STAGES, pipeline_latency
 
 from ..paths import build_root
-from ..rtl_build import apply_verilator_env, array_name, array_verilog, cocotb_build
-from ..testbench import log_tail
+from ..rtl_build import array_name, array_verilog, cocotb_build
+from ..testbench import run_cocotb_file_test
 from .job import ArrayJob, RawRun, lane_ops
 
 __all__ = ["build", "run"]
@@ -31,7 +29,6 @@ def build(*, lanes: int, exact_cycles: int, discipline: str, stages: int = DEFAU
 
 
 def run(job: ArrayJob) -> RawRun:
-    from cocotb_tools.runner import get_runner
     lanes = job.lanes
     bdir = build(lanes=lanes, exact_cycles=job.geometry.exact_cycles, discipline=job.discipline,
                  stages=job.stages, waves=bool(job.vcd))
@@ -43,34 +40,16 @@ def run(job: ArrayJob) -> RawRun:
     def per_lane(x):
         return np.ascontiguousarray(np.asarray(x).transpose(1, 0, 2).reshape(lanes, tiles * k_dim))
     seed = job.seed or 1
-    apply_verilator_env()
-    with tempfile.TemporaryDirectory(prefix="canna_array_") as tmp:
-        tmp = Path(tmp)
-        np.savez(tmp / "in.npz", a=per_lane(op_a), b=per_lane(op_b),
-                 last=per_lane(last).astype(np.uint8),
-                 nop=per_lane(np.broadcast_to(nop[:, :, None], op_a.shape)).astype(np.uint8),
-                 cfg=np.array(job.config_writes(), np.uint64), tiles=tiles)
-        env = {"CANNA_ARRAY_IN": str(tmp / "in.npz"), "CANNA_ARRAY_OUT": str(tmp / "out.npz"),
-               "CANNA_P_STALL": str(job.p_stall), "CANNA_SEED": str(seed),
-               "CANNA_ACTIVITY": "1" if job.activity else "0"}
-        log = tmp / "sim.log"
-        try:
-            get_runner("verilator").test(
-                test_module="canna.sim.array.cocotb_tb", hdl_toplevel="lane_array",
-                hdl_toplevel_lang="verilog", testcase="matmul_file", build_dir=bdir, test_dir=tmp,
-                extra_env=env, waves=bool(job.vcd), seed=seed, log_file=log,
-                results_xml=str(tmp / "results.xml"))
-        except SystemExit as e:
-            raise RuntimeError(f"cocotb run failed ({e}); log:\n{log_tail(log)}") from None
-        if not (tmp / "out.npz").exists():
-            raise RuntimeError(f"cocotb run produced no results; log:\n{log_tail(log)}")
-        if job.vcd:
-            dump = tmp / "dump.vcd"
-            shutil.copyfile(dump if dump.exists() else bdir / "dump.vcd", job.vcd)
-        out = np.load(tmp / "out.npz")
-        m, n = job.a_bits.shape[0], job.b_bits.shape[1]
-        toggles = [((0, tiles), out["toggle_start"], out["toggles"])] if job.activity else []
-        return RawRun(out=out["beats"].reshape(-1)[:m * n].reshape(m, n), cycles=int(out["cycles"]),
-                      wall_cycles=int(out["wall"]), latency=pipeline_latency(job.stages),
-                      counters={name: out[name].astype(np.int64) for name in COUNTERS},
-                      seconds=time.perf_counter() - t0, toggle_parts=toggles)
+    out = run_cocotb_file_test(
+        bdir, module="canna.sim.array.cocotb_tb", top="lane_array", testcase="matmul_file",
+        inputs={"a": per_lane(op_a), "b": per_lane(op_b), "last": per_lane(last).astype(np.uint8),
+                "nop": per_lane(np.broadcast_to(nop[:, :, None], op_a.shape)).astype(np.uint8),
+                "cfg": np.array(job.config_writes(), np.uint64), "tiles": tiles},
+        in_var="CANNA_ARRAY_IN", out_var="CANNA_ARRAY_OUT", seed=seed, vcd=job.vcd,
+        env={"CANNA_P_STALL": str(job.p_stall), "CANNA_ACTIVITY": "1" if job.activity else "0"})
+    m, n = job.a_bits.shape[0], job.b_bits.shape[1]
+    toggles = [((0, tiles), out["toggle_start"], out["toggles"])] if job.activity else []
+    return RawRun(out=out["beats"].reshape(-1)[:m * n].reshape(m, n), cycles=int(out["cycles"]),
+                  wall_cycles=int(out["wall"]), latency=pipeline_latency(job.stages),
+                  counters={name: out[name].astype(np.int64) for name in COUNTERS},
+                  seconds=time.perf_counter() - t0, toggle_parts=toggles)
