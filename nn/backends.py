@@ -26,7 +26,7 @@ from canna.spec.config import CFPUConfig
 from canna.sim.matmul import MatmulResult, matmul_fast, matmul_reference, prepare
 
 __all__ = ["Backend", "ArrayCosim", "MatmulResult", "register_backend", "get_backend", "backend_names",
-           "checked_matmul", "nonzero_products", "OPERANDS"]
+           "checked_matmul", "oriented", "nonzero_products", "OPERANDS"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class Backend:
     supports_approx : False for backends that only compute exactly.
     prepare : optional ``(b, config) -> object`` accepted by ``matmul`` in place of ``b`` (a
         cached transform of fixed weights); None when the backend has none.
+    on_geometry : optional ``(ArrayGeometry) -> Backend``: the same backend for another lane
+        array (a backend that runs the array itself and reports its counters in
+        ``MatmulResult.lane``); None when the geometry does not change what it computes.
     """
 
     name: str
@@ -48,6 +51,7 @@ class Backend:
     description: str = ""
     supports_approx: bool = True
     prepare: Callable | None = None
+    on_geometry: Callable | None = None
 
     def check(self, config: CFPUConfig) -> None:
         if config.enabled and not self.supports_approx:
@@ -68,14 +72,19 @@ def register_backend(backend: Backend, *, replace: bool = False) -> Backend:
     return backend
 
 
-def get_backend(name) -> Backend:
-    """The backend called ``name`` (a :class:`Backend` passes through)."""
+def get_backend(name, geometry=None) -> Backend:
+    """The backend called ``name`` (a :class:`Backend` passes through), for the lane array
+    ``geometry`` when it runs one (:attr:`Backend.on_geometry`)."""
     if isinstance(name, Backend):
-        return name
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
+        backend = name
+    else:
+        try:
+            backend = _REGISTRY[name]
+        except KeyError:
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
+    if geometry is not None and backend.on_geometry is not None:
+        backend = backend.on_geometry(geometry)
+    return backend
 
 
 def backend_names() -> list[str]:
@@ -128,12 +137,19 @@ class ArrayCosim:
                       config, backend=self.simulator, geometry=self.geometry, discipline=self.discipline)
         self.totals.add(r.model)
         self.rtl_cycles += int(r.cycles)
-        return MatmulResult(r.value, r.products, r.hits)
+        return MatmulResult(r.value, r.products, r.hits, r.model)
 
 
-register_backend(Backend("rtl", ArrayCosim("lockstep"),
-                         "RTL lane array (16 lanes, fast Verilator co-simulation, lockstep), "
-                         "checked against the golden model; slow"))
+def _rtl_backend(geometry=None) -> Backend:
+    from canna.spec.array import ArrayGeometry
+    geometry = geometry or ArrayGeometry()
+    return Backend("rtl", ArrayCosim("lockstep", geometry.lanes, geometry.exact_cycles),
+                   f"RTL lane array ({geometry.lanes} lanes by default, fast Verilator "
+                   "co-simulation, lockstep), checked against the golden model; slow",
+                   on_geometry=_rtl_backend)
+
+
+register_backend(_rtl_backend())
 
 #: Operand names per phase: the first is the ``a`` side, the second the ``b`` side of the natural
 #: product (forward ``x @ W``, backward ``delta @ W.T``, gradient ``x.T @ delta``).
@@ -152,17 +168,24 @@ def nonzero_products(left: np.ndarray, right: np.ndarray) -> int:
     return int(np.count_nonzero(left, axis=0).astype(np.int64) @ np.count_nonzero(right, axis=1))
 
 
-def checked_matmul(backend: Backend, left: np.ndarray, right: np.ndarray, config: CFPUConfig,
-                   checked_right: bool = True) -> MatmulResult:
-    """``left @ right`` with ``right`` (default) or ``left`` as the CFPU's checked operand.
-
-    With ``checked_right=False`` it computes ``(right.T @ left.T).T``, so that ``left`` becomes
-    the ``b`` operand; the products are the same pairs, the operands swap roles.
-    """
+def oriented(left: np.ndarray, right, checked_right: bool = True) -> tuple:
+    """The operands ``(a, b)`` the CFPU multiplies for ``left @ right``: ``(left, right)`` when
+    ``right`` is the checked operand, else ``(right.T, left.T)`` (so that ``left`` is the ``b``
+    operand; the products are the same pairs, the operands swap roles). C-contiguous float32;
+    a prepared ``right`` (not an ndarray) passes through."""
     if checked_right:
-        return backend.matmul(np.ascontiguousarray(left, dtype=np.float32),
-                              right if not isinstance(right, np.ndarray)
-                              else np.ascontiguousarray(right, dtype=np.float32), config)
-    r = backend.matmul(np.ascontiguousarray(right.T, dtype=np.float32),
-                       np.ascontiguousarray(left.T, dtype=np.float32), config)
-    return MatmulResult(np.ascontiguousarray(r.value.T), r.products, r.hits)
+        return (np.ascontiguousarray(left, dtype=np.float32),
+                right if not isinstance(right, np.ndarray) else np.ascontiguousarray(right, dtype=np.float32))
+    return (np.ascontiguousarray(right.T, dtype=np.float32),
+            np.ascontiguousarray(left.T, dtype=np.float32))
+
+
+def checked_matmul(backend: Backend, left: np.ndarray, right: np.ndarray, config: CFPUConfig,
+                   checked_right: bool = True, count: Callable | None = None) -> MatmulResult:
+    """``left @ right`` with ``right`` (default) or ``left`` as the CFPU's checked operand
+    (:func:`oriented`); ``count(a, b, config, result)`` sees the operands the backend got."""
+    a, b = oriented(left, right, checked_right)
+    r = backend.matmul(a, b, config)
+    if count is not None:
+        count(a, b, config, r)
+    return r if checked_right else r._replace(value=np.ascontiguousarray(r.value.T))

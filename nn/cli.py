@@ -27,16 +27,26 @@ __all__ = ["register", "run_train", "run_infer", "layer_sizes_arg", "tuning_bits
            "print_train_summary", "print_infer_summary"]
 
 
-def seed_arg(text: str) -> int:
-    """argparse type of a seed option (``--seed``, ``--split-seed``): a non-negative integer, as
-    NumPy's generators take it."""
+def _integer(text: str, low: int, what: str) -> int:
+    """``text`` as an integer >= ``low``, else an ArgumentTypeError saying ``what`` it must be."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed must be an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be a non-negative integer, got {v}")
+        raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+    if v < low:
+        raise argparse.ArgumentTypeError(f"{what} must be an integer >= {low}, got {v}")
     return v
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of a seed option (``--seed``, ``--split-seed``): a non-negative integer, as
+    NumPy's generators take it."""
+    return _integer(text, 0, "a seed")
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse type of a count option (``--lanes``, ``--exact-cycles``): an integer >= 1."""
+    return _integer(text, 1, "the value")
 
 
 def layer_sizes_arg(text: str) -> tuple:
@@ -76,8 +86,10 @@ def _checked(text: str) -> dict:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from canna.spec.array import DEFAULT_EXACT_CYCLES, DEFAULT_LANES
     from .backends import backend_names
-    from .datasets import DATASETS
+    from .datasets import DATASETS, INPUT_SCALES
+    from .train import HIT_ACCOUNTINGS
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="digits", choices=DATASETS,
                    help="dataset (default: digits, embedded; others read files from --data-dir)")
@@ -85,6 +97,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--split-seed", type=seed_arg, default=0, help="seed of the train/val/test split (default 0)")
     g.add_argument("--hyper-classes", type=int, default=9,
                    help="hyperspectral: keep the N most populous classes (default 9, the paper's setup)")
+    g.add_argument("--input-scale", default="standard", choices=INPUT_SCALES,
+                   help="features standardised (default) or on the raw [0, 1] scale (unit: pixels "
+                        "k/255 as the paper's MNIST; see docs/datasets.md)")
     a = p.add_argument_group("arithmetic")
     a.add_argument("--policy", default="b", choices=["b", "dual"],
                    help="operand whose mantissa may be discarded (default b: the checked operand)")
@@ -93,6 +108,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     a.add_argument("--checked", type=_checked, default={},
                    help="checked operand per phase, e.g. forward=weight,backward=weight,gradient=input "
                         "(the defaults)")
+    h = p.add_argument_group("hardware accounting (every matmul, on the lane array)")
+    h.add_argument("--lanes", type=positive_int_arg, default=DEFAULT_LANES,
+                   help=f"lanes of the array (default {DEFAULT_LANES})")
+    h.add_argument("--exact-cycles", type=positive_int_arg, default=DEFAULT_EXACT_CYCLES,
+                   help=f"cycles of an exact multiply (default {DEFAULT_EXACT_CYCLES}; hits and "
+                        "zero/inf/NaN operands take 1)")
+    h.add_argument("--no-accounting", dest="accounting", action="store_false",
+                   help="no lane-array accounting (no fast rate, no hardware block)")
+    h.add_argument("--hit-accounting", default="approx", choices=HIT_ACCOUNTINGS,
+                   help="what reports call the hit rate: approx (hits / products, default) or fast "
+                        "(hits + zero/inf/NaN-operand products, the share retiring in one cycle)")
     t = p.add_argument_group("training")
     t.add_argument("--preset", default="default", choices=["default", "paper"],
                    help="hyper-parameters: default (lr 0.01, momentum 0.9, batch 32) or paper "
@@ -162,7 +188,7 @@ def _progress(args) -> bool:
 def _load(args):
     from .datasets import load_dataset
     return load_dataset(args.dataset, args.data_dir, split_seed=args.split_seed,
-                        max_classes=args.hyper_classes)
+                        max_classes=args.hyper_classes, input_scale=args.input_scale)
 
 
 def _train_config(args, **over):
@@ -171,7 +197,9 @@ def _train_config(args, **over):
     kw = dict(dataset=args.dataset, hidden=args.hidden, policy=args.policy, backend=args.backend,
               checked={**args.checked}, epochs=args.epochs, seed=args.seed, lr=args.lr,
               momentum=args.momentum, batch_size=args.batch_size, dropout=args.dropout,
-              train_limit=args.train_limit, phases=phases)
+              train_limit=args.train_limit, phases=phases, lanes=args.lanes,
+              exact_cycles=args.exact_cycles, input_scale=args.input_scale,
+              hit_accounting=args.hit_accounting, accounting=args.accounting)
     for name in ("mode", "tuning_bits", "apx_min", "gta_window", "gta_thr", "gta_reserve", "gta_patience"):
         if hasattr(args, name):
             kw[name] = getattr(args, name)
@@ -193,12 +221,30 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _rates(row: dict, accounting: str) -> str:
+    """``hit X (fast Y)`` of a results row; under ``fast`` accounting the fast rate leads."""
+    hit, fast = row.get("hit_rate"), row.get("fast_rate")
+    if fast is None:
+        return f"hit {_pct(hit)}"
+    if accounting == "fast":
+        return f"fast {_pct(fast)} (hit {_pct(hit)})"
+    return f"hit {_pct(hit)} (fast {_pct(fast)})"
+
+
+def _checked_line(checked: dict) -> str:
+    return "checked operand: " + ", ".join(f"{phase} {operand}" for phase, operand in checked.items())
+
+
 def print_train_summary(res: dict, file=None) -> None:
+    from canna.sim.savings import format_hardware_block
     file = file or sys.stdout   # looked up per call: sys.stdout may be replaced
     cfg = res["config"]
+    accounting = res.get("hit_accounting", "approx")
     print(f"train {cfg['dataset']} mode={cfg['mode']} topology={res['topology']} backend={cfg['backend']} "
           f"policy={cfg['policy']} seed={cfg['seed']} iterations={res['iterations_run']}/{res['iter_max']}",
           file=file)
+    print(f"  {_checked_line(cfg['checked'])}; input scale {cfg.get('input_scale', 'standard')}; "
+          f"hit accounting {accounting}", file=file)
     line = f"  test accuracy {_pct(res['test_accuracy'])}"
     if "exact_test_accuracy" in res:
         line += (f"   exact baseline {_pct(res['exact_test_accuracy'])}   "
@@ -206,22 +252,30 @@ def print_train_summary(res: dict, file=None) -> None:
     if "test_accuracy_final_level" in res:
         line += f"   (inference at final level t={res['final_level']}: {_pct(res['test_accuracy_final_level'])})"
     print(line, file=file)
-    print(f"  products {res['products']:,}   hit rate {_pct(res['hit_rate'])} "
-          f"(of products with nonzero operands: {_pct(res['nonzero_hit_rate'])})", file=file)
+    print(f"  products {res['products']:,}   {_rates(res, accounting)}; "
+          f"hit rate of products with nonzero operands {_pct(res['nonzero_hit_rate'])}", file=file)
     for row in res["per_layer"]:
-        parts = [f"{ph} {_pct(row[ph]['hit_rate'])}" for ph in ("forward", "backward", "gradient") if ph in row]
+        parts = [f"{ph} {_rates(row[ph], accounting)}" for ph in ("forward", "backward", "gradient") if ph in row]
         print(f"    layer {row['layer']}: {', '.join(parts)}", file=file)
     if "gta" in res:
         traj = " -> ".join(f"t={e['level']}@{e['iteration']}" for e in res["gta"]["trajectory"]
                            if e["reason"] != "stop")
         stop = " (stopped: converged at apx-min)" if res["gta"]["stopped_early"] else ""
         print(f"  GTA trajectory (level@iteration): {traj}{stop}", file=file)
+    if "hardware" in res:
+        for line in format_hardware_block(res["hardware"]):
+            print(line, file=file)
 
 
 def print_infer_summary(res: dict, file=None) -> None:
+    from canna.sim.savings import format_hardware_block
     file = file or sys.stdout   # looked up per call: sys.stdout may be replaced
+    accounting = res.get("hit_accounting", "approx")
     print(f"infer: QoS {100 * res['qos']:.2f} pp on validation; exact test accuracy "
           f"{_pct(res['exact_test_accuracy'])}", file=file)
+    if "checked" in res:
+        print(f"  {_checked_line({'forward': res['checked']['forward']})}; policy {res['policy']}; "
+              f"hit accounting {accounting}", file=file)
     if "sensitivity" in res:
         s = res["sensitivity"]
         print(f"  sensitivity ({s['metric']}, one layer at t={s['apx_max']}): "
@@ -231,9 +285,13 @@ def print_infer_summary(res: dict, file=None) -> None:
             continue
         r = res[mode]
         bits = "exact" if r["bits"] is None else "[" + ", ".join(map(str, r["bits"])) + "] bits"
+        per_layer = r["layer_fast_rates"] if accounting == "fast" and "layer_fast_rates" in r else r["layer_hit_rates"]
         print(f"  {mode:8s} {bits:24s} test accuracy {_pct(r['test_accuracy'])} "
-              f"quality loss {100 * r['quality_loss']:+.2f} pp  hit rate {_pct(r['hit_rate'])}  per layer "
-              + " ".join(_pct(h) for h in r["layer_hit_rates"]), file=file)
+              f"quality loss {100 * r['quality_loss']:+.2f} pp  {_rates(r, accounting)}  per layer "
+              + " ".join(_pct(h) for h in per_layer), file=file)
+        if "hardware" in r:
+            for line in format_hardware_block(r["hardware"]):
+                print("  " + line, file=file)
 
 
 def _baseline_dir(out):
@@ -286,7 +344,8 @@ def run_train(args) -> int:
     if base is not None:
         res["exact_test_accuracy"] = base["test_accuracy"]
         res["quality_loss"] = base["test_accuracy"] - res["test_accuracy"]
-        res["baseline"] = {k: base[k] for k in ("test_accuracy", "val_accuracy", "products", "seconds")}
+        res["baseline"] = {k: base[k] for k in ("test_accuracy", "val_accuracy", "products", "seconds",
+                                                "hit_rate", "fast_rate", "hardware")}
     if args.out:
         write_json(Path(args.out) / "results.json", res)
     print_train_summary(res)
@@ -325,9 +384,12 @@ def run_infer(args) -> int:
             model, source = tr["_model"], "trained exact network (this run)"
         modes = ("layer", "uniform") if args.mode == "both" else (args.mode,)
         from .mlp import DEFAULT_CHECKED
+        from canna.spec.array import ArrayGeometry
         res = run_inference(model, data, args.qos / 100.0, args.backend, policy=args.policy,
                             checked={**DEFAULT_CHECKED, **args.checked}, metric=args.metric,
-                            spread=args.spread, modes=modes)
+                            spread=args.spread, modes=modes,
+                            geometry=ArrayGeometry(args.lanes, args.exact_cycles) if args.accounting else None)
+        res["hit_accounting"] = args.hit_accounting
     except _errors() as e:
         raise CliError(str(e)) from None
     res["model"] = source

@@ -1,8 +1,15 @@
 """Datasets for the NN driver: the embedded digits set and loaders for the paper's data files.
 
-Every loader returns a :class:`Dataset` with float32 features standardised with the training
-split's mean and standard deviation, int64 labels ``0 .. n_classes-1`` and fixed
-train / validation / test splits. Whatever is read from disk is validated (magic numbers, sizes,
+Every loader returns a :class:`Dataset` with float32 features, int64 labels
+``0 .. n_classes-1`` and fixed train / validation / test splits. The features' scale is chosen by
+``input_scale`` (:data:`INPUT_SCALES`, CLI ``--input-scale``): ``"standard"`` (the default)
+standardises them with the training split's mean and standard deviation; ``"unit"`` keeps them
+on the dataset's own raw scale mapped to [0, 1] -- raw pixels divided by the pixel range's
+maximum for the image sets (MNIST / Fashion-MNIST ``k/255``, digits ``k/16``: one float64
+division, rounded to float32 once), per-feature min-max of the training split for the others
+(validation / test values may fall slightly outside [0, 1]; not clipped). The scale changes which
+inputs qualify for approximation (their leading fraction bits), see docs/datasets.md.
+Whatever is read from disk is validated (magic numbers, sizes,
 label ranges, NaNs) and a bad file raises :class:`DatasetError` naming the file and the problem,
 a damaged or truncated ``.gz`` included (:data:`READ_ERRORS`). ``digits`` reads no files: a
 ``data_dir`` given with it is an error.
@@ -38,10 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Dataset", "DatasetError", "DATASETS", "load_dataset", "load_digits", "load_idx",
-           "read_idx", "load_isolet", "load_har", "load_hyper", "FASHION_DEFAULT_DIR"]
+__all__ = ["Dataset", "DatasetError", "DATASETS", "INPUT_SCALES", "load_dataset", "load_digits",
+           "load_idx", "read_idx", "load_isolet", "load_har", "load_hyper", "FASHION_DEFAULT_DIR"]
 
 FASHION_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+
+#: Feature scales a loader can return (``input_scale=``, CLI ``--input-scale``).
+INPUT_SCALES = ("standard", "unit")
 
 
 class DatasetError(ValueError):
@@ -50,7 +60,7 @@ class DatasetError(ValueError):
 
 @dataclass
 class Dataset:
-    """Standardised float32 features and int64 labels, split three ways.
+    """Float32 features (scaled as ``notes["input_scale"]`` says) and int64 labels, split three ways.
 
     Members
     -------
@@ -58,6 +68,9 @@ class Dataset:
     x_train, y_train, x_val, y_val, x_test, y_test : the splits.
     n_classes : number of classes; labels are ``0 .. n_classes-1``.
     source : where the data came from (a path, or "scikit-learn bundled digits").
+    notes : extra facts for :meth:`summary`: always ``input_scale`` (``"standard"`` or
+        ``"unit"``) and, for unit, ``unit_scaling`` (how: ``"k/255"``, ``"k/16"`` or
+        ``"min-max of the training split"``); ``split_seed`` and loader-specific keys.
     """
 
     name: str
@@ -123,11 +136,47 @@ def _check_labels(y, n_classes: int, what: str, *, first: int = 0) -> np.ndarray
     return y
 
 
+def _check_scale(input_scale) -> str:
+    if input_scale not in INPUT_SCALES:
+        raise ValueError(f"--input-scale must be one of {', '.join(INPUT_SCALES)}, got {input_scale!r}")
+    return input_scale
+
+
 def _standardise(x_train, *others):
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 1e-8, std, 1.0)
     return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
+
+
+MIN_MAX = "min-max of the training split"
+
+
+def _to_unit(x_train, *others, value_range=None):
+    """Features in [0, 1] as float32 and a note saying how. ``value_range = (lo, hi, how)``: the
+    known range of the features as given (e.g. ``(0, 16, "k/16")``), mapped by one float64
+    ``(x - lo) / (hi - lo)`` rounded to float32 once. None: per-feature min-max of ``x_train``
+    (float64, then float32 once); a feature constant in training is 0 in every split, and
+    validation / test values outside the training range fall outside [0, 1] (not clipped)."""
+    if value_range is not None:
+        lo, hi, how = value_range
+        for x in (x_train, *others):
+            if x.size and (x.min() < lo or x.max() > hi):
+                raise DatasetError(f"feature values {x.min():g}..{x.max():g} outside the known range {lo:g}..{hi:g}")
+        return [((x - lo) / (hi - lo)).astype(np.float32) for x in (x_train, *others)], how
+    lo = x_train.min(axis=0)
+    span = x_train.max(axis=0) - lo
+    const = span == 0
+    span = np.where(const, 1.0, span)
+    out = []
+    for x in (x_train, *others):
+        u = ((x - lo) / span).astype(np.float32)
+        u[:, const] = 0.0
+        if not np.all(np.isfinite(u)):
+            col = int(np.argwhere(~np.isfinite(u))[0][1])
+            raise DatasetError(f"feature {col}: min-max scaling overflows float32 (training range {span[col]:g})")
+        out.append(u)
+    return out, MIN_MAX
 
 
 def _stratified_split(x, y, fractions, seed: int):
@@ -158,13 +207,24 @@ def _holdout(x, y, fraction: float, seed: int):
     return x[tr], y[tr], x[val], y[val]
 
 
-def _make(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, source, **notes) -> Dataset:
-    x_tr, x_va, x_te = _standardise(x_tr, x_va, x_te)
+def _make(name, x_tr, y_tr, x_va, y_va, x_te, y_te, n_classes, source, *,
+          input_scale: str = "standard", value_range=None, **notes) -> Dataset:
+    """The :class:`Dataset`, features scaled per ``input_scale``; ``value_range = (lo, hi, how)``
+    is the features' known range (used by ``"unit"``; None: min-max of the training split)."""
+    if _check_scale(input_scale) == "standard":
+        x_tr, x_va, x_te = _standardise(x_tr, x_va, x_te)
+        scale_notes = {"input_scale": "standard"}
+    else:
+        try:
+            (x_tr, x_va, x_te), how = _to_unit(x_tr, x_va, x_te, value_range=value_range)
+        except DatasetError as e:
+            raise DatasetError(f"{name} (--input-scale unit): {e}") from None
+        scale_notes = {"input_scale": "unit", "unit_scaling": how}
     for what, yy in (("training", y_tr), ("validation", y_va), ("test", y_te)):
         if len(yy) == 0:
             raise DatasetError(f"{name}: the {what} split is empty")
     return Dataset(name, x_tr, y_tr.astype(np.int64), x_va, y_va.astype(np.int64), x_te,
-                   y_te.astype(np.int64), int(n_classes), str(source), dict(notes))
+                   y_te.astype(np.int64), int(n_classes), str(source), {**scale_notes, **notes})
 
 
 def _find(data_dir: Path, names: list[str], what: str) -> Path:
@@ -204,15 +264,18 @@ def _data_dir(data_dir, name: str) -> Path:
 # digits (embedded)
 # --------------------------------------------------------------------------------------------
 
-def load_digits(*, split_seed: int = 0) -> Dataset:
-    """scikit-learn's bundled 8x8 digits, stratified 60/20/20 split fixed by ``split_seed``."""
+def load_digits(*, split_seed: int = 0, input_scale: str = "standard") -> Dataset:
+    """scikit-learn's bundled 8x8 digits (pixels 0..16), stratified 60/20/20 split fixed by
+    ``split_seed``; ``input_scale="unit"``: pixels k/16."""
+    _check_scale(input_scale)
     from sklearn.datasets import load_digits as sk_digits
     d = sk_digits()
     x = _check_features(d.data, "digits")
     y = _check_labels(d.target, 10, "digits")
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _stratified_split(x, y, (0.6, 0.2, 0.2), split_seed)
     return _make("digits", x_tr, y_tr, x_va, y_va, x_te, y_te, 10,
-                 "scikit-learn bundled digits (8x8)", split_seed=split_seed)
+                 "scikit-learn bundled digits (8x8)", input_scale=input_scale,
+                 value_range=(0.0, 16.0, "k/16"), split_seed=split_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,8 +313,10 @@ def read_idx(path, expected_magic: int) -> np.ndarray:
 
 
 def load_idx(data_dir, *, name: str = "mnist", split_seed: int = 0,
-             val_fraction: float = 1 / 6) -> Dataset:
-    """MNIST-format IDX files in ``data_dir``; pixels scaled to [0, 1] then standardised."""
+             val_fraction: float = 1 / 6, input_scale: str = "standard") -> Dataset:
+    """MNIST-format IDX files in ``data_dir``; pixels k/255 (one float64 division), then
+    standardised (``input_scale="standard"``) or rounded to float32 as they are (``"unit"``)."""
+    _check_scale(input_scale)
     d = _data_dir(data_dir, name)
     parts = {}
     for split, stem in (("train", "train"), ("test", "t10k")):
@@ -270,7 +335,9 @@ def load_idx(data_dir, *, name: str = "mnist", split_seed: int = 0,
         raise DatasetError(f"{name}: train images are {parts['train'][0].shape[1]} pixels, "
                            f"test images {parts['test'][0].shape[1]}")
     x_tr, y_tr, x_va, y_va = _holdout(*parts["train"], val_fraction, split_seed)
-    return _make(name, x_tr, y_tr, x_va, y_va, *parts["test"], 10, d, split_seed=split_seed)
+    # x is already k/255 in float64; (x - 0) / 1 leaves it exact, so "unit" rounds it to float32 once.
+    return _make(name, x_tr, y_tr, x_va, y_va, *parts["test"], 10, d, input_scale=input_scale,
+                 value_range=(0.0, 1.0, "k/255"), split_seed=split_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,8 +371,10 @@ def _read_table(path: Path, delimiter, n_cols: int | None, what: str) -> np.ndar
     return np.array(rows, dtype=np.float64)
 
 
-def load_isolet(data_dir, *, split_seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+def load_isolet(data_dir, *, split_seed: int = 0, val_fraction: float = 0.2,
+                input_scale: str = "standard") -> Dataset:
     """UCI ISOLET: 617 features and a label 1..26 per comma-separated line."""
+    _check_scale(input_scale)
     d = _data_dir(data_dir, "isolet")
     tables = {}
     for split, fname in (("train", "isolet1+2+3+4.data"), ("test", "isolet5.data")):
@@ -313,16 +382,19 @@ def load_isolet(data_dir, *, split_seed: int = 0, val_fraction: float = 0.2) -> 
         t = _read_table(p, ",", 618, "isolet")
         tables[split] = (_check_features(t[:, :-1], str(p)), _check_labels(t[:, -1], 26, str(p), first=1))
     x_tr, y_tr, x_va, y_va = _holdout(*tables["train"], val_fraction, split_seed)
-    return _make("isolet", x_tr, y_tr, x_va, y_va, *tables["test"], 26, d, split_seed=split_seed)
+    return _make("isolet", x_tr, y_tr, x_va, y_va, *tables["test"], 26, d, input_scale=input_scale,
+                 split_seed=split_seed)
 
 
 # --------------------------------------------------------------------------------------------
 # HAR / HAPT
 # --------------------------------------------------------------------------------------------
 
-def load_har(data_dir, *, name: str = "har", split_seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+def load_har(data_dir, *, name: str = "har", split_seed: int = 0, val_fraction: float = 0.2,
+             input_scale: str = "standard") -> Dataset:
     """UCI HAR (6 classes) or HAPT (12 classes): ``X_*.txt`` whitespace-separated features and
     ``y_*.txt`` labels from 1, in ``train/`` and ``test/`` (or ``Train/``/``Test/``, or flat)."""
+    _check_scale(input_scale)
     d = _data_dir(data_dir, name)
     n_classes = 12 if name == "hapt" else 6
     tables = {}
@@ -340,7 +412,8 @@ def load_har(data_dir, *, name: str = "har", split_seed: int = 0, val_fraction: 
         raise DatasetError(f"{name}: train has {tables['train'][0].shape[1]} features, "
                            f"test {tables['test'][0].shape[1]}")
     x_tr, y_tr, x_va, y_va = _holdout(*tables["train"], val_fraction, split_seed)
-    return _make(name, x_tr, y_tr, x_va, y_va, *tables["test"], n_classes, d, split_seed=split_seed)
+    return _make(name, x_tr, y_tr, x_va, y_va, *tables["test"], n_classes, d, input_scale=input_scale,
+                 split_seed=split_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,10 +433,11 @@ def _load_mat_arrays(path: Path) -> dict:
 
 
 def load_hyper(data_dir, *, split_seed: int = 0, max_classes: int | None = 9,
-               min_class_samples: int = 5) -> Dataset:
+               min_class_samples: int = 5, input_scale: str = "standard") -> Dataset:
     """Pixel classification on a hyperspectral cube: ``data_dir`` holds a ``.mat`` with a 3-D
     cube (H x W x bands) and a ``.mat`` (file name containing ``gt``) with the H x W
     ground truth (0 = unlabelled). Keeps the ``max_classes`` most populous classes (None: all)."""
+    _check_scale(input_scale)
     d = _data_dir(data_dir, "hyper")
     mats = sorted(d.glob("*.mat"))
     gt_files = [p for p in mats if "gt" in p.stem.lower()]
@@ -400,7 +474,8 @@ def load_hyper(data_dir, *, split_seed: int = 0, max_classes: int | None = 9,
     mask = np.isin(labels, keep)
     x, y = x[mask], np.searchsorted(keep, labels[mask])
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = _stratified_split(x, y, (0.6, 0.2, 0.2), split_seed)
-    return _make("hyper", x_tr, y_tr, x_va, y_va, x_te, y_te, len(keep), d, split_seed=split_seed,
+    return _make("hyper", x_tr, y_tr, x_va, y_va, x_te, y_te, len(keep), d, input_scale=input_scale,
+                 split_seed=split_seed,
                  bands=int(cube.shape[2]), original_classes=[int(c) for c in keep])
 
 
@@ -409,23 +484,27 @@ def load_hyper(data_dir, *, split_seed: int = 0, max_classes: int | None = 9,
 DATASETS = ("digits", "mnist", "fashion-mnist", "isolet", "har", "hapt", "hyper")
 
 
-def load_dataset(name: str, data_dir=None, *, split_seed: int = 0, max_classes: int | None = 9) -> Dataset:
-    """Load dataset ``name`` (see the module docstring); ``data_dir`` for all but digits."""
+def load_dataset(name: str, data_dir=None, *, split_seed: int = 0, max_classes: int | None = 9,
+                 input_scale: str = "standard") -> Dataset:
+    """Load dataset ``name`` (see the module docstring); ``data_dir`` for all but digits;
+    ``input_scale`` one of :data:`INPUT_SCALES`."""
+    _check_scale(input_scale)
+    kw = dict(split_seed=split_seed, input_scale=input_scale)
     if name == "digits":
         if data_dir is not None:
             raise DatasetError("--data-dir: the digits dataset is embedded and reads no files; "
                                "drop --data-dir or choose another --dataset")
-        return load_digits(split_seed=split_seed)
+        return load_digits(**kw)
     if name == "mnist":
-        return load_idx(data_dir, name="mnist", split_seed=split_seed)
+        return load_idx(data_dir, name="mnist", **kw)
     if name == "fashion-mnist":
         if data_dir is None and os.path.isdir(FASHION_DEFAULT_DIR):
             data_dir = FASHION_DEFAULT_DIR
-        return load_idx(data_dir, name="fashion-mnist", split_seed=split_seed)
+        return load_idx(data_dir, name="fashion-mnist", **kw)
     if name == "isolet":
-        return load_isolet(data_dir, split_seed=split_seed)
+        return load_isolet(data_dir, **kw)
     if name in ("har", "hapt"):
-        return load_har(data_dir, name=name, split_seed=split_seed)
+        return load_har(data_dir, name=name, **kw)
     if name == "hyper":
-        return load_hyper(data_dir, split_seed=split_seed, max_classes=max_classes)
+        return load_hyper(data_dir, max_classes=max_classes, **kw)
     raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

@@ -18,7 +18,7 @@ from canna.sim.energy import EnergyReport, load_energy_model
 from .backends import ArrayCosim, Backend
 from .mlp import MLP, ArithPlan, Counters
 
-__all__ = ["rtl_inference"]
+__all__ = ["rtl_inference", "rtl_replay", "print_rtl_report"]
 
 
 def rtl_inference(model: MLP, x: np.ndarray, y: np.ndarray, configs: dict, *, lanes: int = 16,
@@ -88,3 +88,42 @@ def print_rtl_report(rep: dict) -> None:
               + "; ".join(f"{n} {r['energy_ratio_no_leakage']['lockstep']:.3f}/"
                           f"{r['energy_ratio_10x_leakage']['lockstep']:.3f} (LS)"
                           for n, r in rep["configs"].items() if n != "exact"))
+
+
+def rtl_replay(recorded, geometry, disciplines=("lockstep", "decoupled")) -> dict:
+    """Run recorded training matmuls (``train(..., record_iterations=...)["_recorded"]``) on the
+    Verilated lane array in each discipline: every output checked bit for bit and every counter
+    against the golden lane model (:func:`canna.sim.array.run_array`), and the golden lane
+    model's counters and the RTL's cycles against the accounting of :mod:`canna.sim.accounting`.
+    Raises on the first disagreement (the array's own check saves the operands); returns what
+    was checked."""
+    from canna.sim.accounting import account_result
+    from canna.sim.array import run_array
+    t0 = time.monotonic()
+    per_phase: dict = {}
+    products = 0
+    for iteration, layer, phase, a, b, config in recorded:
+        acc = account_result(a, b, config, geometry)
+        for discipline in disciplines:
+            r = run_array(a, b, config, backend="verilator-fast", geometry=geometry, discipline=discipline)
+            want = acc.cycles_lockstep if discipline == "lockstep" else acc.cycles_decoupled
+            problems = [f for f in LANE_COUNTS if not np.array_equal(getattr(r.model, f), getattr(acc, f))]
+            if r.cycles != want:
+                problems.append(f"RTL cycles {r.cycles} vs accounting {want}")
+            if problems:
+                raise AssertionError(f"iteration {iteration} layer {layer + 1} {phase} ({a.shape} x {b.shape}, "
+                                     f"{config.describe()}, {discipline}): the accounting disagrees with the "
+                                     f"array on {', '.join(problems)}")
+        products += a.shape[0] * a.shape[1] * b.shape[1]
+        per_phase[phase] = per_phase.get(phase, 0) + a.shape[0] * a.shape[1] * b.shape[1]
+    return {"matmuls": len(recorded), "products": products, "per_phase_products": per_phase,
+            "iterations": sorted({r[0] for r in recorded}), "disciplines": list(disciplines),
+            "lanes": geometry.lanes, "exact_cycles": geometry.exact_cycles,
+            "seconds": time.monotonic() - t0}
+
+
+#: The LaneArrayResult counts compared between the golden lane model and the accounting.
+LANE_COUNTS = ("products", "hits", "tiles", "cycles_lockstep", "cycles_decoupled", "cycles_baseline",
+               "cycles_baseline_decoupled", "cycles_plain", "cycles_no_skip_lockstep",
+               "cycles_no_skip_decoupled", "lane_products", "lane_hits", "lane_bypassed",
+               "lane_busy_lockstep")

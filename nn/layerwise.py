@@ -38,6 +38,8 @@ import numpy as np
 
 from canna.spec.config import MAX_TUNING_BITS
 
+from canna.sim.savings import default_energy_model, hardware_block
+
 from .backends import get_backend
 from .checkpoint import finite_or_null
 from .datasets import Dataset
@@ -49,9 +51,10 @@ METRICS = ("kl", "loss", "error")
 _OVERFLOW = "the network's float32 logits overflowed on validation data"
 
 
-def _evaluate(model: MLP, x, y, bits, backend, policy, checked, logits=False) -> tuple[dict, Counters]:
+def _evaluate(model: MLP, x, y, bits, backend, policy, checked, logits=False,
+              geometry=None) -> tuple[dict, Counters]:
     plan = ArithPlan.per_layer(list(bits), policy, ("forward",), checked)
-    c = Counters(model.n_layers)
+    c = Counters(model.n_layers, geometry)
     r = model.evaluate(x, y, plan, backend, c, return_logits=logits)
     return r, c
 
@@ -121,23 +124,32 @@ def search(model: MLP, x_val, y_val, qos: float, candidates, backend="golden-fas
     return {"bits": None, "level": None, "val_error": exact_error, "trace": trace}
 
 
-def _test_report(model: MLP, data: Dataset, bits, backend, policy, checked, exact_test_error) -> dict:
+def _test_report(model: MLP, data: Dataset, bits, backend, policy, checked, exact_test_error,
+                 geometry=None) -> dict:
+    """Test accuracy, counters and (with a ``geometry``) the hardware block of ``bits``."""
     L = model.n_layers
     r, c = _evaluate(model, data.x_test, data.y_test, bits if bits is not None else [None] * L,
-                     backend, policy, checked)
-    return {"test_accuracy": r["accuracy"], "test_error": r["error"],
-            "quality_loss": r["error"] - exact_test_error, **c.as_dict(),
-            "layer_hit_rates": c.layer_hit_rates()}
+                     backend, policy, checked, geometry=geometry)
+    out = {"test_accuracy": r["accuracy"], "test_error": r["error"],
+           "quality_loss": r["error"] - exact_test_error, **c.as_dict(),
+           "layer_hit_rates": c.layer_hit_rates()}
+    if geometry is not None:
+        out["layer_fast_rates"] = c.layer_fast_rates()
+        out["hardware"] = hardware_block(c.totals(), geometry, *default_energy_model())
+    return out
 
 
 def run_inference(model: MLP, data: Dataset, qos: float, backend="golden-fast", *, policy="b",
                   checked=None, metric: str = "kl", spread: float = 3.0,
-                  modes=("layer", "uniform")) -> dict:
+                  modes=("layer", "uniform"), geometry=None) -> dict:
     """Sensitivity analysis, layer-based and/or uniform search on validation, test evaluation.
 
     ``qos``: maximum added classification error as a fraction (0.01 = 1 percentage point).
+    ``geometry`` (an :class:`~canna.spec.array.ArrayGeometry`): account the test evaluation of
+    the exact network and of each chosen configuration on that lane array (a ``hardware`` block
+    in each); None: no accounting.
     """
-    backend = get_backend(backend)
+    backend = get_backend(backend, geometry)
     if not qos >= 0:
         raise ValueError(f"QoS (maximum added error) must be >= 0, got {qos!r}")
     for m in modes:
@@ -145,10 +157,14 @@ def run_inference(model: MLP, data: Dataset, qos: float, backend="golden-fast", 
             raise ValueError(f"unknown inference mode {m!r}; known: layer, uniform")
     L = model.n_layers
     exact_val, _ = _evaluate(model, data.x_val, data.y_val, [None] * L, backend, policy, checked)
-    exact_test, _ = _evaluate(model, data.x_test, data.y_test, [None] * L, backend, policy, checked)
+    exact_test, exact_c = _evaluate(model, data.x_test, data.y_test, [None] * L, backend, policy,
+                                    checked, geometry=geometry)
     res = {"command": "infer", "qos": qos, "policy": str(policy), "backend": backend.name,
+           "checked": dict(ArithPlan.exact(1, checked).checked),
            "exact_val_error": exact_val["error"], "exact_test_accuracy": exact_test["accuracy"],
            "exact_test_error": exact_test["error"]}
+    if geometry is not None:
+        res["exact_hardware"] = hardware_block(exact_c.totals(), geometry, *default_energy_model())
     if "layer" in modes:
         sens = sensitivity(model, data.x_val, data.y_val, backend, policy=policy, checked=checked,
                            metric=metric)
@@ -159,16 +175,19 @@ def run_inference(model: MLP, data: Dataset, qos: float, backend="golden-fast", 
         res["sensitivity"] = sens
         res["layer"] = {**found, "spread": spread,
                         **_test_report(model, data, found["bits"], backend, policy, checked,
-                                       exact_test["error"])}
+                                       exact_test["error"], geometry)}
     if "uniform" in modes:
         cands = [(t, [t] * L) for t in range(0, MAX_TUNING_BITS + 1)]
         found = search(model, data.x_val, data.y_val, qos, cands, backend, policy=policy,
                        checked=checked, exact_error=exact_val["error"])
         res["uniform"] = {**found, **_test_report(model, data, found["bits"], backend, policy,
-                                                  checked, exact_test["error"])}
+                                                  checked, exact_test["error"], geometry)}
     chosen = res.get("layer") or res.get("uniform")
     res["test_accuracy"] = chosen["test_accuracy"]
     res["hit_rate"] = chosen["hit_rate"]
     res["products"] = chosen["products"]
     res["hits"] = chosen["hits"]
+    if geometry is not None:
+        res["fast_rate"] = chosen["fast_rate"]
+        res["hardware"] = chosen["hardware"]
     return res

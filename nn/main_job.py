@@ -3,8 +3,14 @@
 1. exact training (baseline), 2. uniform approximate training at ``apx_min`` tuning bits,
 3. GTA training (levels 0 .. ``apx_min``), 4. layer-based and uniform inference approximation of
 the exact network under a QoS, 5. inference of a few test inputs on the RTL lane array (fast
-Verilator co-simulation, checked bit for bit) with cycles and energy against the exact array. Prints accuracy, quality loss, hit rates per layer and phase, and
-the GTA trajectory; ``--out`` also writes every results JSON.
+Verilator co-simulation, checked bit for bit) with cycles and energy against the exact array,
+6. a sample of the GTA run's training matmuls (all three phases, iterations spread over the run)
+on the RTL lane array, checked bit for bit against the golden model and counter for counter
+against the accounting. Every matmul of 1-4 is accounted on the lane array
+(:mod:`canna.sim.accounting`): each run reports its cycles and energy against the two baselines
+(:mod:`canna.sim.savings`). Prints accuracy, quality loss, hit and fast rates per layer and
+phase, the GTA trajectory and the hardware blocks, and ends with the paper's Fig. 5 / Fig. 6 in
+words; ``--out`` also writes every results JSON.
 
 Run: ``python -m canna.nn.main_job`` (``make sim`` runs it; its run time: docs/performance.md).
 """
@@ -16,18 +22,22 @@ from pathlib import Path
 
 from canna.cli import OneLineErrorParser, path_arg, run_command
 
+from canna.spec.array import DEFAULT_EXACT_CYCLES, DEFAULT_LANES, ArrayGeometry
+
 from .backends import get_backend
 from .checkpoint import check_output_dir, write_json
-from .cli import layer_sizes_arg, print_infer_summary, print_train_summary, seed_arg, tuning_bits_arg
+from .cli import (layer_sizes_arg, positive_int_arg, print_infer_summary, print_train_summary, seed_arg,
+                  tuning_bits_arg)
 from .datasets import load_digits
-from .hardware import print_rtl_report, rtl_inference
+from .hardware import print_rtl_report, rtl_inference, rtl_replay
 from .layerwise import run_inference
 from .train import TrainConfig, check_training_memory, train
 
 __all__ = ["main", "OUTPUT_FILES"]
 
 #: The files ``--out`` receives.
-OUTPUT_FILES = ("train-exact.json", "train-uniform.json", "train-gta.json", "infer.json", "rtl.json")
+OUTPUT_FILES = ("train-exact.json", "train-uniform.json", "train-gta.json", "infer.json", "rtl.json",
+                "rtl-training.json")
 
 
 def main(argv=None) -> int:
@@ -44,6 +54,13 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.add_argument("--rtl-samples", type=int, default=32,
                    help="test inputs whose inference runs on the RTL lane array (0: skip; default 32)")
+    p.add_argument("--rtl-train-iterations", type=int, default=4,
+                   help="GTA training iterations (spread over the run) whose matmuls run on the RTL "
+                        "lane array (0: skip; default 4)")
+    p.add_argument("--lanes", type=positive_int_arg, default=DEFAULT_LANES,
+                   help=f"lanes of the accounted array (default {DEFAULT_LANES})")
+    p.add_argument("--exact-cycles", type=positive_int_arg, default=DEFAULT_EXACT_CYCLES,
+                   help=f"cycles of an exact multiply (default {DEFAULT_EXACT_CYCLES})")
     args = p.parse_args(argv)
     hidden = args.hidden
     # every option is checked before the first run: a bad one is one line, not a traceback
@@ -53,7 +70,8 @@ def main(argv=None) -> int:
         get_backend(args.backend)
         train_configs = {
             name: TrainConfig.from_preset("default", epochs=args.epochs, hidden=hidden,
-                                          seed=args.seed, backend=args.backend, **kw)
+                                          seed=args.seed, backend=args.backend, lanes=args.lanes,
+                                          exact_cycles=args.exact_cycles, **kw)
             for name, kw in (("exact", dict(mode="exact")),
                              ("uniform", dict(mode="uniform", tuning_bits=args.apx_min)),
                              ("gta", dict(mode="gta", apx_min=args.apx_min)))}
@@ -61,6 +79,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--qos must be >= 0, got {args.qos}")
         if args.rtl_samples < 0:
             raise ValueError(f"--rtl-samples must be >= 0, got {args.rtl_samples}")
+        if args.rtl_train_iterations < 0:
+            raise ValueError(f"--rtl-train-iterations must be >= 0, got {args.rtl_train_iterations}")
         if args.out:
             check_output_dir(args.out, OUTPUT_FILES)
         data = load_digits()
@@ -69,17 +89,25 @@ def main(argv=None) -> int:
     except (TypeError, ValueError) as e:
         p.error(str(e))
     out = Path(args.out) if args.out else None
+    geometry = ArrayGeometry(args.lanes, args.exact_cycles)
     s = data.summary()
     print(f"== CANNA NN main job: digits ({s['n_train']} train / {s['n_val']} val / {s['n_test']} test, "
           f"{s['n_features']} features, {s['n_classes']} classes), topology {[s['n_features'], *hidden, 10]}, "
           f"preset default (lr 0.01, momentum 0.9, batch 32, dropout 0.5), {args.epochs} epochs, "
-          f"seed {args.seed}, backend {args.backend}, policy b")
+          f"seed {args.seed}, backend {args.backend}, policy b; every matmul accounted on a "
+          f"{args.lanes}-lane array, exact multiply {args.exact_cycles} cycles")
     print("   command: python -m canna.nn.main_job " + " ".join(argv if argv is not None else sys.argv[1:]))
     runs = {}
     for name, cfg in train_configs.items():
         t = time.monotonic()
-        res = train(data, cfg, out_dir=None, quiet=args.quiet)
+        record = ()
+        if name == "gta" and args.rtl_train_iterations:
+            # spread over the first 90% of the run: GTA may stop a little early near the end
+            n, last = args.rtl_train_iterations, cfg.epochs * -(-len(data.y_train) // cfg.batch_size) - 1
+            record = sorted({round(i * 0.9 * last / max(n - 1, 1)) for i in range(n)})
+        res = train(data, cfg, out_dir=None, quiet=args.quiet, record_iterations=record)
         model = res.pop("_model")
+        recorded = res.pop("_recorded", [])
         if name != "exact":
             res["exact_test_accuracy"] = runs["exact"][0]["test_accuracy"]
             res["quality_loss"] = res["exact_test_accuracy"] - res["test_accuracy"]
@@ -90,7 +118,7 @@ def main(argv=None) -> int:
             write_json(out / f"train-{name}.json", res)
 
     t = time.monotonic()
-    inf = run_inference(runs["exact"][1], data, args.qos / 100.0, args.backend)
+    inf = run_inference(runs["exact"][1], data, args.qos / 100.0, args.backend, geometry=geometry)
     print(f"\n-- inference approximation of the exact network ({time.monotonic() - t:.1f} s)")
     print_infer_summary(inf)
     if out:
@@ -112,17 +140,28 @@ def main(argv=None) -> int:
         if out:
             write_json(out / "rtl.json", rtl)
 
-    print("\n-- summary")
-    e = runs["exact"][0]["test_accuracy"]
-    for name in ("uniform", "gta"):
-        r = runs[name][0]
-        print(f"  training {name:8s} test accuracy {100 * r['test_accuracy']:.2f}% (exact {100 * e:.2f}%, "
-              f"quality loss {100 * r['quality_loss']:+.2f} pp), hit rate {100 * r['hit_rate']:.1f}% "
-              f"({100 * r['nonzero_hit_rate']:.1f}% of nonzero products), {r['iterations_run']} iterations")
-    for mode in ("layer", "uniform"):
-        r = inf[mode]
-        print(f"  inference {mode:8s} bits {r['bits']} quality loss {100 * r['quality_loss']:+.2f} pp, "
-              f"hit rate {100 * r['hit_rate']:.1f}%")
+    replay = None
+    if recorded:
+        t = time.monotonic()
+        replay = rtl_replay(recorded, geometry)
+        print(f"\n-- GTA training matmuls on the RTL lane array ({time.monotonic() - t:.1f} s)")
+        print(f"  {replay['matmuls']} matmuls of iterations {replay['iterations']} (forward, backward, "
+              f"gradient: {', '.join(f'{k} {v:,}' for k, v in replay['per_phase_products'].items())} "
+              f"products), {replay['products']:,} products in each of {' and '.join(replay['disciplines'])}: "
+              f"every output bit-identical to the golden model, every counter equal to the golden lane "
+              f"model's and to the accounting's")
+        if out:
+            write_json(out / "rtl-training.json", replay)
+
+    print(f"\n-- summary: the paper's Fig. 5 (training) and Fig. 6 (inference) in words, "
+          f"{args.lanes} lanes, exact multiply {args.exact_cycles} cycles")
+    rows = [(f"training {name}", runs[name][0]) for name in ("exact", "uniform", "gta")]
+    rows += [(f"inference {mode}", inf[mode]) for mode in ("layer", "uniform")]
+    for line in summary_table(rows):
+        print(line)
+    if replay:
+        print(f"  RTL check of GTA training: {replay['products']:,} products of {replay['matmuls']} matmuls "
+              f"bit-identical, counters equal to the accounting")
     if rtl:
         for name, r in rtl["configs"].items():
             e = r.get("energy_ratio")
@@ -131,6 +170,44 @@ def main(argv=None) -> int:
                   + (f", energy {e['lockstep']:.3f} / {e['decoupled']:.3f}" if e else ""))
     print(f"  total time {time.monotonic() - t0:.1f} s")
     return 0
+
+
+def _cell(block, kind, baseline, discipline) -> str:
+    table = block.get(kind) if block else None
+    v = table[baseline][discipline] if table else None
+    return "     -" if v is None else f"{v:6.3f}"
+
+
+def summary_table(rows) -> list[str]:
+    """One line per run: quality loss, hit and fast rate, speedup and energy ratio against both
+    baselines in both disciplines (LS lockstep, DC decoupled); then the decomposition."""
+    head = (f"  {'run':20s} {'quality':>8s} {'hit':>6s} {'fast':>6s}   "
+            f"{'speedup vs zero_skip':>13s} {'vs plain':>13s}   {'energy vs zero_skip':>13s} {'vs plain':>13s}")
+    lines = [head, f"  {'':20s} {'loss pp':>8s} {'rate':>6s} {'rate':>6s}   "
+                   + "   ".join(f"{'LS':>6s} {'DC':>6s} {'LS':>6s} {'DC':>6s}" for _ in range(2))]
+    for name, r in rows:
+        hw = r.get("hardware")
+        ql = r.get("quality_loss", 0.0)
+        cells = []
+        for kind in ("speedup", "energy_ratio"):
+            cells.append(" ".join(_cell(hw, kind, b, s) for b in ("zero_skip", "plain")
+                                  for s in ("lockstep", "decoupled")))
+        fast = r.get("fast_rate")
+        lines.append(f"  {name:20s} {100 * ql:+8.2f} {100 * r['hit_rate']:5.1f}% "
+                     f"{'-' if fast is None else f'{100 * fast:5.1f}%':>6s}   {cells[0]}   {cells[1]}")
+    lines.append("  decomposition against plain, lockstep speedup / energy ratio: zero skipping alone, "
+                 "approximation alone, both")
+    for name, r in rows:
+        d = (r.get("hardware") or {}).get("decomposition")
+        if not d:
+            continue
+        parts = []
+        for key in ("zero_skip_alone", "approximation_alone", "both"):
+            e = d[key]["energy_ratio"]
+            parts.append(f"{d[key]['speedup']['lockstep']:.3f}x / "
+                         + ("-" if e is None else f"{e['lockstep']:.3f}"))
+        lines.append(f"  {name:20s} " + "   ".join(parts))
+    return lines
 
 
 if __name__ == "__main__":

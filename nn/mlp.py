@@ -27,11 +27,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from canna.sim.accounting import AccountingOperand, account_matmul, prepare_accounting
+from canna.sim.accounting import available as accounting_available
+from canna.sim.lanes import LaneArrayTotals
+from canna.spec.array import ArrayGeometry
 from canna.spec.config import CFPUConfig, EXACT
 
 from .backends import OPERANDS, Backend, checked_matmul, get_backend, nonzero_products
 
-__all__ = ["PHASES", "DEFAULT_CHECKED", "EVAL_BATCH", "ArithPlan", "Counters", "MLP", "relu6", "log_softmax",
+__all__ = ["PHASES", "DEFAULT_CHECKED", "EVAL_BATCH", "LANE_FIELDS", "ArithPlan", "Counters", "MLP", "relu6", "log_softmax",
            "memory_estimate", "memory_limit", "check_memory"]
 
 PHASES = ("forward", "backward", "gradient")
@@ -159,14 +163,27 @@ class ArithPlan:
                 "layers": [{p: c[p].as_dict() for p in PHASES} for c in self.configs]}
 
 
+#: The lane-array counts :class:`Counters` keeps per layer and phase (the fields of
+#: :class:`canna.sim.lanes.LaneArrayTotals`, in order).
+LANE_FIELDS = tuple(LaneArrayTotals.__dataclass_fields__)
+
+
 class Counters:
     """Products, hits and nonzero products (both operands nonzero) per layer and phase
-    (int64 arrays ``[layer, phase]``)."""
+    (int64 arrays ``[layer, phase]``), and, with a ``geometry``, the lane array's accounting of
+    every matmul (``lane[layer, phase, field]``, fields :data:`LANE_FIELDS`): exactly what
+    :func:`canna.sim.lanes.run_lane_array` reports for it (:mod:`canna.sim.accounting`; a
+    backend that ran the array itself, ``MatmulResult.lane``, is checked against it)."""
 
-    def __init__(self, n_layers: int):
+    def __init__(self, n_layers: int, geometry: ArrayGeometry | None = None):
+        self.geometry = geometry
         self.products = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
         self.hits = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
         self.nonzero = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
+        self.lane = np.zeros((n_layers, len(PHASES), len(LANE_FIELDS)), dtype=np.int64)
+        self._prepared = {}    # id(prepared weights) -> (them, their accounting operand)
+        #: A list to append ``(layer, phase, a, b, config)`` of every matmul to (copies), or None.
+        self.recorder: list | None = None
 
     def add(self, layer: int, phase: str, products: int, hits: int, nonzero: int = 0) -> None:
         j = PHASES.index(phase)
@@ -174,10 +191,60 @@ class Counters:
         self.hits[layer, j] += hits
         self.nonzero[layer, j] += nonzero
 
+    def counter(self, layer: int, phase: str):
+        """``count(a, b, config, result)`` for :func:`~canna.nn.backends.checked_matmul`."""
+        return lambda a, b, config, r: self.count(layer, phase, a, b, config, r)
+
+    def count(self, layer: int, phase: str, a, b, config: CFPUConfig, r) -> None:
+        """Book the matmul ``a @ b`` (the operands as the backend got them) and its result."""
+        self.add(layer, phase, r.products, r.hits, nonzero_products(a, b))
+        if self.recorder is not None:
+            self.recorder.append((layer, phase, a.copy(),
+                                  (b if isinstance(b, np.ndarray) else b.original).copy(), config))
+        if self.geometry is None:
+            return
+        operand = self._accounting_operand(b, config)
+        t = account_matmul(a, operand, None if isinstance(operand, AccountingOperand) else config,
+                           self.geometry)
+        if t.products != r.products or t.hits != r.hits:
+            raise RuntimeError(f"layer {layer + 1} {phase}: the backend counted {r.hits} hits of "
+                               f"{r.products} products, the lane model {t.hits} of {t.products}")
+        row = [int(getattr(t, f)) for f in LANE_FIELDS]
+        if r.lane is not None:
+            ran = [int(getattr(r.lane, f)) for f in LANE_FIELDS]
+            if ran != row:
+                raise RuntimeError(f"layer {layer + 1} {phase}: the array's counters "
+                                   f"{dict(zip(LANE_FIELDS, ran))} differ from the accounting "
+                                   f"{dict(zip(LANE_FIELDS, row))}")
+        self.lane[layer, PHASES.index(phase)] += row
+
+    def _accounting_operand(self, b, config: CFPUConfig):
+        """``b`` packed for the accounting engine (or ``b`` itself, unpacked, without it)."""
+        if not accounting_available():
+            return b if isinstance(b, np.ndarray) else b.original
+        if isinstance(b, np.ndarray):
+            return prepare_accounting(b, config)
+        entry = self._prepared.get(id(b))          # prepared weights: packed once per evaluation
+        if entry is None or entry[0] is not b:
+            entry = self._prepared[id(b)] = (b, prepare_accounting(b.original, config))
+        return entry[1]
+
     def merge(self, other: "Counters") -> None:
         self.products += other.products
         self.hits += other.hits
         self.nonzero += other.nonzero
+        self.lane += other.lane
+
+    @property
+    def accounted(self) -> bool:
+        return self.geometry is not None
+
+    def totals(self, layer: int | None = None, phase: str | None = None) -> LaneArrayTotals:
+        """The lane-array counts of the run, one layer and/or one phase."""
+        x = self.lane
+        x = x[layer] if layer is not None else x.sum(axis=0)
+        x = x[PHASES.index(phase)] if phase is not None else x.sum(axis=0)
+        return LaneArrayTotals(**{f: int(v) for f, v in zip(LANE_FIELDS, x)})
 
     @property
     def nonzero_hit_rate(self) -> float:
@@ -196,10 +263,28 @@ class Counters:
     def hit_rate(self) -> float:
         return self.total_hits / self.total_products if self.total_products else 0.0
 
+    @property
+    def fast_rate(self) -> float | None:
+        """Share of products that retire in one cycle (hits + zero/inf/NaN operands); None
+        without accounting."""
+        return _fast_rate(self.totals()) if self.accounted else None
+
     def layer_hit_rates(self) -> list[float]:
         p = self.products.sum(axis=1)
         h = self.hits.sum(axis=1)
         return [float(h[i] / p[i]) if p[i] else 0.0 for i in range(len(p))]
+
+    def layer_fast_rates(self) -> list[float] | None:
+        if not self.accounted:
+            return None
+        return [_fast_rate(self.totals(i)) for i in range(self.products.shape[0])]
+
+    def _rates(self, p: int, h: int, layer=None, phase=None) -> dict:
+        row = {"products": p, "hits": h, "hit_rate": h / p if p else 0.0}
+        if self.accounted:
+            t = self.totals(layer, phase)
+            row.update(bypassed=t.bypassed, fast_rate=_fast_rate(t))
+        return row
 
     def as_dict(self) -> dict:
         layers = []
@@ -208,18 +293,31 @@ class Counters:
             for j, phase in enumerate(PHASES):
                 p, h = int(self.products[i, j]), int(self.hits[i, j])
                 if p:
-                    row[phase] = {"products": p, "hits": h, "hit_rate": h / p}
-            p, h = int(self.products[i].sum()), int(self.hits[i].sum())
-            row["total"] = {"products": p, "hits": h, "hit_rate": h / p if p else 0.0}
+                    row[phase] = self._rates(p, h, i, phase)
+            row["total"] = self._rates(int(self.products[i].sum()), int(self.hits[i].sum()), i)
             layers.append(row)
-        return {"products": self.total_products, "hits": self.total_hits,
-                "hit_rate": self.hit_rate, "nonzero_products": int(self.nonzero.sum()),
-                "nonzero_hit_rate": self.nonzero_hit_rate, "per_layer": layers}
+        out = {"products": self.total_products, "hits": self.total_hits,
+               "hit_rate": self.hit_rate}
+        if self.accounted:
+            out.update(bypassed=self.totals().bypassed, fast_rate=self.fast_rate)
+        out.update(nonzero_products=int(self.nonzero.sum()), nonzero_hit_rate=self.nonzero_hit_rate,
+                   per_layer=layers)
+        return out
 
-    def load(self, products, hits, nonzero) -> None:
+    def load(self, products, hits, nonzero, lane=None) -> None:
         self.products[...] = products
         self.hits[...] = hits
         self.nonzero[...] = nonzero
+        if lane is not None:
+            self.lane[...] = lane
+
+
+def _counter(counters: Counters | None, layer: int, phase: str):
+    return None if counters is None else counters.counter(layer, phase)
+
+
+def _fast_rate(t: LaneArrayTotals) -> float:
+    return (t.hits + t.bypassed) / t.products if t.products else 0.0
 
 
 def relu6(z: np.ndarray) -> np.ndarray:
@@ -276,9 +374,7 @@ class MLP:
         for i in range(self.n_layers):
             cfg = plan.config(i, "forward")
             w = prepared[i] if (prepared is not None and prepared[i] is not None and right) else self.weights[i]
-            r = checked_matmul(backend, h, w, cfg, right)
-            if counters is not None:
-                counters.add(i, "forward", r.products, r.hits, nonzero_products(h, w))
+            r = checked_matmul(backend, h, w, cfg, right, _counter(counters, i, "forward"))
             cache.inputs.append(h)
             z = r.value + self.biases[i]
             cache.pre.append(z)
@@ -307,17 +403,15 @@ class MLP:
         gb = [None] * self.n_layers
         for i in reversed(range(self.n_layers)):
             cfg = plan.config(i, "gradient")
-            r = checked_matmul(backend, cache.inputs[i].T, delta, cfg, plan.checked_right("gradient"))
-            if counters is not None:
-                counters.add(i, "gradient", r.products, r.hits, nonzero_products(cache.inputs[i].T, delta))
+            r = checked_matmul(backend, cache.inputs[i].T, delta, cfg, plan.checked_right("gradient"),
+                               _counter(counters, i, "gradient"))
             gw[i] = r.value
             gb[i] = delta.sum(axis=0)
             if i == 0:
                 break
             cfg = plan.config(i, "backward")
-            r = checked_matmul(backend, delta, self.weights[i].T, cfg, plan.checked_right("backward"))
-            if counters is not None:
-                counters.add(i, "backward", r.products, r.hits, nonzero_products(delta, self.weights[i].T))
+            r = checked_matmul(backend, delta, self.weights[i].T, cfg, plan.checked_right("backward"),
+                               _counter(counters, i, "backward"))
             z = cache.pre[i - 1]
             d = r.value * ((z > 0.0) & (z < 6.0))
             if cache.masks[i - 1] is not None:

@@ -11,7 +11,7 @@ from any checkpoint takes exactly the steps the uninterrupted run takes.
 
 Files in ``out_dir``: ``checkpoint.npz`` (after every epoch, and on Ctrl-C after the current
 iteration), ``model.npz`` (the trained network, for ``canna infer``), ``iterations.npz``
-(per-iteration products/hits ``[iteration, layer, phase]``, levels, batch errors) and
+(per-iteration products/hits/fast products ``[iteration, layer, phase]``, levels, batch errors) and
 ``results.json``; all written atomically.
 """
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from canna.sim.savings import default_energy_model, hardware_block
+from canna.spec.array import DEFAULT_EXACT_CYCLES, DEFAULT_LANES, ArrayGeometry
 from canna.spec.config import EXACT, CFPUConfig, check_tuning_bits
 
 from .backends import get_backend
@@ -33,11 +35,16 @@ from .checkpoint import (CheckpointError, check_output_dir, load_npz, remove_sta
                          save_npz, write_json)
 from .datasets import Dataset
 from .gta import GTAConfig, GTAController
-from .mlp import EVAL_BATCH, MLP, PHASES, ArithPlan, Counters, DEFAULT_CHECKED, check_memory, memory_estimate
+from .mlp import (EVAL_BATCH, LANE_FIELDS, MLP, PHASES, ArithPlan, Counters, DEFAULT_CHECKED, check_memory,
+                  memory_estimate)
 
-__all__ = ["TrainConfig", "TrainState", "PRESETS", "train", "load_model", "MODES", "OUTPUT_FILES"]
+__all__ = ["TrainConfig", "TrainState", "PRESETS", "train", "load_model", "MODES", "OUTPUT_FILES",
+           "HIT_ACCOUNTINGS", "reported_hit_rate"]
 
 MODES = ("exact", "uniform", "gta")
+#: What a report calls "the hit rate": ``approx`` hits / products (ours, the default), ``fast``
+#: (hits + products with a zero/inf/NaN operand) / products, the share that retires in one cycle.
+HIT_ACCOUNTINGS = ("approx", "fast")
 
 #: The files a run writes in its ``out_dir``.
 OUTPUT_FILES = ("checkpoint.npz", "model.npz", "iterations.npz", "results.json")
@@ -83,6 +90,13 @@ class TrainConfig:
     gta_start: int = GTAConfig.start
     gta_stop: bool = GTAConfig.stop
     gta_patience: int = GTAConfig.patience
+    # The lane array every matmul is accounted on (accounting False: none, no hardware block),
+    # and how the features are scaled.
+    accounting: bool = True
+    lanes: int = DEFAULT_LANES
+    exact_cycles: int = DEFAULT_EXACT_CYCLES
+    input_scale: str = "standard"
+    hit_accounting: str = "approx"
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides) -> "TrainConfig":
@@ -127,7 +141,22 @@ class TrainConfig:
             if p not in PHASES:
                 raise ValueError(f"unknown phase {p!r}; known: {', '.join(PHASES)}")
         ArithPlan.exact(1, self.checked)  # validates checked operands
+        self.geometry()                   # validates lanes and exact cycles
+        from .datasets import INPUT_SCALES
+        if self.input_scale not in INPUT_SCALES:
+            raise ValueError(f"--input-scale must be one of {', '.join(INPUT_SCALES)}, got {self.input_scale!r}")
+        if self.hit_accounting not in HIT_ACCOUNTINGS:
+            raise ValueError(f"--hit-accounting must be one of {', '.join(HIT_ACCOUNTINGS)}, "
+                             f"got {self.hit_accounting!r}")
         get_backend(self.backend).check(self.level_config_probe())
+
+    def geometry(self) -> ArrayGeometry | None:
+        """The accounted lane array (None when ``accounting`` is off; checked all the same)."""
+        for name, v in (("--lanes", self.lanes), ("--exact-cycles", self.exact_cycles)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        geometry = ArrayGeometry(int(self.lanes), int(self.exact_cycles))
+        return geometry if self.accounting else None
 
     def level_config_probe(self):
         return EXACT if self.mode == "exact" else CFPUConfig.approx(0, self.policy)
@@ -171,11 +200,12 @@ class TrainState:
     velocity : list of ndarray
         SGD momentum, one per weight matrix then one per bias vector (arrays ``V<i>``).
     counters : Counters
-        Products, hits and nonzero products so far (arrays ``products``, ``hits``, ``nonzero``).
+        Products, hits and nonzero products so far and the lane array's accounting (arrays
+        ``products``, ``hits``, ``nonzero``, ``lane``).
     controller : GTAController or None
         The GTA controller (meta ``gta``); None unless the mode is ``gta``.
-    it_products, it_hits : ndarray of int64, ``[iter_max, layer, phase]``
-        Products and hits of each iteration.
+    it_products, it_hits, it_fast : ndarray of int64, ``[iter_max, layer, phase]``
+        Products, hits and fast products (hits + bypassed) of each iteration.
     it_level : ndarray of int64, ``[iter_max]``
         Tuning bits of each iteration (-1: exact, also for iterations not run yet).
     it_error, it_loss : ndarray of float32, ``[iter_max]``
@@ -198,6 +228,7 @@ class TrainState:
     controller: GTAController | None
     it_products: np.ndarray = field(metadata=_ARRAY)
     it_hits: np.ndarray = field(metadata=_ARRAY)
+    it_fast: np.ndarray = field(metadata=_ARRAY)
     it_level: np.ndarray = field(metadata=_ARRAY)
     it_error: np.ndarray = field(metadata=_ARRAY)
     it_loss: np.ndarray = field(metadata=_ARRAY)
@@ -215,10 +246,11 @@ class TrainState:
         per_iteration = (iter_max, L, len(PHASES))
         return cls(model=model,
                    velocity=[np.zeros_like(p) for p in model.weights + model.biases],
-                   counters=Counters(L),
+                   counters=Counters(L, cfg.geometry()),
                    controller=GTAController(cfg.gta_config(), iter_max) if cfg.mode == "gta" else None,
                    it_products=np.zeros(per_iteration, np.int64),
                    it_hits=np.zeros(per_iteration, np.int64),
+                   it_fast=np.zeros(per_iteration, np.int64),
                    it_level=np.full(iter_max, -1, np.int64),
                    it_error=np.full(iter_max, np.nan, np.float32),
                    it_loss=np.full(iter_max, np.nan, np.float32),
@@ -229,7 +261,7 @@ class TrainState:
         """``(arrays, meta)`` as :func:`~canna.nn.checkpoint.save_npz` stores them."""
         arrays = {**self.model.arrays(), **{f"V{i}": v for i, v in enumerate(self.velocity)},
                   "products": self.counters.products, "hits": self.counters.hits,
-                  "nonzero": self.counters.nonzero}
+                  "nonzero": self.counters.nonzero, "lane": self.counters.lane}
         meta = {"gta": self.controller.state() if self.controller is not None else None}
         for f in fields(self):
             kind = f.metadata.get("checkpoint")
@@ -238,11 +270,11 @@ class TrainState:
         return arrays, meta
 
     @classmethod
-    def from_arrays(cls, sizes: list, arrays: dict, meta: dict) -> "TrainState":
+    def from_arrays(cls, sizes: list, arrays: dict, meta: dict, geometry: ArrayGeometry) -> "TrainState":
         """Inverse of :meth:`to_arrays` for a network of topology ``sizes``."""
         model = MLP.from_arrays(sizes, arrays)
-        counters = Counters(model.n_layers)
-        counters.load(arrays["products"], arrays["hits"], arrays["nonzero"])
+        counters = Counters(model.n_layers, geometry)
+        counters.load(arrays["products"], arrays["hits"], arrays["nonzero"], arrays["lane"])
         stored = {f.name: (arrays if f.metadata["checkpoint"] == "array" else meta)[f.name]
                   for f in fields(cls) if "checkpoint" in f.metadata}
         return cls(model=model,
@@ -275,7 +307,7 @@ class TrainState:
         require_finite(path, arrays, [*(f"{k}{i}" for i in range(L) for k in "Wb"),
                                       *(f"V{i}" for i in range(2 * L))])
         try:
-            state = cls.from_arrays(sizes, arrays, meta)
+            state = cls.from_arrays(sizes, arrays, meta, cfg.geometry())
         except KeyError as e:
             raise CheckpointError(f"{path}: no meta entry {e}") from None
         except CheckpointError:
@@ -288,6 +320,7 @@ class TrainState:
                 raise CheckpointError(f"{path}: array 'V{i}' has shape {v.shape}, its parameter {p.shape}")
         if iter_max is not None:
             want = {"it_products": (iter_max, L, len(PHASES)), "it_hits": (iter_max, L, len(PHASES)),
+                    "it_fast": (iter_max, L, len(PHASES)),
                     "it_level": (iter_max,), "it_error": (iter_max,), "it_loss": (iter_max,)}
             for name, shape in want.items():
                 if getattr(state, name).shape != shape:
@@ -302,6 +335,7 @@ class TrainState:
         self.counters.merge(step)
         self.it_products[i] = step.products
         self.it_hits[i] = step.hits
+        self.it_fast[i] = step.lane[..., _HITS] + step.lane[..., _BYPASSED]
         self.it_level[i] = -1 if level is None else level
         self.it_error[i] = batch_error
         self.it_loss[i] = loss
@@ -312,6 +346,15 @@ class TrainState:
             self.controller.observe(i, batch_error)
             self.finished = self.finished or self.controller.stopped
         self.iteration = i + 1
+
+
+_HITS, _BYPASSED = LANE_FIELDS.index("hits"), LANE_FIELDS.index("bypassed")
+
+
+def reported_hit_rate(res: dict, hit_accounting: str = "approx") -> float | None:
+    """The rate a report calls "the hit rate" of a results dict (or one of its rows) under
+    ``hit_accounting`` (:data:`HIT_ACCOUNTINGS`)."""
+    return res.get("fast_rate") if hit_accounting == "fast" else res.get("hit_rate")
 
 
 class _SigintGuard:
@@ -353,10 +396,16 @@ class _TrainingRun:
     end-of-epoch and output code that advance and report it."""
 
     def __init__(self, data: Dataset, cfg: TrainConfig, out_dir, resume: bool, quiet: bool,
-                 progress: bool):
+                 progress: bool, record_iterations=()):
         self.t_start = time.monotonic()
+        self.record_iterations = set(record_iterations)
+        self.recorded: list = []     # (iteration, layer, phase, a, b, config) of those iterations
         self.cfg, self.quiet, self.progress = cfg, quiet, progress
-        self.backend = get_backend(cfg.backend)
+        self.geometry = cfg.geometry()
+        self.backend = get_backend(cfg.backend, self.geometry)
+        scale = data.notes.get("input_scale", "standard")
+        if scale != cfg.input_scale:
+            raise ValueError(f"--input-scale {cfg.input_scale}: the dataset was loaded with input scale {scale}")
         self.data = data.limited(cfg.train_limit, cfg.seed)
         self.sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
         self.n_train = len(self.data.y_train)
@@ -414,7 +463,9 @@ class _TrainingRun:
         if level not in self.plans:
             self.plans[level] = _plan(cfg, L, level)
         plan = self.plans[level]
-        step = Counters(L)
+        step = Counters(L, self.geometry)
+        if s.iteration in self.record_iterations:
+            step.recorder = []
         rng = np.random.default_rng([cfg.seed, 2, s.iteration])
         x, y = self.data.x_train[idx], self.data.y_train[idx]
         logits, cache = s.model.forward(x, plan, self.backend, step, dropout=cfg.dropout, rng=rng)
@@ -429,6 +480,8 @@ class _TrainingRun:
         for i in range(L):
             s.model.weights[i] += s.velocity[i]
             s.model.biases[i] += s.velocity[L + i]
+        if step.recorder is not None:
+            self.recorded += [(s.iteration, *call) for call in step.recorder]
         s.record(step, level, batch_error, loss, len(y))
         return level, loss
 
@@ -437,21 +490,23 @@ class _TrainingRun:
         s, ipe, it = self.state, self.ipe, self.state.iteration
         val = s.model.evaluate(self.data.x_val, self.data.y_val, ArithPlan.exact(self.n_layers), "native")
         epoch = slice(it - (it - 1) % ipe - 1, it)
-        ep_p, ep_h = int(s.it_products[epoch].sum()), int(s.it_hits[epoch].sum())
+        ep_p, ep_h, ep_f = (int(x[epoch].sum()) for x in (s.it_products, s.it_hits, s.it_fast))
         stats = s.epoch_stats
         s.history.append({
             "epoch": (it - 1) // ipe + 1, "iteration": it,
             "train_loss": stats["loss"] / max(stats["seen"], 1),
             "train_error": stats["wrong"] / max(stats["seen"], 1),
             "val_error": val["error"], "level": None if level is None else level,
-            "products": ep_p, "hits": ep_h, "hit_rate": ep_h / ep_p if ep_p else 0.0})
+            "products": ep_p, "hits": ep_h, "hit_rate": ep_h / ep_p if ep_p else 0.0,
+            "fast_rate": ep_f / ep_p if ep_p else 0.0})
         s.epoch_stats = _new_epoch_stats()
         s.finished = s.finished or it == self.iter_max
         self.save_checkpoint()
         row = s.history[-1]
         _log(self.quiet or self.progress, f"epoch {row['epoch']}: loss {row['train_loss']:.4f} "
              f"val error {100 * row['val_error']:.2f}% level {row['level']} "
-             f"hit rate {100 * row['hit_rate']:.1f}%")
+             f"{_rate_name(self.cfg.hit_accounting)} "
+             f"{100 * reported_hit_rate(row, self.cfg.hit_accounting):.1f}%")
 
     def save_checkpoint(self) -> None:
         if self.ckpt is None:
@@ -479,9 +534,12 @@ class _TrainingRun:
             "val_accuracy": val["accuracy"],
             "test_accuracy_note": "trained model evaluated with exact float32 inference",
             **s.counters.as_dict(),
+            "hit_accounting": cfg.hit_accounting,
             "per_epoch": s.history,
             "seconds": seconds,
         }
+        if self.geometry is not None:
+            res["hardware"] = hardware_block(s.counters.totals(), self.geometry, *default_energy_model())
         final_level = cfg.tuning_bits if cfg.mode == "uniform" else (controller.level if controller else None)
         if final_level is not None:
             fwd = ArithPlan.uniform(L, final_level, cfg.policy, ("forward",), cfg.checked)
@@ -500,23 +558,33 @@ class _TrainingRun:
         save_npz(out / "model.npz", s.model.arrays(),
                  {"sizes": self.sizes, "config": self.cfg.as_dict(), "dataset": self.data.summary()})
         save_npz(out / "iterations.npz",
-                 {"products": s.it_products[:n], "hits": s.it_hits[:n], "level": s.it_level[:n],
+                 {"products": s.it_products[:n], "hits": s.it_hits[:n], "fast": s.it_fast[:n],
+                  "level": s.it_level[:n],
                   "batch_error": s.it_error[:n], "loss": s.it_loss[:n]},
                  {"axes": ["iteration", "layer", "phase"], "phases": list(PHASES),
                   "level_exact": -1})
         write_json(out / "results.json", results)
 
 
+def _rate_name(hit_accounting: str) -> str:
+    return "fast rate" if hit_accounting == "fast" else "hit rate"
+
+
 def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False,
-          progress: bool = False, quiet: bool = True, interrupt_after: int | None = None) -> dict:
+          progress: bool = False, quiet: bool = True, interrupt_after: int | None = None,
+          record_iterations=()) -> dict:
     """Train an MLP on ``data`` under ``cfg``; returns the results dict (and writes files to
     ``out_dir`` when given). ``resume`` continues from ``out_dir/checkpoint.npz`` when present.
+    The trained network is in ``results["_model"]``; the matmuls of the iterations in
+    ``record_iterations`` (operands copied, as the backend got them) in ``results["_recorded"]``
+    as ``(iteration, layer, phase, a, b, config)``.
 
     ``interrupt_after`` (for tests) acts as Ctrl-C after that many iterations of this call.
     On Ctrl-C the current iteration finishes, a checkpoint is written and KeyboardInterrupt
     propagates.
     """
-    run = _TrainingRun(data, cfg, out_dir, resume, quiet=quiet, progress=progress)
+    run = _TrainingRun(data, cfg, out_dir, resume, quiet=quiet, progress=progress,
+                       record_iterations=record_iterations)
     bar = _progress(run.iter_max, run.state.iteration, progress, f"{cfg.mode} {cfg.dataset}")
     calls = 0
     saved_at_boundary = False
@@ -554,6 +622,8 @@ def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False
     if run.out is not None:
         run.write_files(results)
     results["_model"] = run.state.model
+    if record_iterations:
+        results["_recorded"] = run.recorded
     return results
 
 
@@ -567,7 +637,7 @@ def check_training_memory(cfg: TrainConfig, sizes: list, data: Dataset) -> None:
     check_memory(memory_estimate(sizes, batch, training=True),
                  f"--hidden {','.join(map(str, cfg.hidden))}: training topology {sizes}")
     iter_max = cfg.epochs * math.ceil(n_train / cfg.batch_size)
-    per_iteration = 2 * 8 * (len(sizes) - 1) * len(PHASES) + 8 + 4 + 4   # it_products/hits/level/error/loss
+    per_iteration = 3 * 8 * (len(sizes) - 1) * len(PHASES) + 8 + 4 + 4   # it_products/hits/fast/level/error/loss
     check_memory(iter_max * per_iteration, f"--epochs {cfg.epochs}: the per-iteration counters of {iter_max} iterations")
 
 

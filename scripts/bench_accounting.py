@@ -41,7 +41,8 @@ from canna.spec.config import CFPUConfig
 
 SHAPES = [(32, 500, 500), (100, 500, 500), (32, 784, 500), (500, 500, 10)]
 TOTALS = ("products", "hits", "bypassed", "tiles", "cycles_lockstep", "cycles_decoupled",
-          "cycles_baseline", "cycles_baseline_decoupled")
+          "cycles_baseline", "cycles_baseline_decoupled", "cycles_plain",
+          "cycles_no_skip_lockstep", "cycles_no_skip_decoupled")
 
 
 def workload(rng, m, k, n):

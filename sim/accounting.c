@@ -35,6 +35,21 @@
  * block to it (van Herk/Gil-Werman); a segment has at most `lanes` columns, so it meets at most
  * two blocks and is the OR of two table rows.
  *
+ * The CFPU without zero skipping (no-skip: fast = hit only) and the plain array (every product
+ * E cycles). Plain = tiles * K * E. No-skip is the same algebra with the bypass removed: a
+ * product is slow when it is not a hit, i.e. exact | bypass, so per tile
+ *   lockstep   = K + (E-1) * popcount(OR_l (exact_bits(l) | bypass_bits(l)))
+ *   decoupled  = K + (E-1) * max_l (K - hits(l)),  hits(l) = base_count(l) - exact_count(l)
+ * (in exact mode both are plain). With nz' = all ones over the valid k and s' = not normal,
+ * the class formula above turns into exact' = ~hit (b: ~(nA & qB), dual: ~(nA & nB & (qA | qB)));
+ * evaluated as exact | bypass it shares every pass of the CFPU's count. The OR of the bypass
+ * bits over a tile's lanes is OR_seg (zA[r] | OR_{j in seg} zB[j]) with z = ~nz over the valid k:
+ * zA from A's nz rows, zB one more B class with range-OR tables (packed only when B has a
+ * zero/inf/NaN), so the lockstep count is a few more words ORed into the exact terms of every
+ * tile and popcounted again; without any zero/inf/NaN operand no-skip is the CFPU's own count.
+ * The decoupled count reuses the exact and base counts per output: no GEMM is added. In the
+ * words evaluated product by product the no-skip bits are the full rule's "not a hit".
+ *
  * Built by canna.sim.native.build_shared with -march=native: AVX-512 (F, BW, VL, VPOPCNTDQ)
  * where the CPU has it, portable scalar C otherwise (or with -DCANNA_ACC_SCALAR).
  */
@@ -72,33 +87,42 @@ INLINE int special1(uint32_t x) {
     return ((x >> 23) & 0xFF) == 0xFF || (x & 0x7FFFFFFFu) == 0;
 }
 
+/* The valid k bits of word w (k < K). */
+INLINE uint64_t valid_word(int64_t K, int64_t w) {
+    const int64_t left = K - 64 * w;
+    return left >= 64 ? ~0ull : (1ull << left) - 1ull;
+}
+
 INLINE int qual1(uint32_t frac, int t) {
     uint32_t top = frac >> (22 - t);
     return top == 0 || top == ((1u << (t + 1)) - 1u);
 }
 
-/* 1 when a * b retires in one cycle: a bypass, or a hit of configuration c. */
-INLINE int fast1(uint32_t a, uint32_t b, const cfg_t* c) {
-    if (special1(a) || special1(b)) return 1;
-    if (!c->enabled) return 0;
+enum { KIND_HIT = 0, KIND_BYPASS = 1, KIND_EXACT = 2 };
+
+/* How a * b retires under configuration c: a hit (1 cycle), a bypass (a zero/inf/NaN operand:
+ * 1 cycle with zero skipping) or an exact product (exact_cycles). */
+INLINE int kind1(uint32_t a, uint32_t b, const cfg_t* c) {
+    if (special1(a) || special1(b)) return KIND_BYPASS;
+    if (!c->enabled) return KIND_EXACT;
     int32_t ea = (a >> 23) & 0xFF, eb = (b >> 23) & 0xFF;
-    if (ea == 0 || eb == 0) return 0;                 /* subnormal: exact */
+    if (ea == 0 || eb == 0) return KIND_EXACT;        /* subnormal: exact */
     uint32_t fa = a & 0x7FFFFF, fb = b & 0x7FFFFF;
     int qb = qual1(fb, c->t);
     int use_b = c->dual ? qb : 1;
     int q = c->dual ? (qb || qual1(fa, c->t)) : qb;
-    if (!q) return 0;
+    if (!q) return KIND_EXACT;
     int32_t e_x = use_b ? eb : ea, e_o = use_b ? ea : eb;
     int32_t m1 = (int32_t)((use_b ? fb : fa) >> 22);
     int32_t e = e_o + e_x - 127 + m1;
-    return e >= 1 && e <= 254;
+    return (e >= 1 && e <= 254) ? KIND_HIT : KIND_EXACT;
 }
 
 /* Element-wise: out[i] = 1 when a[i] * b[i] takes exact_cycles (neither hit nor bypass). */
 void canna_acc_exact_mask(int64_t n, const uint32_t* a, const uint32_t* b, int32_t enabled,
                           int32_t t, int32_t dual, uint8_t* out) {
     cfg_t c = {enabled, t, dual};
-    for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)!fast1(a[i], b[i], &c);
+    for (int64_t i = 0; i < n; ++i) out[i] = (uint8_t)(kind1(a[i], b[i], &c) == KIND_EXACT);
 }
 
 /* ---- classes of 16 elements at once (SIMD) -------------------------------------------- */
@@ -190,7 +214,9 @@ INLINE int pack_b_rows(int64_t K, int64_t N, const uint32_t* B, const int enable
 
 /* Classes of B (K x N bit patterns, row-major) per configuration:
  *   exact: [nz]          b: [nz, nz & ~q]          dual: [nz, s, n & ~q]
- * bcls: nb classes BSTRIDE(W, npad) words apart, W x npad each (zeroed here). pc_nz[j]: nonzero
+ * bcls: nb classes BSTRIDE(W, npad) words apart, W x npad each (zeroed here); enabled, it has
+ * room for one more, z = ~nz over the valid k (bits k >= K and columns >= N are 0), written when
+ * some element is zero/inf/NaN (info[4]: the no-skip count's bypass bits). pc_nz[j]: nonzero
  * finite elements of column j. info[0..1]: min/max of p = e + m1 over qualifying elements,
  * info[2..3]: min/max of e over normal non-qualifying ones (dual), EMPTY_LO/EMPTY_HI when none
  * (exact mode: none); info[4]: some element is zero/inf/NaN; info[5]: some is subnormal. */
@@ -240,6 +266,14 @@ void canna_acc_pack_b(int64_t K, int64_t N, const uint32_t* B, int32_t enabled, 
     for (int i = 0; i < 4; ++i) info[i] = rg[i];
     info[4] = nz_total != K * N;
     info[5] = any_sub;
+    if (enabled && info[4]) {   /* class nb: z = ~nz over the valid k */
+        uint64_t* z = bcls + (int64_t)nb * BSTRIDE(W, npad);
+        for (int64_t w = 0; w < W; ++w) {
+            const uint64_t vm = valid_word(K, w);
+            for (int64_t j = 0; j < N; ++j) z[w * npad + j] = ~bcls[w * npad + j] & vm;
+            for (int64_t j = N; j < npad; ++j) z[w * npad + j] = 0;
+        }
+    }
 }
 
 /* Range-OR tables of every B class for tiles of `lanes` outputs: tabs is nb x 2 x N x W; with
@@ -686,6 +720,99 @@ INLINE void terms_pop(const term_t* tm, int n, int64_t W, popacc_t* cnt) {
 #endif
 }
 
+/* ---- no zero skipping --------------------------------------------------------------------- */
+
+/* The no-skip count's state. A tile's slow steps without zero skipping are
+ * OR_l (exact_l | bypass_l); its bypass bits are OR_seg vmask & (~nzA[r] | OR_{j in seg} zB[j])
+ * (vmask: the valid k, 0 in the hard words, which are counted product by product; zB = ~nzB
+ * over the valid k, one more B class with range-OR tables). */
+typedef struct {
+    const uint64_t* nza;       /* A's nz rows (M x W), or NULL when A has no zero/inf/NaN */
+    const uint64_t* zb[2];     /* BS, BP range-OR tables of B's z class, or NULL when B has none */
+    const uint64_t* zb_cls;    /* that class (W x npad, word-major) */
+    const uint64_t* vmask;     /* W words: the valid k bits, 0 in the hard words */
+    popacc_t pop;              /* sum over tiles of the class words' slow steps */
+    int64_t pop_hard;          /* the same over the hard words */
+    int64_t min_hits;          /* sum over tiles of min over the valid lanes of hits */
+} ns_t;
+
+/* A segment's bypass bits: vmask & (~a | x | y), a = nzA's row or NULL, x | y = the OR of zB
+ * over its columns or NULL. */
+typedef struct { const uint64_t *a, *x, *y; } zterm_t;
+
+/* The bypass terms of a tile's segments into zt (one per segment); tmp: W words per segment
+ * for a range the tables do not answer (as tile_terms). */
+INLINE int ns_terms(const seg_t* segs, int nseg, const ns_t* ns, int64_t N, int64_t W,
+                    int64_t npad, int64_t lanes, zterm_t* zt, uint64_t* tmp) {
+    for (int s = 0; s < nseg; ++s) {
+        zterm_t* z = zt + s;
+        z->a = ns->nza ? ns->nza + segs[s].r * W : NULL;
+        z->x = z->y = NULL;
+        if (ns->zb[0] && !seg_xy(ns->zb, segs[s].c0, segs[s].c1, N, W, lanes, &z->x, &z->y)) {
+            uint64_t* o = tmp + (int64_t)s * W;
+            for (int64_t w = 0; w < W; ++w) o[w] = 0;
+            for (int64_t j = segs[s].c0; j < segs[s].c1; ++j)
+                for (int64_t w = 0; w < W; ++w) o[w] |= ns->zb_cls[w * npad + j];
+            z->x = z->y = o;
+        }
+    }
+    return nseg;
+}
+
+/* cnt += popcount(OR_terms a & (x | y)) and ns->pop += popcount of that OR ORed with the
+ * bypass terms, over W words, in one pass. */
+INLINE void terms_pop_ns(const term_t* tm, int n, const zterm_t* zt, int nz, int64_t W,
+                         popacc_t* cnt, ns_t* ns) {
+#if ACC_SIMD
+    for (int64_t w0 = 0; w0 < W; w0 += 8) {
+        const __mmask8 m = (W - w0) >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (W - w0)) - 1u);
+        __m512i acc = _mm512_setzero_si512(), z = _mm512_setzero_si512();
+        for (int q = 0; q < n; ++q) {
+            const __m512i xy = _mm512_or_si512(_mm512_maskz_loadu_epi64(m, tm[q].x + w0),
+                                               _mm512_maskz_loadu_epi64(m, tm[q].y + w0));
+            acc = _mm512_or_si512(acc, _mm512_and_si512(_mm512_maskz_loadu_epi64(m, tm[q].a + w0), xy));
+        }
+        *cnt = _mm512_add_epi64(*cnt, _mm512_popcnt_epi64(acc));
+        for (int q = 0; q < nz; ++q) {
+            if (zt[q].a) z = _mm512_or_si512(z, _mm512_xor_si512(_mm512_maskz_loadu_epi64(m, zt[q].a + w0),
+                                                                 _mm512_set1_epi64(-1)));
+            if (zt[q].x) z = _mm512_or_si512(z, _mm512_or_si512(_mm512_maskz_loadu_epi64(m, zt[q].x + w0),
+                                                                _mm512_maskz_loadu_epi64(m, zt[q].y + w0)));
+        }
+        acc = _mm512_or_si512(acc, _mm512_and_si512(z, _mm512_maskz_loadu_epi64(m, ns->vmask + w0)));
+        ns->pop = _mm512_add_epi64(ns->pop, _mm512_popcnt_epi64(acc));
+    }
+#else
+    for (int64_t w = 0; w < W; ++w) {
+        uint64_t acc = 0, z = 0;
+        for (int q = 0; q < n; ++q) acc |= tm[q].a[w] & (tm[q].x[w] | tm[q].y[w]);
+        *cnt += __builtin_popcountll(acc);
+        for (int q = 0; q < nz; ++q) {
+            if (zt[q].a) z |= ~zt[q].a[w];
+            if (zt[q].x) z |= zt[q].x[w] | zt[q].y[w];
+        }
+        ns->pop += __builtin_popcountll(acc | (z & ns->vmask[w]));
+    }
+#endif
+}
+
+/* min over i < n of b[i] - e[i] (n >= 1). */
+INLINE int32_t min_diff(const int32_t* b, const int32_t* e, int64_t n) {
+#if ACC_SIMD
+    __m512i m = _mm512_set1_epi32(INT32_MAX);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        m = _mm512_mask_min_epi32(m, k, m, _mm512_sub_epi32(_mm512_maskz_loadu_epi32(k, b + i),
+                                                            _mm512_maskz_loadu_epi32(k, e + i)));
+    }
+    return _mm512_reduce_min_epi32(m);
+#else
+    int32_t m = INT32_MAX;
+    for (int64_t i = 0; i < n; ++i) m = b[i] - e[i] < m ? b[i] - e[i] : m;
+    return m;
+#endif
+}
+
 /* max(x[0 .. nv-1]) of counts (>= 0). */
 INLINE int32_t max_counts(const int32_t* x, int64_t nv) {
 #if ACC_SIMD
@@ -711,41 +838,56 @@ INLINE int32_t add_lanes(const int32_t* x, int64_t n, int64_t* lane) {
 }
 
 /* A run of n tiles that lie inside row r, the first at column c, each with exactly `lanes`
- * lanes (c + n * lanes <= N): adds their decoupled maxima to *max_e, their lockstep popcounts
- * to *pop and their counts to the per-lane sums lane[0 .. L-1]. cnt: the counts of the run's
- * outputs, contiguous. The set's A rows are the same for the whole run. */
-INLINE void run_row_np(const set_tabs_t* st, const int np, int64_t r, int64_t c, int64_t n,
-                       int64_t L, int64_t W, const int32_t* cnt, int64_t* max_e, popacc_t* pop,
-                       int64_t* lane) {
+ * lanes (c + n * lanes <= N; no hard words): adds their decoupled maxima to *max_e, their
+ * lockstep popcounts to *pop and their counts to the per-lane sums lane[0 .. L-1]. cnt: the
+ * counts of the run's outputs, contiguous. The set's A rows are the same for the whole run.
+ * With ns (for the exact set; has_ns a compile-time constant): also the no-skip lockstep
+ * popcounts (the exact terms ORed with the bypass bits) into ns->pop and, with bcnt (the base
+ * counts, laid out as cnt), sum over tiles of min_l (bcnt - cnt), the fewest hits, into
+ * ns->min_hits. */
+INLINE void run_row_np(const set_tabs_t* st, const int np, const int has_ns, ns_t* ns,
+                       const int32_t* bcnt, int64_t r, int64_t c, int64_t n, int64_t L, int64_t W,
+                       const int32_t* cnt, int64_t* max_e, popacc_t* pop, int64_t* lane) {
     const pairs_t* ps = st->ps;
+    const int with_min = has_ns && bcnt;
 #if ACC_SIMD
     if (L <= 16) {
         const __mmask16 lm = tail16(L);
-        int64_t mx = 0;
+        int64_t mx = 0, mh = 0;
         __m512i acc = _mm512_setzero_si512();
         for (int64_t q = 0; q < n; ++q) {
             const __m512i v = _mm512_maskz_loadu_epi32(lm, cnt + q * L);
             acc = _mm512_add_epi32(acc, v);
             mx += _mm512_reduce_max_epi32(v);
+            if (with_min)
+                mh += _mm512_mask_reduce_min_epi32(lm, _mm512_sub_epi32(
+                          _mm512_maskz_loadu_epi32(lm, bcnt + q * L), v));
         }
         int32_t sums[16];
         _mm512_storeu_si512(sums, acc);
         for (int64_t l = 0; l < L; ++l) lane[l] += sums[l];
         *max_e += mx;
+        if (with_min) ns->min_hits += mh;
     } else
 #endif
     {
         for (int64_t q = 0; q < n; ++q) {
             *max_e += max_counts(cnt + q * L, L);
             for (int64_t l = 0; l < L; ++l) lane[l] += cnt[q * L + l];
+            if (with_min) ns->min_hits += min_diff(bcnt + q * L, cnt + q * L, L);
         }
     }
+    const int with_za = has_ns && ns->nza, with_zb = has_ns && ns->zb[0];
 #if ACC_SIMD
+    /* no hard words in a run: the bypass bits are (~nzA & valid) | zB, zB holding only valid k */
     if (W <= 8) {
         const __mmask8 m = (__mmask8)((1u << W) - 1u);
         __m512i av[3];
         for (int p = 0; p < np; ++p) av[p] = _mm512_maskz_loadu_epi64(m, ps->a[p] + r * W);
-        __m512i cnt_pop = *pop;
+        const __m512i za = with_za ? _mm512_andnot_si512(_mm512_maskz_loadu_epi64(m, ns->nza + r * W),
+                                                         _mm512_maskz_loadu_epi64(m, ns->vmask))
+                                   : _mm512_setzero_si512();
+        __m512i cnt_pop = *pop, ns_pop = has_ns ? ns->pop : _mm512_setzero_si512();
         for (int64_t q = 0; q < n; ++q) {
             const int64_t c0 = c + q * L;
             __m512i acc = _mm512_setzero_si512();
@@ -755,8 +897,47 @@ INLINE void run_row_np(const set_tabs_t* st, const int np, int64_t r, int64_t c,
                 acc = _mm512_or_si512(acc, _mm512_and_si512(av[p], _mm512_or_si512(x, y)));
             }
             cnt_pop = _mm512_add_epi64(cnt_pop, _mm512_popcnt_epi64(acc));
+            if (has_ns) {
+                __m512i slow = _mm512_or_si512(acc, za);
+                if (with_zb)
+                    slow = _mm512_or_si512(slow, _mm512_or_si512(
+                        _mm512_maskz_loadu_epi64(m, ns->zb[0] + c0 * W),
+                        _mm512_maskz_loadu_epi64(m, ns->zb[1] + (c0 + L - 1) * W)));
+                ns_pop = _mm512_add_epi64(ns_pop, _mm512_popcnt_epi64(slow));
+            }
         }
         *pop = cnt_pop;
+        if (has_ns) ns->pop = ns_pop;
+        return;
+    }
+    {   /* W > 8: the same, 8 words at a time */
+        __m512i cnt_pop = *pop, ns_pop = has_ns ? ns->pop : _mm512_setzero_si512();
+        for (int64_t q = 0; q < n; ++q) {
+            const int64_t c0 = c + q * L;
+            for (int64_t w0 = 0; w0 < W; w0 += 8) {
+                const __mmask8 m = (W - w0) >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (W - w0)) - 1u);
+                __m512i acc = _mm512_setzero_si512();
+                for (int p = 0; p < np; ++p) {
+                    const __m512i x = _mm512_maskz_loadu_epi64(m, st->tab[p][0] + c0 * W + w0);
+                    const __m512i y = _mm512_maskz_loadu_epi64(m, st->tab[p][1] + (c0 + L - 1) * W + w0);
+                    acc = _mm512_or_si512(acc, _mm512_and_si512(
+                        _mm512_maskz_loadu_epi64(m, ps->a[p] + r * W + w0), _mm512_or_si512(x, y)));
+                }
+                cnt_pop = _mm512_add_epi64(cnt_pop, _mm512_popcnt_epi64(acc));
+                if (!has_ns) continue;
+                if (with_za)
+                    acc = _mm512_or_si512(acc, _mm512_andnot_si512(
+                        _mm512_maskz_loadu_epi64(m, ns->nza + r * W + w0),
+                        _mm512_maskz_loadu_epi64(m, ns->vmask + w0)));
+                if (with_zb)
+                    acc = _mm512_or_si512(acc, _mm512_or_si512(
+                        _mm512_maskz_loadu_epi64(m, ns->zb[0] + c0 * W + w0),
+                        _mm512_maskz_loadu_epi64(m, ns->zb[1] + (c0 + L - 1) * W + w0)));
+                ns_pop = _mm512_add_epi64(ns_pop, _mm512_popcnt_epi64(acc));
+            }
+        }
+        *pop = cnt_pop;
+        if (has_ns) ns->pop = ns_pop;
         return;
     }
 #endif
@@ -768,37 +949,64 @@ INLINE void run_row_np(const set_tabs_t* st, const int np, int64_t r, int64_t c,
             tm[p].x = st->tab[p][0] + c0 * W;
             tm[p].y = st->tab[p][1] + (c0 + L - 1) * W;
         }
-        terms_pop(tm, np, W, pop);
+        if (has_ns) {
+            const zterm_t zt = {with_za ? ns->nza + r * W : NULL,
+                                with_zb ? ns->zb[0] + c0 * W : NULL,
+                                with_zb ? ns->zb[1] + (c0 + L - 1) * W : NULL};
+            terms_pop_ns(tm, np, &zt, 1, W, pop, ns);
+        } else {
+            terms_pop(tm, np, W, pop);
+        }
     }
 }
 
-static void run_row(const set_tabs_t* st, int64_t r, int64_t c, int64_t n, int64_t L, int64_t W,
-                    const int32_t* cnt, int64_t* max_e, popacc_t* pop, int64_t* lane) {
-    switch (st->ps->np) {
-        case 1: run_row_np(st, 1, r, c, n, L, W, cnt, max_e, pop, lane); break;
-        case 2: run_row_np(st, 2, r, c, n, L, W, cnt, max_e, pop, lane); break;
-        default: run_row_np(st, 3, r, c, n, L, W, cnt, max_e, pop, lane); break;
+static void run_row(const set_tabs_t* st, ns_t* ns, const int32_t* bcnt, int64_t r, int64_t c,
+                    int64_t n, int64_t L, int64_t W, const int32_t* cnt, int64_t* max_e,
+                    popacc_t* pop, int64_t* lane) {
+#define RUN_ROW(np, has) run_row_np(st, np, has, ns, bcnt, r, c, n, L, W, cnt, max_e, pop, lane)
+    if (ns) {
+        switch (st->ps->np) {
+            case 1: RUN_ROW(1, 1); break;
+            case 2: RUN_ROW(2, 1); break;
+            default: RUN_ROW(3, 1); break;
+        }
+    } else {
+        switch (st->ps->np) {
+            case 1: RUN_ROW(1, 0); break;
+            case 2: RUN_ROW(2, 0); break;
+            default: RUN_ROW(3, 0); break;
+        }
     }
+#undef RUN_ROW
 }
 
-/* One word of exact bits of output (i, j), product by product. */
+/* One word of exact bits of output (i, j), product by product; *slow: its bits that are not
+ * a hit (exact or bypass: the slow products without zero skipping). */
 static uint64_t direct_word(const uint32_t* A, const uint32_t* B, int64_t N, int64_t K,
-                            int64_t i, int64_t j, int64_t w, const cfg_t* c) {
-    uint64_t word = 0;
+                            int64_t i, int64_t j, int64_t w, const cfg_t* c, uint64_t* slow) {
+    uint64_t word = 0, nohit = 0;
     const int64_t k1 = (64 * w + 64 < K) ? 64 * w + 64 : K;
-    for (int64_t k = 64 * w; k < k1; ++k)
-        if (!fast1(A[i * K + k], B[k * N + j], c)) word |= 1ull << (k & 63);
+    for (int64_t k = 64 * w; k < k1; ++k) {
+        const int kind = kind1(A[i * K + k], B[k * N + j], c);
+        if (kind == KIND_EXACT) word |= 1ull << (k & 63);
+        if (kind != KIND_HIT) nohit |= 1ull << (k & 63);
+    }
+    *slow = nohit;
     return word;
 }
 
 /* ---- the whole account ------------------------------------------------------------------ */
 
 /* Account Y = A @ B (A: M x K, B: K x N bit patterns, B packed by canna_acc_pack_b with
- * classes bcls, pc_nzb, binfo, and range-OR tables tabs from canna_acc_tables for `lanes`).
+ * classes bcls, pc_nzb, binfo, and range-OR tables tabs from canna_acc_tables for `lanes`:
+ * those of the nb classes, then, enabled and with a zero/inf/NaN in B, of its z class).
  * out (int64, zeroed by the caller): [0..3] cycles lockstep, decoupled, baseline lockstep,
- * baseline decoupled; [4] words evaluated product by product; then `lanes` entries of
- * sum exact_count and `lanes` entries of sum base_count per lane. Returns 0, or -1 when memory
- * ran out. */
+ * baseline decoupled; [4] words evaluated product by product; [5] plain cycles; [6..7] no-skip
+ * cycles lockstep, decoupled; then `lanes` entries of sum exact_count and `lanes` entries of
+ * sum base_count per lane (from out + ACC_OUT_HEAD). Returns 0, or -1 when memory ran out. */
+#define ACC_OUT_HEAD 8
+int canna_acc_out_head(void) { return ACC_OUT_HEAD; }
+
 int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint32_t* B,
                   int32_t enabled, int32_t t, int32_t dual, int32_t lanes, int32_t exact_cycles,
                   int64_t npad, const uint64_t* bcls, const int32_t* pc_nzb,
@@ -820,11 +1028,14 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
     int64_t* hlist = (int64_t*)malloc(sizeof(int64_t) * (size_t)W);
     int32_t* cex = (int32_t*)malloc(sizeof(int32_t) * (size_t)(max_rows * N));
     int32_t* cbase = (int32_t*)malloc(sizeof(int32_t) * (size_t)(max_rows * N));
-    uint64_t* tmp = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(3 * seg_cap * W));
+    uint64_t* tmp = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(4 * seg_cap * W));
     seg_t* segs = (seg_t*)malloc(sizeof(seg_t) * (size_t)seg_cap);
     term_t* terms = (term_t*)malloc(sizeof(term_t) * (size_t)(3 * seg_cap));
+    zterm_t* zterms = (zterm_t*)malloc(sizeof(zterm_t) * (size_t)seg_cap);
+    uint64_t* vmask = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)W);
     int rc = -1;
-    if (!acls || !pc_nza || !hard || !hlist || !cex || !cbase || !tmp || !segs || !terms)
+    if (!acls || !pc_nza || !hard || !hlist || !cex || !cbase || !tmp || !segs || !terms || !zterms ||
+        !vmask)
         goto done;
 
     int32_t ar[4];
@@ -870,13 +1081,29 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
     set_tabs_t st_ex, st_base;
     set_tabs(&st_ex, &ex, ex_b, tabs, N, W);
     set_tabs(&st_base, &base, base_b, tabs, N, W);
+    /* no-skip: without any zero/inf/NaN operand it is the CFPU's own count (fast = hit);
+     * exact mode has no hits (it is the plain count) */
+    const int with_ns = enabled && (any_spec_a || any_spec_b);
+    ns_t nsx = {NULL, {NULL, NULL}, NULL, vmask, popacc_zero(), 0, 0};
+    ns_t* ns = NULL;
+    if (with_ns) {
+        for (int64_t w = 0; w < W; ++w) vmask[w] = hard[w] ? 0 : valid_word(K, w);
+        if (any_spec_a) nsx.nza = acls;   /* class 0: nz, never zeroed */
+        if (any_spec_b) {
+            const int zi = dual ? 3 : 2;   /* the z class follows the nb classes */
+            nsx.zb[0] = tabs + (int64_t)zi * 2 * N * W;
+            nsx.zb[1] = nsx.zb[0] + N * W;
+            nsx.zb_cls = bcls + zi * WN;
+        }
+        ns = &nsx;
+    }
     /* base_count(i, j): row constant when B has no zero/inf/NaN, column constant when A has
      * none, else a popcount GEMM */
     const int base_mode = !any_spec_b ? 1 : !any_spec_a ? 2 : 0;
     popacc_t pop_e = popacc_zero(), pop_b = popacc_zero();
     int64_t pop_b1 = 0, pop_hard = 0, max_e = 0, max_b = 0;
-    int64_t* lane_e = out + 5;
-    int64_t* lane_b = out + 5 + L;
+    int64_t* lane_e = out + ACC_OUT_HEAD;
+    int64_t* lane_b = out + ACC_OUT_HEAD + L;
     int64_t r = 0, c = 0;   /* row and column of the next tile's first output */
 
     for (int64_t t0 = 0; t0 < tiles; t0 += chunk_tiles) {
@@ -892,16 +1119,22 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
                 int64_t n = (N - c) / L;
                 if (n > t1 - tt) n = t1 - tt;
                 const int64_t f0 = r * N + c;
+                const int32_t* bcnt = base_mode == 1 ? NULL
+                                    : base_mode == 0 ? cbase + (f0 - off) : pc_nzb + c;
                 if (base_mode == 1) {
                     const int64_t v = n * pc_nza[r];
                     max_b += v;
                     pop_b1 += v;
                     for (int64_t l = 0; l < L; ++l) lane_b[l] += v;
                 } else {
-                    run_row(&st_base, r, c, n, L, W, base_mode == 0 ? cbase + (f0 - off) : pc_nzb + c,
-                            &max_b, &pop_b, lane_b);
+                    run_row(&st_base, NULL, NULL, r, c, n, L, W, bcnt, &max_b, &pop_b, lane_b);
                 }
-                if (enabled) run_row(&st_ex, r, c, n, L, W, cex + (f0 - off), &max_e, &pop_e, lane_e);
+                if (enabled) {
+                    const int64_t max_e0 = max_e;
+                    run_row(&st_ex, ns, bcnt, r, c, n, L, W, cex + (f0 - off), &max_e, &pop_e, lane_e);
+                    /* base row constant: the fewest hits of a tile are pc_nza[r] - its max exact */
+                    if (ns && base_mode == 1) ns->min_hits += n * pc_nza[r] - (max_e - max_e0);
+                }
                 tt += n;
                 c += n * L;
                 if (c == N) { c = 0; ++r; }
@@ -920,15 +1153,46 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
             if (nhard) {   /* the hard words, product by product (enabled) */
                 int32_t* ce = cex + (f0 - off);
                 for (int64_t h = 0; h < nh; ++h) {
-                    uint64_t any = 0;
+                    uint64_t any = 0, any_slow = 0;
                     for (int s = 0, l = 0; s < nseg; ++s)
                         for (int64_t j = segs[s].c0; j < segs[s].c1; ++j, ++l) {
-                            const uint64_t d = direct_word(A, B, N, K, segs[s].r, j, hlist[h], &cfg);
+                            uint64_t slow;
+                            const uint64_t d = direct_word(A, B, N, K, segs[s].r, j, hlist[h], &cfg, &slow);
                             ce[l] += __builtin_popcountll(d);
                             any |= d;
+                            any_slow |= slow;
                         }
                     pop_hard += __builtin_popcountll(any);
+                    nsx.pop_hard += __builtin_popcountll(any_slow);
                 }
+            }
+            if (ns) {   /* the fewest hits among the tile's lanes (hits = base - exact) */
+                const int32_t* ce = cex + (f0 - off);
+                int32_t mh = INT32_MAX;
+                if (base_mode == 0) {
+                    mh = min_diff(cbase + (f0 - off), ce, nv);
+#if ACC_SIMD
+                } else if (base_mode == 1 && nv <= 16) {   /* base = pc_nza of each lane's row */
+                    __m512i bv = _mm512_setzero_si512();
+                    for (int s = 0, l = 0; s < nseg; ++s) {
+                        const int len = (int)(segs[s].c1 - segs[s].c0);
+                        bv = _mm512_mask_mov_epi32(bv, (__mmask16)(((1u << len) - 1u) << l),
+                                                   _mm512_set1_epi32(pc_nza[segs[s].r]));
+                        l += len;
+                    }
+                    const __mmask16 vm = tail16(nv);
+                    mh = _mm512_mask_reduce_min_epi32(vm, _mm512_sub_epi32(bv, _mm512_maskz_loadu_epi32(vm, ce)));
+#endif
+                } else {
+                    for (int s = 0, l = 0; s < nseg; ++s) {
+                        const int64_t len = segs[s].c1 - segs[s].c0;
+                        const int32_t h = base_mode == 1 ? pc_nza[segs[s].r] - max_counts(ce + l, len)
+                                                         : min_diff(pc_nzb + segs[s].c0, ce + l, len);
+                        mh = h < mh ? h : mh;
+                        l += (int)len;
+                    }
+                }
+                ns->min_hits += mh;
             }
             if (enabled) mx_e = add_lanes(cex + (f0 - off), nv, lane_e);
             if (base_mode == 0) {
@@ -958,7 +1222,13 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
             }
             if (enabled) {
                 const int nt = tile_terms(segs, nseg, &st_ex, N, W, npad, L, terms, tmp);
-                terms_pop(terms, nt, W, &pop_e);
+                if (ns) {
+                    const int nz = ns_terms(segs, nseg, ns, N, W, npad, L, zterms,
+                                            tmp + (int64_t)3 * seg_cap * W);
+                    terms_pop_ns(terms, nt, zterms, nz, W, &pop_e, ns);
+                } else {
+                    terms_pop(terms, nt, W, &pop_e);
+                }
             }
             ++tt;
         }
@@ -974,9 +1244,21 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
     out[2] += tiles * K + E1 * steps_b;
     out[3] += tiles * K + E1 * max_b;
     out[4] += nhard;
+    const int64_t cycles_plain = tiles * K * (int64_t)exact_cycles;
+    out[5] += cycles_plain;
+    if (!enabled) {          /* no hits: every product exact_cycles */
+        out[6] += cycles_plain;
+        out[7] += cycles_plain;
+    } else if (!ns) {        /* no bypass anywhere: slow = exact */
+        out[6] += tiles * K + E1 * steps_e;
+        out[7] += tiles * K + E1 * max_e;
+    } else {
+        out[6] += tiles * K + E1 * (popacc_sum(nsx.pop) + nsx.pop_hard);
+        out[7] += tiles * K + E1 * (tiles * K - nsx.min_hits);
+    }
     rc = 0;
 done:
     free(acls); free(pc_nza); free(hard); free(hlist); free(cex); free(cbase); free(tmp);
-    free(segs); free(terms);
+    free(segs); free(terms); free(zterms); free(vmask);
     return rc;
 }

@@ -1,7 +1,8 @@
 """Cycle and energy accounting of a lane-array matmul without running it.
 
 :func:`account_matmul` returns the :class:`~canna.sim.lanes.LaneArrayTotals` (products, hits,
-bypassed, tiles, cycles of both disciplines and of the all-exact baseline) that
+bypassed, tiles, cycles of both disciplines, of the all-exact zero_skip baseline, of the CFPU
+without zero skipping and of the plain array) that
 :func:`canna.sim.lanes.run_lane_array` reports for ``Y = A @ B`` on the same geometry and
 configuration -- the same integers, not an estimate -- at a fraction of the cost of the matmul
 itself (``scripts/bench_accounting.py``); :func:`account_result` adds the per-lane counters (a
@@ -26,18 +27,34 @@ Why it is exact
     tile of lanes (valid lanes only; padding lanes cost nothing): lockstep
     ``sum_k max_l lat = K + (E-1) * popcount(OR_l exact_l)`` (a step where every valid lane is
     fast costs 1), decoupled ``max_l sum_k lat = K + (E-1) * max_l popcount(exact_l)``, and the
-    baseline the same with ``exact = nzA & nzB`` (fast = bypass only). The OR over a tile's
-    lanes factors per row of ``Y`` the tile touches (``OR_j (a & b_j) = a & OR_j b_j``) and is
+    zero_skip baseline the same with ``exact = nzA & nzB`` (fast = bypass only). The OR over a
+    tile's lanes factors per row of ``Y`` the tile touches (``OR_j (a & b_j) = a & OR_j b_j``) and is
     answered by block range-OR tables of B's columns, so a tile costs a few words wherever it
     starts, wraps or pads. Lane l's busy cycles are ``K * (its tiles) + (E-1) * (its exact
     products)``.
+
+The baselines without zero skipping
+    They let a report split the CFPU's saving into zero skipping alone (plain -> zero_skip),
+    approximation alone (plain -> no_skip) and both (plain -> the CFPU's cycles).
+    ``cycles_plain`` (every product E cycles) is ``tiles * K * E``. ``cycles_no_skip_*`` is the
+    CFPU without zero skipping (fast = hit only): the same algebra with the bypass removed --
+    with nz' = all ones over the valid k and s' = not normal the exact formula becomes
+    ``exact' = ~hit`` (policy b ``~(nA & qB)``, dual ``~(nA & nB & (qA | qB))``) -- which the
+    engine evaluates as ``exact | bypass`` to share every pass of the CFPU's count: decoupled
+    ``K + (E-1) * max_l (K - hits_l)`` from the exact and not-bypassed counts per output that
+    the CFPU's count already has (no GEMM added); lockstep ``K + (E-1) * popcount(OR_l (exact_l | bypass_l))``, the bypass bits of
+    a tile being ``OR_seg (~nzA[r] | OR_{j in seg} ~nzB[j])`` over the valid k: A's nz rows and one
+    more B class (``~nzB``, packed with its range-OR tables only when B has a zero/inf/NaN) ORed
+    into the exact terms of each tile. Without any zero/inf/NaN operand it is the CFPU's count;
+    in exact mode (no hits) the plain one, both without extra work.
 
 Out-of-range exponents (the slow path, never taken by ordinary NN data)
     Where for some k A's column k and B's row k hold exponents whose hit exponent could leave
     1..254 (decided from exponent ranges, over all k and then per k, as :func:`canna.sim.matmul.matmul_fast` decides
     from its ranges which products are safe: a huge or tiny normal against qualifying elements),
     the class formula may not hold: the 64-k words holding such a k are evaluated product by
-    product with the full rule (:func:`exact_mask`, in C), the others as above. Still exact;
+    product with the full rule (:func:`exact_mask`, in C; for the no-skip count the same rule's
+    hit alone), the others as above. Still exact;
     slower in proportion to those words (at worst all of them: an integer pass over the M*N*K
     products, still cheaper than the C twin of the lane model, which also multiplies and adds).
     ``account_result(...).extra["product_by_product_words"]`` says how many words took it.
@@ -83,6 +100,8 @@ _SOURCE = Path(__file__).with_name("accounting.c")
 FLAGS = ("-O3", "-march=native", "-std=c11", "-fno-fast-math")
 _F32 = np.dtype(np.float32)
 _DEFAULT_GEOMETRY = ArrayGeometry()
+#: Entries of the engine's raw counts before the per-lane sums (ACC_OUT_HEAD in accounting.c).
+_HEAD = 8
 _lib = None
 _scalar_lib = None
 _error: Exception | None = None
@@ -127,6 +146,10 @@ def _load(lib):
     lib.canna_acc_run.argtypes = [i64, i64, i64, p, p, i32, i32, i32, i32, i32, i64, p, p, p,
                                   p, p]
     lib.canna_acc_run.restype = ctypes.c_int
+    lib.canna_acc_out_head.argtypes = []
+    lib.canna_acc_out_head.restype = ctypes.c_int
+    if lib.canna_acc_out_head() != _HEAD:
+        raise RuntimeError("accounting.c and accounting.py disagree on the layout of the counts")
     return lib
 
 
@@ -190,7 +213,12 @@ class AccountingOperand:
 
     @property
     def classes(self) -> int:
-        return 1 if not self.config.enabled else 3 if self.config.policy.value == "dual" else 2
+        """B classes with range-OR tables: those of the class formula (1 exact, 2 policy b,
+        3 dual) and, approximate with a zero/inf/NaN in B, its z class (the no-skip count's
+        bypass bits)."""
+        if not self.config.enabled:
+            return 1
+        return (3 if self.config.policy.value == "dual" else 2) + int(self.info[4] != 0)
 
     def tables(self, lanes: int) -> np.ndarray:
         """Range-OR tables of every B class for tiles of ``lanes`` outputs (cached)."""
@@ -206,14 +234,15 @@ class AccountingOperand:
     def run(self, a: np.ndarray, geometry: ArrayGeometry):
         """The engine's raw counts for a checked, C-contiguous ``a`` (M x K float32, M >= 1): a
         ctypes int64 array [cycles lockstep, decoupled, baseline lockstep, baseline decoupled,
-        words evaluated product by product, then per lane the sum of exact products, then per
-        lane the sum of products that are not bypassed]."""
+        words evaluated product by product, plain cycles, no-skip lockstep, no-skip decoupled,
+        then (from :data:`_HEAD`) per lane the sum of exact products, then per lane the sum of
+        products that are not bypassed]."""
         lanes = geometry.lanes
         entry = self._tables.get(lanes)
         if entry is None:
             self.tables(lanes)
             entry = self._tables[lanes]
-        out = (ctypes.c_int64 * (5 + 2 * lanes))()
+        out = (ctypes.c_int64 * (_HEAD + 2 * lanes))()
         rc = self.lib.canna_acc_run(a.shape[0], self.n, self.k, _address(a), *self._args,
                                     lanes, geometry.exact_cycles, *self._args2, entry[1], out)
         if rc != 0:
@@ -235,7 +264,8 @@ def prepare_accounting(b, config: CFPUConfig = EXACT, *, lib=None) -> Accounting
     npad = -(-n // 16) * 16
     enabled, t, dual = config.word_fields()
     nb = 1 if not enabled else 3 if dual else 2
-    bcls = np.empty(nb * lib.canna_acc_bstride(w, npad), np.uint64)
+    # approximate: room for the z class too (written when B has a zero/inf/NaN)
+    bcls = np.empty((nb + int(enabled != 0)) * lib.canna_acc_bstride(w, npad), np.uint64)
     pc_nz = np.empty(n, np.int32)
     info = np.empty(6, np.int32)
     lib.canna_acc_pack_b(k, n, b.ctypes.data, enabled, t, dual, npad, bcls.ctypes.data,
@@ -285,13 +315,15 @@ def account_result(a, b, config: CFPUConfig | None = None,
     n = b.shape[1]
     lanes, e1 = geometry.lanes, geometry.exact_cycles - 1
     out = np.frombuffer(prep.run(a, geometry), np.int64)
-    lane_ex, lane_base = out[5:5 + lanes], out[5 + lanes:]
+    lane_ex, lane_base = out[_HEAD:_HEAD + lanes], out[_HEAD + lanes:]
     lane_products = _lane_valid(m, n, lanes) * k
     lane_hits = lane_base - lane_ex
     return LaneArrayResult(
         value=None, products=m * n * k, hits=int(lane_hits.sum()), tiles=tile_count(m, n, lanes),
         cycles_lockstep=int(out[0]), cycles_decoupled=int(out[1]),
         cycles_baseline=int(out[2]), cycles_baseline_decoupled=int(out[3]),
+        cycles_plain=int(out[5]), cycles_no_skip_lockstep=int(out[6]),
+        cycles_no_skip_decoupled=int(out[7]),
         lane_products=lane_products, lane_hits=lane_hits,
         lane_bypassed=lane_products - lane_base, lane_busy_lockstep=lane_products + e1 * lane_ex,
         extra={"accounting": "c", "product_by_product_words": int(out[4])})
@@ -301,8 +333,9 @@ def account_matmul(a, b, config: CFPUConfig | None = None,
                    geometry: ArrayGeometry = _DEFAULT_GEOMETRY, *,
                    native: bool | None = None) -> LaneArrayTotals:
     """The :class:`~canna.sim.lanes.LaneArrayTotals` of ``run_lane_array(a, b, config,
-    geometry)`` -- products, hits, bypassed, tiles and the four cycle counts -- exactly (see the
-    module docstring), without computing ``a @ b``.
+    geometry)`` -- products, hits, bypassed, tiles and the seven cycle counts (CFPU, zero_skip
+    and no-skip arrays in both disciplines, plain) -- exactly (see the module docstring),
+    without computing ``a @ b``.
 
     ``a``: M x K float32, the first operand. ``b``: K x N float32, the checked operand, or an
     :class:`AccountingOperand` from :func:`prepare_accounting` (then ``config`` may be omitted,
@@ -319,16 +352,18 @@ def account_matmul(a, b, config: CFPUConfig | None = None,
             r = _account_numpy(a, b, config, geometry)
             return LaneArrayTotals(r.products, r.hits, r.bypassed, r.tiles, r.cycles_lockstep,
                                    r.cycles_decoupled, r.cycles_baseline,
-                                   r.cycles_baseline_decoupled)
+                                   r.cycles_baseline_decoupled, r.cycles_plain,
+                                   r.cycles_no_skip_lockstep, r.cycles_no_skip_decoupled)
         if prep is None:
             prep = prepare_accounting(b, config)
     out = prep.run(a, geometry)
     lanes = geometry.lanes
     products = a.shape[0] * prep.n * prep.k
-    ex = sum(out[5:5 + lanes])
-    base = sum(out[5 + lanes:5 + 2 * lanes])
+    ex = sum(out[_HEAD:_HEAD + lanes])
+    base = sum(out[_HEAD + lanes:_HEAD + 2 * lanes])
     return LaneArrayTotals(products, base - ex, products - base,
-                           -(-(a.shape[0] * prep.n) // lanes), out[0], out[1], out[2], out[3])
+                           -(-(a.shape[0] * prep.n) // lanes), out[0], out[1], out[2], out[3],
+                           out[5], out[6], out[7])
 
 
 def _account_numpy(a: np.ndarray, b: np.ndarray, config: CFPUConfig, geometry: ArrayGeometry,
@@ -340,7 +375,7 @@ def _account_numpy(a: np.ndarray, b: np.ndarray, config: CFPUConfig, geometry: A
     lanes = geometry.lanes
     a_bits, b_bits = a.view(np.uint32), b.view(np.uint32)
     rows, cols, valid = tile_plan(m, n, lanes)
-    sums = np.zeros(4, np.int64)
+    sums = np.zeros(6, np.int64)
     lane_hits = np.zeros(lanes, np.int64)
     lane_bypassed = np.zeros(lanes, np.int64)
     busy = np.zeros(lanes, np.int64)
@@ -351,13 +386,21 @@ def _account_numpy(a: np.ndarray, b: np.ndarray, config: CFPUConfig, geometry: A
         bypass = multiplier_bypassed(op_a, op_b) & v[:, :, None]
         ls, dc, bz = cycles_from_fast(hit | bypass, v, geometry.exact_cycles)
         bls, bdc, _ = cycles_from_fast(bypass, v, geometry.exact_cycles)
-        sums += [int(ls.sum()), int(dc.sum()), int(bls.sum()), int(bdc.sum())]
+        sums[:4] += [int(ls.sum()), int(dc.sum()), int(bls.sum()), int(bdc.sum())]
+        if config.enabled:      # exact mode has no hits: no-skip = plain (below)
+            nls, ndc, _ = cycles_from_fast(hit, v, geometry.exact_cycles)
+            sums[4:] += [int(nls.sum()), int(ndc.sum())]
         busy += bz
         lane_hits += hit.sum(axis=(0, 2))
         lane_bypassed += bypass.sum(axis=(0, 2))
+    plain = rows.shape[0] * k_dim * geometry.exact_cycles
+    if not config.enabled:
+        sums[4:] = plain
     return LaneArrayResult(
         value=None, products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=rows.shape[0],
         cycles_lockstep=int(sums[0]), cycles_decoupled=int(sums[1]),
         cycles_baseline=int(sums[2]), cycles_baseline_decoupled=int(sums[3]),
+        cycles_plain=plain,
+        cycles_no_skip_lockstep=int(sums[4]), cycles_no_skip_decoupled=int(sums[5]),
         lane_products=valid.sum(axis=0).astype(np.int64) * k_dim, lane_hits=lane_hits,
         lane_bypassed=lane_bypassed, lane_busy_lockstep=busy, extra={"accounting": "numpy"})

@@ -22,8 +22,20 @@ Two disciplines
       ``cycles(tile) = sum_k max_l lat(l, k)``.
     * *decoupled* -- each lane runs its own dot product and the lanes synchronise only at tile
       boundaries: ``cycles(tile) = max_l sum_k lat(l, k)``.
-    The baseline is the all-exact array on the same operands (no hits; bypasses still 1 cycle),
-    so the speedups isolate what approximation buys.
+
+Baselines (every one on the same operands, tiles and disciplines; padding lanes cost nothing)
+    * ``cycles_baseline`` / ``cycles_baseline_decoupled`` -- *zero_skip*: the all-exact array
+      (no hits; bypasses still 1 cycle), so the speedups isolate what approximation buys on top
+      of skipping zeros.
+    * ``cycles_plain`` -- *plain*: an exact FPU without zero skipping, every product
+      ``exact_cycles``: ``tiles * K * exact_cycles`` (the same in both disciplines).
+    * ``cycles_no_skip_lockstep`` / ``cycles_no_skip_decoupled`` -- *no_skip*: the CFPU array
+      without zero skipping: a product retires in 1 cycle iff it is a hit, every other one
+      (zero/inf/NaN operands included) takes ``exact_cycles``.
+    Together they decompose the CFPU's saving: zero skipping alone (plain -> zero_skip),
+    approximation alone (plain -> no_skip), both (plain -> the CFPU's cycles). Always
+    ``cycles <= cycles_no_skip <= cycles_plain`` and ``cycles <= cycles_baseline <= cycles_plain``;
+    without zero/inf/NaN operands no_skip equals the CFPU's cycles and zero_skip the plain ones.
 """
 from __future__ import annotations
 
@@ -51,8 +63,11 @@ class LaneArrayResult:
     tiles: int
     cycles_lockstep: int
     cycles_decoupled: int
-    cycles_baseline: int              # all-exact array, lockstep
-    cycles_baseline_decoupled: int    # all-exact array, decoupled
+    cycles_baseline: int              # all-exact array (zero skipping only), lockstep
+    cycles_baseline_decoupled: int    # all-exact array (zero skipping only), decoupled
+    cycles_plain: int                 # exact FPU, no zero skipping: tiles * K * exact_cycles
+    cycles_no_skip_lockstep: int      # the CFPU without zero skipping (fast = hit), lockstep
+    cycles_no_skip_decoupled: int     # the CFPU without zero skipping (fast = hit), decoupled
     lane_products: np.ndarray         # per lane: products issued
     lane_hits: np.ndarray             # per lane: hits
     lane_bypassed: np.ndarray         # per lane: products with a zero/inf/NaN operand
@@ -90,6 +105,9 @@ class LaneArrayTotals:
     cycles_decoupled: int = 0
     cycles_baseline: int = 0
     cycles_baseline_decoupled: int = 0
+    cycles_plain: int = 0
+    cycles_no_skip_lockstep: int = 0
+    cycles_no_skip_decoupled: int = 0
 
     def add(self, r: "LaneArrayResult | LaneArrayTotals") -> None:
         for name in self.__dataclass_fields__:
@@ -217,7 +235,7 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
     lane_plan = plan(a, b, config, geometry)
     m, k_dim, n, lanes = lane_plan.m, lane_plan.k, lane_plan.n, geometry.lanes
     out = np.zeros(m * n, dtype=np.float32)
-    lockstep = decoupled = baseline = baseline_decoupled = 0
+    lockstep = decoupled = baseline = baseline_decoupled = no_skip = no_skip_decoupled = 0
     lane_products = np.zeros(lanes, np.int64)
     lane_hits = np.zeros(lanes, np.int64)
     busy = np.zeros(lanes, np.int64)
@@ -233,8 +251,11 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         out[flat] = acc[v]
         ls, dc, bz = cycles_from_fast(hit | bypass, v, geometry.exact_cycles)
         base_ls, base_dc, _ = cycles_from_fast(bypass, v, geometry.exact_cycles)
+        ns_ls, ns_dc, _ = cycles_from_fast(hit, v, geometry.exact_cycles)
         baseline += int(base_ls.sum())
         baseline_decoupled += int(base_dc.sum())
+        no_skip += int(ns_ls.sum())
+        no_skip_decoupled += int(ns_dc.sum())
         lockstep += int(ls.sum())
         decoupled += int(dc.sum())
         busy += bz
@@ -245,5 +266,7 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         value=out.reshape(m, n), products=m * n * k_dim, hits=int(lane_hits.sum()), tiles=lane_plan.tiles,
         cycles_lockstep=lockstep, cycles_decoupled=decoupled,
         cycles_baseline=baseline, cycles_baseline_decoupled=baseline_decoupled,
+        cycles_plain=lane_plan.tiles * k_dim * geometry.exact_cycles,
+        cycles_no_skip_lockstep=no_skip, cycles_no_skip_decoupled=no_skip_decoupled,
         lane_products=lane_products, lane_hits=lane_hits, lane_bypassed=lane_bypassed,
         lane_busy_lockstep=busy)

@@ -89,7 +89,9 @@ void canna_golden_add(int64_t n, const uint32_t* a, const uint32_t* b, uint32_t*
  * bit patterns). cfgs: `lanes` configurations x 3 ints (lane l uses cfgs[3l..3l+2]).
  * out: M x N (only this range's outputs are written). Per-lane results (added to, int64[lanes]):
  * products, hits, bypassed, busy (lockstep busy = sum of occupancies). sums (added to,
- * int64[4]): cycles lockstep, cycles decoupled, baseline lockstep, baseline decoupled. */
+ * int64[7]): cycles lockstep, cycles decoupled, baseline (zero skipping only: fast = bypass)
+ * lockstep and decoupled, plain (every product exact_cycles), no-skip (fast = hit only)
+ * lockstep and decoupled. */
 #define MAXL 256
 int canna_golden_lanes(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint32_t* BT,
                        int32_t lanes, int32_t exact_cycles, const int32_t* cfgs, uint32_t* out,
@@ -101,7 +103,7 @@ int canna_golden_lanes(int64_t M, int64_t N, int64_t K, const uint32_t* A, const
     const uint32_t* arow[MAXL];
     const uint32_t* brow[MAXL];
     uint32_t acc[MAXL];
-    int64_t lsum[MAXL], bsum[MAXL];
+    int64_t lsum[MAXL], bsum[MAXL], nsum[MAXL];
     for (int l = 0; l < lanes; ++l) {
         cfg[l].enabled = cfgs[3 * l]; cfg[l].tuning_bits = cfgs[3 * l + 1]; cfg[l].dual = cfgs[3 * l + 2];
     }
@@ -113,12 +115,12 @@ int canna_golden_lanes(int64_t M, int64_t N, int64_t K, const uint32_t* A, const
             arow[l] = A + (flat / N) * K;
             brow[l] = BT + (flat % N) * K;
             acc[l] = 0;
-            lsum[l] = bsum[l] = 0;
+            lsum[l] = bsum[l] = nsum[l] = 0;
             ++nv;
         }
-        int64_t ls = 0, bls = 0;
+        int64_t ls = 0, bls = 0, nls = 0;
         for (int64_t k = 0; k < K; ++k) {
-            int step = 0, bstep = 0;
+            int step = 0, bstep = 0, nstep = 0;
             for (int l = 0; l < nv; ++l) {
                 const uint32_t a = arow[l][k], b = brow[l][k];
                 int h;
@@ -127,25 +129,31 @@ int canna_golden_lanes(int64_t M, int64_t N, int64_t K, const uint32_t* A, const
                 const int byp = special(a) || special(b);
                 const int lat = (h || byp) ? 1 : exact_cycles;
                 const int blat = byp ? 1 : exact_cycles;
+                const int nlat = h ? 1 : exact_cycles;
                 hits[l] += h;
                 bypassed[l] += byp;
                 lsum[l] += lat;
                 bsum[l] += blat;
+                nsum[l] += nlat;
                 if (lat > step) step = lat;
                 if (blat > bstep) bstep = blat;
+                if (nlat > nstep) nstep = nlat;
             }
             ls += step;
             bls += bstep;
+            nls += nstep;
         }
-        int64_t dc = 0, bdc = 0;
+        int64_t dc = 0, bdc = 0, ndc = 0;
         for (int l = 0; l < nv; ++l) {
             out[t * lanes + l] = acc[l];
             products[l] += K;
             busy[l] += lsum[l];
             if (lsum[l] > dc) dc = lsum[l];
             if (bsum[l] > bdc) bdc = bsum[l];
+            if (nsum[l] > ndc) ndc = nsum[l];
         }
         sums[0] += ls; sums[1] += dc; sums[2] += bls; sums[3] += bdc;
+        sums[4] += K * (int64_t)exact_cycles; sums[5] += nls; sums[6] += ndc;
     }
     return 0;
 }

@@ -104,7 +104,7 @@ def _run(a, b, configs, geometry: ArrayGeometry, threads: int | None):
     bounds = split_tiles(tiles, min(threads, max(1, m * n * k_dim // 200_000)))
     parts = len(bounds) - 1
     per_lane = np.zeros((parts, 4, lanes), np.int64)
-    sums = np.zeros((parts, 4), np.int64)
+    sums = np.zeros((parts, 7), np.int64)
 
     def part(i):
         return lib.canna_golden_lanes(
@@ -128,5 +128,7 @@ def run_lane_array(a, b, config: CFPUConfig | list = EXACT,
         value=value, products=int(lane[0].sum()), hits=int(lane[1].sum()), tiles=tiles,
         cycles_lockstep=int(sums[0]), cycles_decoupled=int(sums[1]),
         cycles_baseline=int(sums[2]), cycles_baseline_decoupled=int(sums[3]),
+        cycles_plain=int(sums[4]), cycles_no_skip_lockstep=int(sums[5]),
+        cycles_no_skip_decoupled=int(sums[6]),
         lane_products=lane[0], lane_hits=lane[1], lane_bypassed=lane[2],
         lane_busy_lockstep=lane[3], extra={"golden": "c"})

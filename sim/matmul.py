@@ -65,11 +65,14 @@ MAX_SAFE_EXPONENT_SUM = 379
 
 
 class MatmulResult(NamedTuple):
-    """``value`` (M x N float32), the number of ``products`` (M*K*N) and how many were ``hits``."""
+    """``value`` (M x N float32), the number of ``products`` (M*K*N) and how many were ``hits``;
+    ``lane``: the lane array's counters of the matmul (a
+    :class:`~canna.sim.lanes.LaneArrayResult`) when the backend ran it on the array, else None."""
 
     value: np.ndarray
     products: int
     hits: int
+    lane: object = None
 
     @property
     def hit_rate(self) -> float:

@@ -91,3 +91,70 @@ def test_option_type_errors_are_one_line(args, message, capsys):
 def test_infer_spread_range(capsys):
     assert main(["infer", "--spread", "22.5", "--quiet"]) == 2   # checked before any training
     assert "--spread must be in 0..22 tuning bits, got 22.5" in capsys.readouterr().err
+
+
+def test_hardware_block_in_train_and_infer(tmp_path, capsys, monkeypatch):
+    """`canna train` / `canna infer` print a hardware block after the hit rates and save it in
+    results.json (the --baseline exact run too); without build/synth and build/activity the
+    energy is one line and the cycles are still there; --lanes / --exact-cycles reach it."""
+    out = tmp_path / "run"
+    monkeypatch.setenv("CANNA_BUILD_DIR", str(tmp_path / "no-build"))
+    rc = main(["train", "--mode", "uniform", "--tuning-bits", "1", "--epochs", "1", "--hidden", "12",
+               "--train-limit", "96", "--baseline", "--quiet", "--lanes", "6", "--exact-cycles", "3",
+               "--hit-accounting", "fast", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    hw = res["hardware"]
+    assert (hw["lanes"], hw["exact_cycles"]) == (6, 3)
+    assert set(hw["speedup"]) == {"zero_skip", "plain"}
+    assert set(hw["speedup"]["plain"]) == {"lockstep", "decoupled"}
+    assert hw["energy_ratio"] is None and "make activity" in hw["energy_note"]
+    assert set(hw["decomposition"]) == {"zero_skip_alone", "approximation_alone", "both"}
+    assert hw["cycles"]["lockstep"] <= hw["baseline_cycles"]["plain"]["lockstep"]
+    assert 0 <= res["hit_rate"] <= res["fast_rate"] <= 1
+    assert all("fast_rate" in row["total"] for row in res["per_layer"])
+    assert all("fast_rate" in row for row in res["per_epoch"])
+    assert res["hit_accounting"] == "fast" and "hit accounting fast" in text
+    base = json.loads((out / "baseline" / "results.json").read_text())
+    assert base["hardware"]["speedup"]["zero_skip"] == {"lockstep": 1.0, "decoupled": 1.0}
+    assert res["baseline"]["hardware"] == base["hardware"]
+    assert "hardware (6 lanes, exact multiply 3 cycles)" in text and "energy not available" in text
+    assert "checked operand: forward weight, backward weight, gradient input" in text
+    rc = main(["infer", "--model", str(out / "model.npz"), "--mode", "uniform", "--quiet", "--lanes", "5",
+               "--out", str(out / "inf")])
+    assert rc == 0
+    inf = json.loads((out / "inf" / "infer.json").read_text())
+    assert inf["hardware"]["lanes"] == 5 and inf["uniform"]["hardware"] == inf["hardware"]
+    assert inf["exact_hardware"]["speedup"]["zero_skip"]["lockstep"] == 1.0
+    text = capsys.readouterr().out
+    assert "hardware (5 lanes" in text and "checked operand: forward weight" in text
+    print(f"train: hardware block ({hw['products']} products, speedup vs plain {hw['speedup']['plain']}), "
+          f"baseline run's block, energy note; infer: hardware blocks of exact and chosen configurations")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lanes", "0"], "--lanes"), (["--exact-cycles", "x"], "--exact-cycles"),
+    (["--input-scale", "raw"], "--input-scale"), (["--hit-accounting", "both"], "--hit-accounting")])
+def test_hardware_option_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--quiet", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    print(f"{' '.join(args)}: one line, exit 2")
+
+
+def test_input_scale_reaches_the_run(tmp_path, capsys):
+    """--input-scale unit loads the raw [0, 1] features, says so in the header and the results;
+    a TrainConfig whose scale differs from the loaded data's is refused."""
+    from canna.nn.datasets import load_digits
+    from canna.nn.train import TrainConfig, train
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--train-limit", "64", "--quiet",
+                 "--input-scale", "unit", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"]["input_scale"] == "unit" and res["config"]["input_scale"] == "unit"
+    assert "input scale unit" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--input-scale unit"):
+        train(load_digits(), TrainConfig(input_scale="unit", epochs=1, hidden=(4,)))
+    print("--input-scale unit: in the results' dataset and config and the header; a mismatch is refused")

@@ -86,7 +86,8 @@ def _same(a, b) -> bool:
     if isinstance(a, MLP):
         return a.sizes == b.sizes and _same(a.weights + a.biases, b.weights + b.biases)
     if isinstance(a, Counters):
-        return all(_same(getattr(a, k), getattr(b, k)) for k in ("products", "hits", "nonzero"))
+        return (a.geometry == b.geometry
+                and all(_same(getattr(a, k), getattr(b, k)) for k in ("products", "hits", "nonzero", "lane")))
     if isinstance(a, GTAController):
         return a.state() == b.state()
     if isinstance(a, list) and a and isinstance(a[0], np.ndarray):
@@ -100,7 +101,8 @@ _CHECKPOINT_META = {"config", "sizes", "iteration", "finished", "history", "elap
 
 def _checkpoint_arrays(n_layers):
     return ({f"{k}{i}" for i in range(n_layers) for k in ("W", "b")} | {f"V{i}" for i in range(2 * n_layers)}
-            | {"products", "hits", "nonzero", "it_products", "it_hits", "it_level", "it_error", "it_loss"})
+            | {"products", "hits", "nonzero", "lane", "it_products", "it_hits", "it_fast", "it_level",
+               "it_error", "it_loss"})
 
 
 def test_train_state_round_trips_through_a_checkpoint(digits, tmp_path):

@@ -1,6 +1,7 @@
 """The accounting engine (sim/accounting.c, canna.sim.accounting) against the golden lane model:
 every count :func:`canna.sim.lanes.run_lane_array` reports -- products, hits, bypassed, tiles,
-the four cycle counts and the per-lane products, hits, bypasses and lockstep busy cycles --
+the seven cycle counts (CFPU, zero_skip baseline and no-skip array in both disciplines, plain)
+and the per-lane products, hits, bypasses and lockstep busy cycles --
 equal, field by field, on NN-like and random operands, awkward shapes and geometries (tiles that
 wrap across rows, N < lanes, one partial tile, padding lanes, K = 1, K across 64-bit words), zeros,
 infinities, NaNs, subnormals, hit-pattern fractions, exponents whose hits leave the range (the
@@ -24,7 +25,8 @@ from helpers import nn_like, seed
 
 SEED = seed(11)
 TOTALS = ("products", "hits", "bypassed", "tiles", "cycles_lockstep", "cycles_decoupled",
-          "cycles_baseline", "cycles_baseline_decoupled")
+          "cycles_baseline", "cycles_baseline_decoupled", "cycles_plain",
+          "cycles_no_skip_lockstep", "cycles_no_skip_decoupled")
 PER_LANE = ("lane_products", "lane_hits", "lane_bypassed", "lane_busy_lockstep")
 CONFIGS = [EXACT] + [CFPUConfig.approx(t, p) for t in (0, 1, 3, 22) for p in ("b", "dual")]
 
@@ -55,10 +57,40 @@ def _mismatch(got, ref, per_lane=True):
     return None
 
 
+def _has_bypass(x) -> bool:
+    """Some element is zero, infinite or NaN (then some product of x's matmul is bypassed)."""
+    bits = x.view(np.uint32)
+    return bool(multiplier_bypassed(bits, bits).any())
+
+
+def _no_skip_differs(r) -> bool:
+    """The no-skip cycles differ from the CFPU's (a case that tells them apart)."""
+    return (r.cycles_no_skip_lockstep, r.cycles_no_skip_decoupled) != \
+        (r.cycles_lockstep, r.cycles_decoupled)
+
+
+def _invariants(r, a, b, config, geometry) -> None:
+    """The orders between the cycle counts of a golden result ``r`` of ``a @ b``."""
+    ls, dc = r.cycles_lockstep, r.cycles_decoupled
+    ns_ls, ns_dc = r.cycles_no_skip_lockstep, r.cycles_no_skip_decoupled
+    base_ls, base_dc, plain = r.cycles_baseline, r.cycles_baseline_decoupled, r.cycles_plain
+    k = a.shape[1]
+    assert plain == r.tiles * k * geometry.exact_cycles
+    assert r.tiles * k <= dc <= ls and dc <= base_dc <= base_ls and ns_dc <= ns_ls
+    assert ls <= ns_ls and dc <= ns_dc and ls <= base_ls
+    assert max(ls, dc, base_ls, base_dc, ns_ls, ns_dc) <= plain
+    if not config.enabled:     # no hits: without zero skipping every product is exact
+        assert ns_ls == ns_dc == plain and (ls, dc) == (base_ls, base_dc)
+    if not (_has_bypass(a) or _has_bypass(b)):
+        assert (ns_ls, ns_dc) == (ls, dc) and base_ls == base_dc == plain
+
+
 def _check(a, b, config, geometry, lib, ref=None):
     """Account a @ b with ``lib`` (plain and prepared operand, with and without per-lane
-    counters) and compare with the golden model (or ``ref``). Returns the result."""
+    counters) and compare with the golden model (or ``ref``), whose cycle counts must keep their
+    orders (:func:`_invariants`). Returns the result."""
     ref = run_lane_array(a, b, config, geometry) if ref is None else ref
+    _invariants(ref, a, b, config, geometry)
     prep = accounting.prepare_accounting(b, config, lib=lib)
     got = accounting.account_result(a, prep, None, geometry)
     bad = _mismatch(got, ref)
@@ -77,21 +109,45 @@ def _check(a, b, config, geometry, lib, ref=None):
 SHAPES = [(3, 11, 7), (4, 37, 21), (2, 1, 5), (1, 1, 1), (5, 130, 9), (7, 64, 16), (3, 200, 33),
           (2, 600, 13), (9, 65, 3), (1, 5, 40)]
 GEOMETRIES = [ArrayGeometry(16, 4), ArrayGeometry(5, 3), ArrayGeometry(1, 2), ArrayGeometry(7, 1),
-              ArrayGeometry(20, 4)]
+              ArrayGeometry(20, 4), ArrayGeometry(3, 7), ArrayGeometry(17, 2)]
+
+
+def _layer_operands(rng, m, k, n, kind, specials):
+    """NN-like operands of three kinds: ``x@w`` ReLU activations (zeros in A) times weights,
+    ``w@x`` weights times activations (zeros in B only, as a weight gradient's), ``w@w`` no
+    zero operand at all (no-skip = CFPU cycles)."""
+    if kind == "x@w":
+        return nn_like(rng, m, k, n, specials=specials)
+    x, w = nn_like(rng, n, k, m, specials=specials)        # x: n x k, w: k x m
+    if kind == "w@x":
+        return np.ascontiguousarray(w.T), np.ascontiguousarray(x.T)
+    return np.ascontiguousarray(w.T), (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+
+
+_NN_GOLDEN = {}   # golden results of test_nn_like_shapes, shared by both builds' runs
 
 
 def test_nn_like_shapes(lib):
     rng = np.random.default_rng(SEED)
-    cases = 0
+    cases = differs = 0
+    kinds = ("x@w", "w@x", "w@w")
     for (m, k, n) in SHAPES:
         for geometry in GEOMETRIES:
-            a, b = nn_like(rng, m, k, n, specials=(m + k + n) % 2 == 0)
-            for config in CONFIGS:
-                _check(a, b, config, geometry, lib)
-                cases += 1
+            for kind in kinds:
+                a, b = _layer_operands(rng, m, k, n, kind, specials=(m + k + n) % 2 == 0)
+                for c, config in enumerate(CONFIGS):
+                    key = (m, k, n, geometry, kind, c)
+                    if key not in _NN_GOLDEN:
+                        _NN_GOLDEN[key] = run_lane_array(a, b, config, geometry)
+                    ref = _NN_GOLDEN[key]
+                    _check(a, b, config, geometry, lib, ref=ref)
+                    differs += _no_skip_differs(ref)
+                    cases += 1
     print(f"accounting = golden lane model on {cases} NN-like cases "
-          f"({len(SHAPES)} shapes x {len(GEOMETRIES)} geometries x {len(CONFIGS)} configurations)")
-    assert cases == len(SHAPES) * len(GEOMETRIES) * len(CONFIGS)
+          f"({len(SHAPES)} shapes x {len(GEOMETRIES)} geometries x {len(kinds)} operand kinds x "
+          f"{len(CONFIGS)} configurations; {differs} with no-skip cycles other than the CFPU's)")
+    assert cases == len(SHAPES) * len(GEOMETRIES) * len(kinds) * len(CONFIGS)
+    assert 0 < differs < cases
 
 
 def _hit_pattern_matrix(rng, shape, exponents=(110, 140)):
@@ -133,28 +189,31 @@ def test_special_values(lib):
     moderate exponents (class formula everywhere) and with weighted random bit patterns (also
     exponents at the edges: some words product by product)."""
     rng = np.random.default_rng(SEED + 1)
-    cases = hard = 0
+    cases = hard = differs = 0
     for trial in range(48):
         m, k, n = int(rng.integers(1, 7)), int(rng.integers(1, 150)), int(rng.integers(1, 30))
         make = _mild_matrix if trial % 2 else _hard_matrix
         a, b = make(rng, (m, k)), make(rng, (k, n))
         geometry = GEOMETRIES[trial % len(GEOMETRIES)]
         for config in CONFIGS:
-            got = _check(a, b, config, geometry, lib)
+            ref = run_lane_array(a, b, config, geometry)
+            got = _check(a, b, config, geometry, lib, ref=ref)
             words = got.extra["product_by_product_words"]
             assert words == 0 or make is _hard_matrix
             hard += words > 0
+            differs += words > 0 and _no_skip_differs(ref)
             cases += 1
     print(f"accounting = golden on {cases} cases with specials, subnormals and hit patterns "
-          f"({hard} of them with product-by-product words)")
-    assert 0 < hard < cases
+          f"({hard} of them with product-by-product words, {differs} of those with no-skip "
+          "cycles other than the CFPU's)")
+    assert 0 < hard < cases and differs > 0
 
 
 def test_out_of_range_exponents(lib):
     """Hits whose exponent would leave 1..254 (huge and tiny normals against qualifying
     operands): the words holding them are evaluated product by product, and still agree."""
     rng = np.random.default_rng(SEED + 2)
-    cases = 0
+    cases = differs = 0
     for trial in range(16):
         m, k, n = int(rng.integers(1, 6)), int(rng.integers(1, 300)), int(rng.integers(1, 25))
         a = _hit_pattern_matrix(rng, (m, k))
@@ -166,12 +225,19 @@ def test_out_of_range_exponents(lib):
             x[pick] = rng.choice(extreme, int(pick.sum()))
         a[0, 0] = np.float32(1e38)        # at least one k with a huge normal in A ...
         b[0, :] = np.float32(16.0)        # ... against qualifying (m1 = 0, fraction 0) B
+        if trial % 4 == 3:
+            b[rng.random(b.shape) < 0.2] = 0     # bypasses in B too
         for config in [c for c in CONFIGS if c.enabled]:
-            got = _check(a, b, config, GEOMETRIES[trial % len(GEOMETRIES)], lib)
+            geometry = GEOMETRIES[trial % len(GEOMETRIES)]
+            ref = run_lane_array(a, b, config, geometry)
+            got = _check(a, b, config, geometry, lib, ref=ref)
             assert got.extra["product_by_product_words"] >= 1, config.describe()
+            differs += _no_skip_differs(ref)
             cases += 1
     print(f"accounting = golden on {cases} cases whose hits could leave the exponent range "
-          "(product-by-product words in every one)")
+          f"(product-by-product words in every one; {differs} with no-skip cycles other than "
+          "the CFPU's)")
+    assert differs > 0
 
 
 def test_many_chunks(lib):
@@ -180,18 +246,22 @@ def test_many_chunks(lib):
     golden model), which is fast enough at these sizes."""
     rng = np.random.default_rng(SEED + 3)
     cases = 0
-    for (m, k, n, lanes) in [(300, 3, 300, 16), (2, 2, 70000, 16), (3, 70, 40000, 7),
-                             (70000, 2, 2, 16), (1, 5, 140000, 33), (400, 70, 170, 5)]:
+    shapes = [(300, 3, 300, 16), (2, 2, 70000, 16), (3, 70, 40000, 7), (70000, 2, 2, 16),
+              (1, 5, 140000, 33), (400, 70, 170, 5), (40, 600, 90, 17), (30, 1100, 20, 3)]
+    for s, (m, k, n, lanes) in enumerate(shapes):
+        zeros = ("ab", "a", "b")[s % 3]          # which operands have zeros
         a = rng.standard_normal((m, k)).astype(np.float32)
-        a[rng.random(a.shape) < 0.3] = 0
+        if "a" in zeros:
+            a[rng.random(a.shape) < 0.3] = 0
         b = (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
-        b[rng.random(b.shape) < 0.1] = 0
+        if "b" in zeros:
+            b[rng.random(b.shape) < 0.1] = 0
         for config in (EXACT, CFPUConfig.approx(2), CFPUConfig.approx(1, "dual")):
             geometry = ArrayGeometry(lanes, 4)
             ref = lanes_native.run_lane_array(a, b, config, geometry)
             _check(a, b, config, geometry, lib, ref=ref)
             cases += 1
-    print(f"accounting = C twin of the lane model on {cases} multi-chunk cases")
+    print(f"accounting = C twin of the lane model on {cases} multi-chunk or many-word cases")
 
 
 def test_exact_mask_matches_golden(lib):
@@ -213,7 +283,7 @@ def test_numpy_fallback():
     """native=False (the path without gcc) reports the golden counts too."""
     rng = np.random.default_rng(SEED + 5)
     cases = 0
-    for (m, k, n), geometry in zip(SHAPES[:6], GEOMETRIES * 2):
+    for (m, k, n), geometry in zip(SHAPES[:8], GEOMETRIES * 2):
         a, b = _hard_matrix(rng, (m, k)), _hard_matrix(rng, (k, n))
         for config in (EXACT, CFPUConfig.approx(1), CFPUConfig.approx(3, "dual")):
             ref = run_lane_array(a, b, config, geometry)
@@ -280,7 +350,7 @@ def test_api_paths_agree():
     total = LaneArrayTotals()
     total.add(results[0])
     total.add(ref)
-    assert total.products == 2 * ref.products and total.cycles_lockstep == 2 * ref.cycles_lockstep
+    assert all(getattr(total, f) == 2 * getattr(ref, f) for f in TOTALS)
     print(f"{len(results)} API paths agree with the golden totals (and the energy report); "
           "5 bad inputs refused")
 
@@ -288,11 +358,9 @@ def test_api_paths_agree():
 def test_property_random():
     """Random shapes, geometries, configurations and operands: both builds equal the golden lane
     model; counts its examples."""
-    examples = [0]
-
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(m=st.integers(1, 9), k=st.integers(1, 140), n=st.integers(1, 40),
-           lanes=st.integers(1, 24), exact_cycles=st.integers(1, 6), config=st.sampled_from(CONFIGS),
+           lanes=st.integers(1, 24), exact_cycles=st.integers(1, 7), config=st.sampled_from(CONFIGS),
            kind=st.sampled_from(["nn", "hard"]), data_seed=st.integers(0, 2**32 - 1))
     def prop(m, k, n, lanes, exact_cycles, config, kind, data_seed):
         rng = np.random.default_rng(data_seed)
@@ -304,8 +372,15 @@ def test_property_random():
         ref = run_lane_array(a, b, config, geometry)
         for lib in (accounting.library(), accounting.library(scalar=True)):
             _check(a, b, config, geometry, lib, ref=ref)
+        nat = lanes_native.run_lane_array(a, b, config, geometry)
+        assert _mismatch(nat, ref) is None, _mismatch(nat, ref)
+        fallback = accounting.account_result(a, b, config, geometry, native=False)
+        assert _mismatch(fallback, ref) is None, _mismatch(fallback, ref)
         examples[0] += 1
+        differs[0] += _no_skip_differs(ref)
+    examples, differs = [0], [0]
     prop()
     assert examples[0] > 0
     print(f"hypothesis property: {examples[0]} examples (shape, lanes, exact cycles, "
-          "configuration, operand kind, seed), each on both builds = golden")
+          "configuration, operand kind, seed), each on both builds, the C twin and the NumPy "
+          f"fallback = golden ({differs[0]} with no-skip cycles other than the CFPU's)")

@@ -2,7 +2,8 @@
 NumPy golden model, the specification: products (golden.mul_bits: bits and hit) for every
 tuning bit count 0..22 under both policies and in exact mode, on the directed pattern cross and
 weighted random operands; sums (golden.add_bits); and whole lane-array runs
-(lanes.run_lane_array: outputs, per-lane counts, cycles of both disciplines and baselines)."""
+(lanes.run_lane_array: outputs, per-lane counts, cycles of both disciplines and of every
+baseline: zero_skip, no_skip, plain)."""
 
 import numpy as np
 import pytest
@@ -71,17 +72,19 @@ def _assert_same_result(got, ref, context):
     """The C twin's lane-array result equals the NumPy model's, field by field."""
     assert np.array_equal(got.value.view(np.uint32), ref.value.view(np.uint32)), context
     for f in ("products", "hits", "tiles", "cycles_lockstep", "cycles_decoupled",
-              "cycles_baseline", "cycles_baseline_decoupled"):
+              "cycles_baseline", "cycles_baseline_decoupled", "cycles_plain",
+              "cycles_no_skip_lockstep", "cycles_no_skip_decoupled"):
         assert getattr(got, f) == getattr(ref, f), (f, context)
     for f in ("lane_products", "lane_hits", "lane_bypassed", "lane_busy_lockstep"):
         assert np.array_equal(getattr(got, f), getattr(ref, f)), (f, context)
 
 
-@pytest.mark.parametrize("geometry", [ArrayGeometry(16, 4), ArrayGeometry(5, 3), ArrayGeometry(1, 1)])
+@pytest.mark.parametrize("geometry", [ArrayGeometry(16, 4), ArrayGeometry(5, 3), ArrayGeometry(1, 1),
+                                      ArrayGeometry(17, 7), ArrayGeometry(3, 2)])
 def test_lane_array(geometry):
     rng = np.random.default_rng(SEED + 2)
-    checked = 0
-    for shape in [(7, 33, 9), (1, 1, 1), (16, 64, 16), (3, 5, 11)]:
+    checked = runs = no_skip_differs = 0
+    for shape in [(7, 33, 9), (1, 1, 1), (16, 64, 16), (3, 5, 11), (4, 70, 5)]:
         m, k, n = shape
         a, b = _hard_matrix(rng, (m, k)), _hard_matrix(rng, (k, n))
         for config in (EXACT, CFPUConfig.approx(0), CFPUConfig.approx(2),
@@ -90,7 +93,11 @@ def test_lane_array(geometry):
             got = lanes_native.run_lane_array(a, b, config, geometry)
             _assert_same_result(got, ref, (config, shape))
             checked += ref.products
-    print(f"C twin lane model, {geometry}: {checked} products, all fields equal")
+            runs += 1
+            no_skip_differs += ref.cycles_no_skip_lockstep != ref.cycles_lockstep
+    print(f"C twin lane model, {geometry}: {runs} runs, {checked} products, all fields equal "
+          f"({no_skip_differs} runs with no-skip cycles other than the CFPU's)")
+    assert no_skip_differs > 0 or geometry.exact_cycles == 1   # E = 1: every count is K per tile
 
 
 def test_per_lane_configs():
