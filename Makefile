@@ -18,7 +18,8 @@ help:
 	@echo "                layer-based inference on digits; inference on the RTL lane array with"
 	@echo "                cycles and energy (makes build/synth and build/activity first if missing)"
 	@echo "make bench      fast approximate matmul vs native GEMM (ratios); MAC/s of every array backend;"
-	@echo "                lane-array accounting vs the matmul it accounts"
+	@echo "                lane-array accounting vs the matmul it accounts; a Fashion-MNIST epoch with"
+	@echo "                accounting vs without (needs apt-get install dataset-fashion-mnist)"
 	@echo "make verilog    CFPU and exact multiplier Verilog under build/verilog, linted"
 	@echo "make synth      Yosys synthesis: area, transistors, CFPU overhead (LIBERTY=file.lib)"
 	@echo "make activity   switching activity per submodule, exact vs approximate operations"
@@ -61,6 +62,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_array.py
 	$(PY) scripts/bench_accounting.py --json build/bench_accounting.json
+	$(PY) scripts/bench_epoch.py --json build/bench_epoch.json
 
 verilog: $(STAMP)
 	$(PY) scripts/verilog.py

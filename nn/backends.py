@@ -160,12 +160,17 @@ OPERANDS = {
 }
 
 
-def nonzero_products(left: np.ndarray, right: np.ndarray) -> int:
-    """How many of the products of ``left @ right`` have two nonzero operands (a product with a
-    zero operand is never a hit: the hit rule needs both operands normal)."""
+def nonzero_products(left: np.ndarray, right) -> int:
+    """How many of the products of ``left @ right`` have two nonzero finite operands, i.e. are
+    not bypassed (a zero, infinite or NaN operand): the products the hit rule can take at all.
+    Equal to ``products - bypassed`` of the lane array's accounting."""
     if not isinstance(right, np.ndarray):
         right = right.original
-    return int(np.count_nonzero(left, axis=0).astype(np.int64) @ np.count_nonzero(right, axis=1))
+
+    def nonzero_finite(x, axis):
+        return np.count_nonzero((x != 0) & np.isfinite(x), axis=axis).astype(np.int64)
+
+    return int(nonzero_finite(left, 0) @ nonzero_finite(right, 1))
 
 
 def oriented(left: np.ndarray, right, checked_right: bool = True) -> tuple:

@@ -66,8 +66,9 @@ def _kl(ref_logits, logits) -> float:
 
 
 def sensitivity(model: MLP, x_val, y_val, backend="golden-fast", *, policy="b", checked=None,
-                metric: str = "kl", apx_max: int = 0) -> dict:
-    """Per-layer sensitivity to approximation, normalised to max 1 (see module docstring)."""
+                metric: str = "kl", apx_max: int = 0, geometry=None) -> dict:
+    """Per-layer sensitivity to approximation, normalised to max 1 (see module docstring);
+    with a ``geometry`` each layer's row also has its fast rate."""
     if metric not in METRICS:
         raise ValueError(f"unknown sensitivity metric {metric!r}; known: {', '.join(METRICS)}")
     L = model.n_layers
@@ -76,12 +77,16 @@ def sensitivity(model: MLP, x_val, y_val, backend="golden-fast", *, policy="b", 
     for i in range(L):
         bits = [None] * L
         bits[i] = apx_max
-        r, c = _evaluate(model, x_val, y_val, bits, backend, policy, checked, logits=True)
+        r, c = _evaluate(model, x_val, y_val, bits, backend, policy, checked, logits=True,
+                         geometry=geometry)
         kl = _kl(base["logits"], r["logits"])
         inc = kl if metric == "kl" else r[metric] - base[metric]
         raw.append(max(inc, 0.0) if math.isfinite(inc) else math.inf)
-        per_layer.append(finite_or_null({"layer": i + 1, "error": r["error"], "loss": r["loss"], "kl": kl,
-                                         "increase": inc, "hit_rate": c.layer_hit_rates()[i]}, _OVERFLOW))
+        row = {"layer": i + 1, "error": r["error"], "loss": r["loss"], "kl": kl, "increase": inc,
+               "hit_rate": c.layer_hit_rates()[i]}
+        if c.accounted:
+            row["fast_rate"] = c.layer_fast_rates()[i]
+        per_layer.append(finite_or_null(row, _OVERFLOW))
     base.pop("logits")
     top = max(raw)
     if math.isinf(top):
@@ -102,9 +107,10 @@ def layer_bits(level: int, sens, spread: float = 3.0) -> list[int]:
 
 
 def search(model: MLP, x_val, y_val, qos: float, candidates, backend="golden-fast", *,
-           policy="b", checked=None, exact_error: float | None = None) -> dict:
+           policy="b", checked=None, exact_error: float | None = None, geometry=None) -> dict:
     """Try ``candidates`` (per-layer bit lists, most approximate first) on validation data; the
-    first with ``val_error - exact_error <= qos`` wins (else the exact network, ``bits`` None)."""
+    first with ``val_error - exact_error <= qos`` wins (else the exact network, ``bits`` None).
+    With a ``geometry`` every trace row also has its fast rate."""
     L = model.n_layers
     if exact_error is None:
         exact_error = _evaluate(model, x_val, y_val, [None] * L, backend, policy, checked)[0]["error"]
@@ -114,11 +120,13 @@ def search(model: MLP, x_val, y_val, qos: float, candidates, backend="golden-fas
         if bits in seen:
             continue
         seen.add(bits)
-        r, c = _evaluate(model, x_val, y_val, bits, backend, policy, checked)
+        r, c = _evaluate(model, x_val, y_val, bits, backend, policy, checked, geometry=geometry)
         added = r["error"] - exact_error
         ok = added <= qos + 1e-12
         trace.append({"level": level, "bits": list(bits), "val_error": r["error"],
                       "added_error": added, "hit_rate": c.hit_rate, "meets_qos": ok})
+        if c.accounted:
+            trace[-1]["fast_rate"] = c.fast_rate
         if ok:
             return {"bits": list(bits), "level": level, "val_error": r["error"], "trace": trace}
     return {"bits": None, "level": None, "val_error": exact_error, "trace": trace}
@@ -167,11 +175,11 @@ def run_inference(model: MLP, data: Dataset, qos: float, backend="golden-fast", 
         res["exact_hardware"] = hardware_block(exact_c.totals(), geometry, *default_energy_model())
     if "layer" in modes:
         sens = sensitivity(model, data.x_val, data.y_val, backend, policy=policy, checked=checked,
-                           metric=metric)
+                           metric=metric, geometry=geometry)
         cands = [(m, layer_bits(m, sens["normalized"], spread))
                  for m in range(0, MAX_TUNING_BITS + int(np.ceil(spread)) + 1)]
         found = search(model, data.x_val, data.y_val, qos, cands, backend, policy=policy,
-                       checked=checked, exact_error=exact_val["error"])
+                       checked=checked, exact_error=exact_val["error"], geometry=geometry)
         res["sensitivity"] = sens
         res["layer"] = {**found, "spread": spread,
                         **_test_report(model, data, found["bits"], backend, policy, checked,
@@ -179,7 +187,7 @@ def run_inference(model: MLP, data: Dataset, qos: float, backend="golden-fast", 
     if "uniform" in modes:
         cands = [(t, [t] * L) for t in range(0, MAX_TUNING_BITS + 1)]
         found = search(model, data.x_val, data.y_val, qos, cands, backend, policy=policy,
-                       checked=checked, exact_error=exact_val["error"])
+                       checked=checked, exact_error=exact_val["error"], geometry=geometry)
         res["uniform"] = {**found, **_test_report(model, data, found["bits"], backend, policy,
                                                   checked, exact_test["error"], geometry)}
     chosen = res.get("layer") or res.get("uniform")

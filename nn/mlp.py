@@ -169,7 +169,7 @@ LANE_FIELDS = tuple(LaneArrayTotals.__dataclass_fields__)
 
 
 class Counters:
-    """Products, hits and nonzero products (both operands nonzero) per layer and phase
+    """Products, hits and nonzero products (both operands nonzero and finite) per layer and phase
     (int64 arrays ``[layer, phase]``), and, with a ``geometry``, the lane array's accounting of
     every matmul (``lane[layer, phase, field]``, fields :data:`LANE_FIELDS`): exactly what
     :func:`canna.sim.lanes.run_lane_array` reports for it (:mod:`canna.sim.accounting`; a
@@ -197,15 +197,16 @@ class Counters:
 
     def count(self, layer: int, phase: str, a, b, config: CFPUConfig, r) -> None:
         """Book the matmul ``a @ b`` (the operands as the backend got them) and its result."""
-        self.add(layer, phase, r.products, r.hits, nonzero_products(a, b))
         if self.recorder is not None:
             self.recorder.append((layer, phase, a.copy(),
                                   (b if isinstance(b, np.ndarray) else b.original).copy(), config))
         if self.geometry is None:
+            self.add(layer, phase, r.products, r.hits, nonzero_products(a, b))
             return
         operand = self._accounting_operand(b, config)
         t = account_matmul(a, operand, None if isinstance(operand, AccountingOperand) else config,
                            self.geometry)
+        self.add(layer, phase, r.products, r.hits, t.products - t.bypassed)   # = nonzero_products
         if t.products != r.products or t.hits != r.hits:
             raise RuntimeError(f"layer {layer + 1} {phase}: the backend counted {r.hits} hits of "
                                f"{r.products} products, the lane model {t.hits} of {t.products}")

@@ -6,6 +6,9 @@ cast to float32 -- go through the golden CFPU at every tuning-bit level and both
 weights are the second (checked) operand, as in ``y = x @ W``. Printed per configuration:
 
 * hit rate -- share of all products that ran approximately;
+* fast rate -- share of all products that skip the exact multiplier: hits and products with a
+  zero, infinite or NaN operand (one cycle on the lane array; the reading of the paper's 100% at
+  0 tuning bits, docs/savings.md);
 * mean / max relative error of the products (over non-zero products, hits and exact ones alike),
   and the proven worst case of a hit (:func:`golden.approx_error_bound`);
 * test accuracy of the MLP when every product of inference uses that configuration (fast matmul).
@@ -22,6 +25,7 @@ import numpy as np
 from canna.spec.config import CFPUConfig, Policy, check_tuning_bits
 
 from . import golden
+from .lanes import multiplier_bypassed
 from .matmul import matmul_fast
 
 
@@ -79,7 +83,7 @@ def accuracy(work: Workload, config: CFPUConfig) -> float:
 
 def product_stats(work: Workload, config: CFPUConfig, samples: int) -> dict:
     """Hit rate and relative error over every product of every layer for `samples` inputs."""
-    hits = products = 0
+    hits = products = fast = 0
     err_sum = 0.0
     err_max = 0.0
     nonzero = 0
@@ -93,11 +97,12 @@ def product_stats(work: Workload, config: CFPUConfig, samples: int) -> dict:
         nz = ex != 0
         rel = np.abs(ap[nz] - ex[nz]) / np.abs(ex[nz])
         hits += int(approx.hit.sum())
+        fast += int((approx.hit | multiplier_bypassed(a_bits, w_bits)).sum())
         products += approx.hit.size
         nonzero += int(nz.sum())
         err_sum += float(rel.sum())
         err_max = max(err_max, float(rel.max(initial=0.0)))
-    return {"hits": hits, "products": products, "hit_rate": hits / products,
+    return {"hits": hits, "products": products, "hit_rate": hits / products, "fast_rate": fast / products,
             "mean_rel_error": err_sum / max(nonzero, 1), "max_rel_error": err_max}
 
 
@@ -110,9 +115,10 @@ def run_table(seed: int = 0, samples: int = 200, max_tuning_bits: int = 10, out=
     samples = min(samples, len(work.y_test))
     print(f"# canna workload: MLP {sizes} trained by scikit-learn on digits (seed {seed}); "
           f"products of {samples} test inputs x trained weights per configuration; "
-          f"accuracy on all {len(work.y_test)} test inputs", file=out)
+          f"accuracy on all {len(work.y_test)} test inputs; checked operand: the weight (policy b), "
+          f"either (dual)", file=out)
     print(f"# exact test accuracy {100 * exact_acc:.2f}%", file=out)
-    print(f"{'t':>2} {'policy':>6} {'hit rate':>8} {'mean rel err':>12} {'max rel err':>11} "
+    print(f"{'t':>2} {'policy':>6} {'hit rate':>8} {'fast rate':>9} {'mean rel err':>12} {'max rel err':>11} "
           f"{'bound (hit)':>11} {'accuracy':>8}", file=out)
     rows = []
     for t in range(max_tuning_bits + 1):
@@ -123,7 +129,8 @@ def run_table(seed: int = 0, samples: int = 200, max_tuning_bits: int = 10, out=
             row = {"tuning_bits": t, "policy": policy.value, **s, "error_bound": golden.approx_error_bound(t),
                    "test_accuracy": acc}
             rows.append(row)
-            print(f"{t:>2} {policy.value:>6} {100 * s['hit_rate']:7.2f}% {s['mean_rel_error']:12.3e} "
+            print(f"{t:>2} {policy.value:>6} {100 * s['hit_rate']:7.2f}% {100 * s['fast_rate']:8.2f}% "
+                  f"{s['mean_rel_error']:12.3e} "
                   f"{s['max_rel_error']:11.3e} {row['error_bound']:11.3e} {100 * acc:7.2f}%", file=out)
     products = rows[0]["products"]
     print(f"# {products} products per configuration, {len(rows)} configurations, "

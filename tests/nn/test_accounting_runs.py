@@ -165,3 +165,24 @@ def test_fast_accounting_gives_the_papers_100_percent_at_0_bits():
                 assert row[phase]["fast_rate"] >= 0.999, (row["layer"], phase, row[phase])
     print(f"digits, t=0, 10 iterations: fast rate {100 * res['fast_rate']:.4f}% (paper: 100%), hit rate "
            f"{100 * res['hit_rate']:.2f}% of {res['products']:,} products")
+
+
+def test_nonzero_products_equal_products_minus_bypassed():
+    """Counters take the nonzero products from the accounting when it runs and count them
+    otherwise: the same number, inf and NaN operands included (they are bypassed)."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((9, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 7)).astype(np.float32)
+    a[a < -0.8] = 0
+    b[b > 1.2] = 0
+    a[0, 3], a[2, 5], b[7, 1] = np.inf, np.nan, -np.inf
+    from canna.nn.backends import nonzero_products
+    for config in (CFPUConfig.approx(1), CFPUConfig.exact()):
+        with_acc, without = Counters(1, ArrayGeometry(4, 3)), Counters(1)
+        r = get_backend("golden-fast").matmul(a, b, config)
+        with_acc.count(0, "forward", a, b, config, r)
+        without.count(0, "forward", a, b, config, r)
+        assert with_acc.nonzero[0, 0] == without.nonzero[0, 0] == nonzero_products(a, b)
+        assert with_acc.nonzero[0, 0] == r.products - with_acc.totals().bypassed
+    print(f"nonzero products {nonzero_products(a, b)} of {a.shape[0] * a.shape[1] * b.shape[1]} "
+          f"(zeros, inf, NaN): counted = products - bypassed, 2 configurations")

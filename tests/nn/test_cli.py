@@ -127,6 +127,7 @@ def test_hardware_block_in_train_and_infer(tmp_path, capsys, monkeypatch):
     inf = json.loads((out / "inf" / "infer.json").read_text())
     assert inf["hardware"]["lanes"] == 5 and inf["uniform"]["hardware"] == inf["hardware"]
     assert inf["exact_hardware"]["speedup"]["zero_skip"]["lockstep"] == 1.0
+    assert all(0 <= row["hit_rate"] <= row["fast_rate"] <= 1 for row in inf["uniform"]["trace"])
     text = capsys.readouterr().out
     assert "hardware (5 lanes" in text and "checked operand: forward weight" in text
     print(f"train: hardware block ({hw['products']} products, speedup vs plain {hw['speedup']['plain']}), "

@@ -39,23 +39,28 @@ def test_run_table_hit_rates_equal_golden(monkeypatch):
     assert len(table) == len(rows)
     for row, printed in zip(rows, table):
         config = CFPUConfig.approx(row["tuning_bits"], row["policy"])
-        hits = 0
+        hits = fast = 0
         for a, w in pairs:
             s, k = a.shape
             n = w.shape[1]
             ai = np.repeat(np.arange(s), k * n)              # every (input, k, output) product
             ki = np.tile(np.repeat(np.arange(k), n), s)
             ji = np.tile(np.arange(n), s * k)
-            hits += int(golden.mul_bits(a.view(np.uint32)[ai, ki], w.view(np.uint32)[ki, ji],
-                                        config).hit.sum())
+            av, wv = a[ai, ki], w[ki, ji]
+            hit = golden.mul_bits(av.view(np.uint32), wv.view(np.uint32), config).hit
+            hits += int(hit.sum())
+            fast += int((hit | (av == 0) | (wv == 0) | ~np.isfinite(av) | ~np.isfinite(wv)).sum())
         assert (row["hits"], row["products"]) == (hits, products), config.describe()
+        assert row["fast_rate"] == fast / products
         assert row["hit_rate"] == hits / products
-        assert printed[:3] == [str(row["tuning_bits"]), row["policy"], f"{100 * hits / products:.2f}%"]
+        assert printed[:4] == [str(row["tuning_bits"]), row["policy"], f"{100 * hits / products:.2f}%",
+                               f"{100 * fast / products:.2f}%"]
         assert 0 <= row["test_accuracy"] <= 1
     rates = {(r["tuning_bits"], r["policy"]): r["hit_rate"] for r in rows}
     assert all(rates[t, "b"] <= rates[t, "dual"] for t in range(max_t + 1))
     assert all(rates[t + 1, p] <= rates[t, p] for t in range(max_t) for p in ("b", "dual"))
     assert rates[0, "b"] > 0.5
+    assert rows[0]["fast_rate"] == 1.0      # t = 0: every product of normal operands hits
     print(f"run_table: {len(rows)} configurations x {products} products of {samples} inputs, "
           f"hit rates equal golden.mul_bits (t=0 b {rates[0, 'b']:.4f} .. t={max_t} b "
           f"{rates[max_t, 'b']:.4f})")
