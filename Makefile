@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 CANNA  := $(VENV)/bin/canna
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install test test-long test-rtl-long sim bench verilog synth activity clean distclean help
+.PHONY: all install test test-long test-rtl-long sim paper bench verilog synth activity clean distclean help
 
 all: test
 
@@ -17,6 +17,8 @@ help:
 	@echo "make sim        the main job: CFPU hit-rate table; exact / uniform / GTA training and"
 	@echo "                layer-based inference on digits; inference on the RTL lane array with"
 	@echo "                cycles and energy (makes build/synth and build/activity first if missing)"
+	@echo "make paper      canna reproduce, quick profile: the paper's tables and figures beside ours on"
+	@echo "                digits (and Fashion-MNIST when installed), 3 seeds; build/paper/report.md"
 	@echo "make bench      fast approximate matmul vs native GEMM (ratios); MAC/s of every array backend;"
 	@echo "                lane-array accounting vs the matmul it accounts; a Fashion-MNIST epoch with"
 	@echo "                accounting vs without (needs apt-get install dataset-fashion-mnist)"
@@ -57,6 +59,15 @@ build/activity/activity.json: $(STAMP) $(HW_SOURCES) scripts/activity.py sim/rtl
 sim: $(STAMP) build/synth/synth.json build/activity/activity.json
 	$(CANNA) workload --json build/workload.json
 	$(PY) -m canna.nn.main_job --quiet --out build/sim
+
+# Fashion-MNIST joins when Debian's dataset-fashion-mnist is installed (apt-get install it).
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+comma := ,
+PAPER_DATASETS := digits$(if $(wildcard $(FASHION_DIR)/train-images-idx3-ubyte*),$(comma)fashion-mnist)
+
+paper: $(STAMP) build/synth/synth.json build/activity/activity.json
+	@test -n "$(wildcard $(FASHION_DIR)/train-images-idx3-ubyte*)" || echo "make paper: Fashion-MNIST not installed, digits only (apt-get install dataset-fashion-mnist)"
+	$(CANNA) reproduce --dataset $(PAPER_DATASETS) --jobs 2 --out build/paper
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py

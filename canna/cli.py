@@ -13,6 +13,7 @@ SUBCOMMAND_MODULES = [
     "canna.sim.mul_cli",
     "canna.sim.workload",
     "canna.nn.cli",
+    "canna.repro.cli",
 ]
 
 
