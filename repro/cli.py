@@ -14,7 +14,6 @@ where it stopped). Options and output locations are checked before any job runs.
 """
 from __future__ import annotations
 
-import json
 import platform
 import sys
 import time
@@ -27,9 +26,11 @@ __all__ = ["register", "run_reproduce", "SECONDS_PER_TRAIN_JOB"]
 #: Measured seconds of one train job per dataset and profile on the 2-core development machine
 #: (one worker; docs/reproduce.md): what the up-front estimate multiplies.
 SECONDS_PER_TRAIN_JOB = {("digits", "smoke"): 0.3, ("fashion-mnist", "smoke"): 0.5,
-                         ("digits", "quick"): 3.5, ("digits", "full"): 3.5,
-                         ("fashion-mnist", "quick"): 9.0, ("fashion-mnist", "full"): 130.0}
+                         ("digits", "quick"): 0.7, ("digits", "full"): 0.7,
+                         ("fashion-mnist", "quick"): 8.0, ("fashion-mnist", "full"): 130.0}
 _DEFAULT_SECONDS = 130.0     # MNIST-sized, full training set, 10 epochs
+#: Measured seconds of one inference search job (quick profile, both datasets' mean).
+SECONDS_PER_INFER_JOB = 2.0
 
 
 def register(sub) -> None:
@@ -99,7 +100,9 @@ def run_reproduce(args) -> int:
     jobs = [j for p in plans for j in p.jobs]
     todo = [j for j in jobs if not store.done(j)]
     estimate = sum(SECONDS_PER_TRAIN_JOB.get((p.dataset, args.profile), _DEFAULT_SECONDS) *
-                   sum(1 for j in p.train.values() if not store.done(j)) for p in plans) / args.jobs
+                   sum(1 for j in p.train.values() if not store.done(j))
+                   + SECONDS_PER_INFER_JOB * sum(1 for j in p.infer.values() if not store.done(j))
+                   for p in plans) / args.jobs
     print(f"canna reproduce: {', '.join(names)}, profile {args.profile}, {len(jobs)} jobs "
           f"({len(jobs) - len(todo)} finished before), estimated {estimate / 60:.1f} min on {args.jobs} "
           f"worker(s) {'on ' + args.scheduler if args.scheduler else 'locally'}", flush=True)
@@ -116,10 +119,11 @@ def run_reproduce(args) -> int:
         sections.append(render_markdown(data))
         figures += _plots(out, p, tabs, store)
     failed = [f"* {j.label}: {rep.failed[j.key]}" for j in jobs if j.key in rep.failed]
-    header = [f"# CANNA: the paper's tables regenerated", "",
+    header = ["# CANNA: the paper's tables regenerated", "",
               f"Command: `canna reproduce {' '.join(sys.argv[2:]) if sys.argv[1:2] == ['reproduce'] else ''}`".rstrip(),
               f"Code version (hash of the arithmetic and NN sources and the energy model's inputs): "
-              f"`{code_version()[:16]}`; Python {platform.python_version()}, {platform.machine()}; "
+              f"`{code_version()[:16]}`; canna {_version('canna')}, NumPy {_version('numpy')}, Python "
+              f"{platform.python_version()}, {platform.machine()}; "
               f"{len(jobs)} jobs ({rep.skipped} reused, {rep.ran} run, {len(rep.failed)} failed) in "
               f"{time.monotonic() - t0:.0f} s.", ""]
     if failed:
@@ -138,6 +142,14 @@ def run_reproduce(args) -> int:
             print("  " + line, file=sys.stderr)
         return 1
     return 0
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
 
 
 def _plots(out: Path, p, tabs: dict, store) -> list:

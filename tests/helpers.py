@@ -1,5 +1,5 @@
 """What the test files share: the CANNA_SEED override, the NN-like operand generator, a NaN bit
-test, and loading a script of scripts/ (not a package) by path.
+test, loading a script of scripts/ (not a package) by path, and tiny MNIST-format IDX files.
 
 Importable from every test file as ``from helpers import ...``: pyproject.toml's
 ``[tool.pytest.ini_options] pythonpath = ["tests"]`` puts this folder on ``sys.path`` (the tests
@@ -15,7 +15,7 @@ import numpy as np
 
 from canna.spec.formats import BINARY32, FloatFormat
 
-__all__ = ["seed", "nn_like", "is_nan", "load_script", "REPO_ROOT"]
+__all__ = ["seed", "nn_like", "is_nan", "load_script", "write_idx", "make_mnist", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,3 +64,26 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_idx(path, arr, magic, gz=False):
+    """An IDX file (big-endian magic and shape, then uint8 data) at ``path`` (``path.gz`` with
+    ``gz``)."""
+    import gzip
+    import struct
+    header = struct.pack(">I", magic) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as fh:
+            fh.write(data)
+    else:
+        Path(path).write_bytes(data)
+
+
+def make_mnist(d, n_train=60, n_test=20, gz=False, rng=None, seed=0):
+    """A tiny MNIST in folder ``d``: random 4x4 images, labels 0..9 cycling."""
+    rng = rng or np.random.default_rng(seed)
+    d = Path(d)
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(d / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)), 0x803, gz)
+        write_idx(d / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10, 0x801, gz)

@@ -53,7 +53,7 @@ import canna.sim.workload
 from canna.cli import main
 from canna.sim import golden
 
-from helpers import seed
+from helpers import make_mnist, seed
 
 FUZZ_CASES = int(os.environ.get("CANNA_FUZZ_CASES", "1000"))
 PROCESS_CASES = int(os.environ.get("CANNA_FUZZ_PROCESS_CASES", "8"))
@@ -88,12 +88,7 @@ def _settings(n, salt=0):
 # --------------------------------------------------------------------------------------------
 
 def _write_idx(d: Path, n_train=60, n_test=20):
-    rng = np.random.default_rng(1)
-    for stem, n in (("train", n_train), ("t10k", n_test)):
-        (d / f"{stem}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x803, n, 4, 4) + rng.integers(0, 256, n * 16).astype(np.uint8).tobytes())
-        (d / f"{stem}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes())
+    make_mnist(d, n_train, n_test, seed=1)
 
 
 def _write_har(d: Path, n_features=6):

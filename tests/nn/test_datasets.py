@@ -1,31 +1,14 @@
 """Dataset loaders: the embedded digits split and tiny files in every supported format."""
-import gzip
-import struct
 
 import numpy as np
 import pytest
 
 from fractions import Fraction
 
+from helpers import make_mnist, write_idx
+
 from canna.nn.datasets import (INPUT_SCALES, DatasetError, load_dataset, load_digits, load_har,
                                load_hyper, load_idx, load_isolet, read_idx)
-
-
-def write_idx(path, arr, magic, gz=False):
-    header = struct.pack(">I", magic) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    data = header + arr.astype(np.uint8).tobytes()
-    if gz:
-        with gzip.open(str(path) + ".gz", "wb") as fh:
-            fh.write(data)
-    else:
-        path.write_bytes(data)
-
-
-def make_mnist(d, n_train=60, n_test=20, gz=False, rng=None):
-    rng = rng or np.random.default_rng(0)
-    for stem, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(d / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 4, 4)), 0x803, gz)
-        write_idx(d / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10, 0x801, gz)
 
 
 def test_digits_split_is_fixed_and_standardised():

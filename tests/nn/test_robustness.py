@@ -19,7 +19,7 @@ from canna.cli import main
 from canna.nn.checkpoint import CheckpointError, load_npz, write_json
 from canna.nn.datasets import DatasetError, load_dataset, load_har, load_idx, load_isolet
 
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, make_mnist
 
 SMALL = ["--hidden", "16,8", "--epochs", "1", "--quiet"]
 
@@ -225,13 +225,7 @@ def _isolet_text(n, rng, first_value=None):
 
 
 def _write_idx(d, n_train=60, n_test=20):
-    import struct
-    rng = np.random.default_rng(0)
-    for stem, n in (("train", n_train), ("t10k", n_test)):
-        img = struct.pack(">IIII", 0x803, n, 4, 4) + rng.integers(0, 256, n * 16).astype(np.uint8).tobytes()
-        lab = struct.pack(">II", 0x801, n) + (np.arange(n) % 10).astype(np.uint8).tobytes()
-        _gz(d / f"{stem}-images-idx3-ubyte.gz", img)
-        _gz(d / f"{stem}-labels-idx1-ubyte.gz", lab)
+    make_mnist(d, n_train, n_test, gz=True)
 
 
 def _write_har(d, rng):
