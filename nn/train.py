@@ -297,7 +297,8 @@ class TrainState:
         stored = meta.get("config")
         stored = stored if isinstance(stored, dict) else {}
         mine = cfg.as_dict()
-        diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+        diff = sorted(k for k in set(stored) | set(mine)
+                      if k not in _REPORTING_ONLY and stored.get(k) != mine.get(k))
         if diff:
             raise CheckpointError(f"{path}: checkpoint was made with a different configuration "
                                   f"({', '.join(f'{k}: {stored.get(k)!r} vs {mine.get(k)!r}' for k in diff)})")
@@ -349,6 +350,9 @@ class TrainState:
 
 
 _HITS, _BYPASSED = LANE_FIELDS.index("hits"), LANE_FIELDS.index("bypassed")
+#: Configuration fields that change what a run reports, not what it computes: a checkpoint made
+#: with another value resumes all the same.
+_REPORTING_ONLY = ("hit_accounting",)
 
 
 def reported_hit_rate(res: dict, hit_accounting: str = "approx") -> float | None:

@@ -49,6 +49,9 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=positive_int_arg, help="seeds per configuration (default: the profile's)")
     p.add_argument("--split-seed", type=seed_arg, default=0, help="seed of the train/val/test split (default 0)")
     p.add_argument("--input-scale", default="standard", choices=INPUT_SCALES)
+    p.add_argument("--preset", default="default", choices=["default", "paper"],
+                   help="training hyper-parameters: ours (default) or the paper's (lr 0.001, momentum 0.1, "
+                        "batch 10; slower to converge: give the full profile's epochs)")
     p.add_argument("--jobs", type=positive_int_arg, default=1, help="jobs in parallel (default 1)")
     p.add_argument("--scheduler", help="run the jobs on Dask: 'local' (a LocalCluster of --jobs workers) "
                                        "or a scheduler address tcp://host:port")
@@ -93,7 +96,7 @@ def run_reproduce(args) -> int:
             _check_data(name, args)
             plans.append(plan(name, args.profile, seeds=args.seeds,
                               data_dir=args.data_dir if name != "digits" else None,
-                              split_seed=args.split_seed, input_scale=args.input_scale))
+                              split_seed=args.split_seed, input_scale=args.input_scale, preset=args.preset))
     except (ValueError, OSError) as e:
         raise CliError(str(e)) from None
     store = JobStore(out / "sweep")

@@ -81,11 +81,12 @@ def _data(dataset: str, data_dir, split_seed: int, input_scale: str) -> dict:
 
 
 def train_job(data: dict, seed: int, mode: str, bits: int | None, epochs: int, train_limit,
-              hidden=(500, 500), lanes: int = DEFAULT_LANES, exact_cycles: int = DEFAULT_EXACT_CYCLES) -> Job:
+              hidden=(500, 500), lanes: int = DEFAULT_LANES, exact_cycles: int = DEFAULT_EXACT_CYCLES,
+              preset: str = "default") -> Job:
     """One training run: ``mode`` exact, uniform at ``bits`` or GTA with apx-min ``bits``."""
     from canna.nn.train import TrainConfig
     kw = {"uniform": {"tuning_bits": bits}, "gta": {"apx_min": bits}}.get(mode, {})
-    cfg = TrainConfig.from_preset("default", dataset=data["dataset"], mode=mode, epochs=epochs, seed=seed,
+    cfg = TrainConfig.from_preset(preset, dataset=data["dataset"], mode=mode, epochs=epochs, seed=seed,
                                   train_limit=train_limit, input_scale=data["input_scale"], lanes=lanes,
                                   hidden=hidden,
                                   exact_cycles=exact_cycles, **kw)
@@ -117,8 +118,9 @@ class Plan:
 
 
 def plan(dataset: str, profile: str = "quick", *, seeds: int | None = None, data_dir=None,
-         split_seed: int = 0, input_scale: str = "standard") -> Plan:
-    """Every job of ``dataset``'s reproduction under ``profile``."""
+         split_seed: int = 0, input_scale: str = "standard", preset: str = "default") -> Plan:
+    """Every job of ``dataset``'s reproduction under ``profile`` and the training ``preset``
+    (:data:`canna.nn.train.PRESETS`: ours, or the paper's Section V-A hyper-parameters)."""
     if profile not in PROFILES:
         raise ValueError(f"--profile must be one of {', '.join(PROFILES)}, got {profile!r}")
     prof = PROFILES[profile]
@@ -132,10 +134,10 @@ def plan(dataset: str, profile: str = "quick", *, seeds: int | None = None, data
     train, infer = {}, {}
     for seed in range(n_seeds):
         hidden = prof.network(dataset)
-        train["exact", None, seed] = train_job(data, seed, "exact", None, epochs, limit, hidden)
+        train["exact", None, seed] = train_job(data, seed, "exact", None, epochs, limit, hidden, preset=preset)
         for t in levels:
             for mode in ("uniform", "gta"):
-                train[mode, t, seed] = train_job(data, seed, mode, t, epochs, limit, hidden)
+                train[mode, t, seed] = train_job(data, seed, mode, t, epochs, limit, hidden, preset=preset)
         model = train["exact", None, seed]
         for qos in prof.qos:
             infer[qos, "kl", seed] = infer_job(model, qos)

@@ -239,13 +239,20 @@ class _PoolExecutor:
     def abort(self):
         if self._pool is None:
             return
-        # the workers first (shutdown forgets them); a job may run for hours
-        processes = list((getattr(self._pool, "_processes", None) or {}).values())
-        for p in processes:
+        # the workers first (shutdown forgets them); a job may run for hours. The pool spawns
+        # workers on demand, into this very dict: one may appear while we terminate, so loop.
+        processes = getattr(self._pool, "_processes", None) or {}
+        for p in list(processes.values()):
             p.terminate()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for p in processes:
-            p.join(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            alive = [p for p in list(processes.values()) if p.is_alive()]
+            if not alive:
+                break
+            for p in alive:
+                p.terminate()
+                p.join(0.1)
         self._pool = None
 
     def close(self):

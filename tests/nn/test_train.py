@@ -131,3 +131,23 @@ def test_train_state_round_trips_through_a_checkpoint(digits, tmp_path):
         TrainState.load(tmp_path / "fresh.npz", exact, [digits.n_features, 16, 9, digits.n_classes])
     print(f"{len(fields(TrainState))} TrainState fields identical after save/load, mid-run (GTA) and fresh "
           f"(exact); checkpoint array and meta names unchanged")
+
+
+def test_resume_with_another_hit_accounting(digits, tmp_path):
+    """--hit-accounting changes what a run reports, not what it computes: a checkpoint resumes
+    under the other reading, and the counts equal the uninterrupted run's; a field that does
+    change the computation (the lanes) is still refused."""
+    from dataclasses import replace
+    cfg = TrainConfig(hidden=(16,), epochs=2, mode="uniform", tuning_bits=2, seed=3)
+    whole = train(digits, cfg)
+    with pytest.raises(KeyboardInterrupt):
+        train(digits, cfg, out_dir=tmp_path, interrupt_after=40)
+    fast = replace(cfg, hit_accounting="fast")
+    res = train(digits, fast, out_dir=tmp_path, resume=True)
+    for key in ("products", "hits", "bypassed", "fast_rate", "hardware", "test_accuracy"):
+        assert res[key] == whole[key], key
+    assert res["hit_accounting"] == "fast"
+    with pytest.raises(CheckpointError, match="lanes"):
+        train(digits, replace(cfg, lanes=8), out_dir=tmp_path, resume=True)
+    print(f"resumed at iteration 40 with hit accounting fast: counts and hardware block equal the "
+          f"uninterrupted run's ({res['products']} products); --lanes 8 refused")

@@ -134,3 +134,13 @@ def test_a_dataset_from_data_dir_is_set_beside_its_own_paper_row(tmp_path, capsy
     numbers = json.loads((out / "results.json").read_text())["datasets"]["mnist"]
     assert numbers["train"]["exact:None"]["seeds"][0]["test_accuracy"] >= 0
     print("mnist from --data-dir (240 training images): report beside the paper's MNIST row")
+
+
+def test_the_paper_preset_makes_other_jobs():
+    """--preset paper: the paper's hyper-parameters in every training job, so every key differs."""
+    from canna.nn.train import PRESETS
+    ours, theirs = plan("digits", "smoke"), plan("digits", "smoke", preset="paper")
+    assert not {j.key for j in ours.jobs} & {j.key for j in theirs.jobs}
+    cfg = theirs.train["exact", None, 0].params["config"]
+    assert {k: cfg[k] for k in PRESETS["paper"]} == PRESETS["paper"] and cfg["preset"] == "paper"
+    print(f"--preset paper: {len(theirs.jobs)} jobs, none shared with the default preset's; {PRESETS['paper']}")
