@@ -384,10 +384,27 @@ class _SigintGuard:
         return False
 
 
+class _NoProgress:
+    """The bar of a run without one. Not a disabled tqdm: a tqdm object's finalizer runs
+    whenever it is collected, and a Ctrl-C landing in it prints "Exception ignored in
+    tqdm.__del__" with a traceback (found by tests/nn/test_fault_injection.py)."""
+
+    def update(self, n=1) -> None:
+        pass
+
+    def set_postfix(self, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total, initial, enabled, desc):
+    if not enabled:
+        return _NoProgress()
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, disable=not enabled, file=sys.stderr, desc=desc,
-                unit="it", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, file=sys.stderr, desc=desc, unit="it", leave=False,
+                dynamic_ncols=True)
 
 
 def _log(quiet: bool, msg: str) -> None:
