@@ -8,7 +8,7 @@ moment of the machine hits both sides; the ratio B / A is taken round by round, 
 / max over the rounds are printed. The goal (issue 11): the median ratio at most 1.3. Nothing is
 asserted on time.
 
-    python scripts/bench_epoch.py [--rounds 3] [--mode uniform --tuning-bits 4] [--train-limit N]
+    python scripts/bench_epoch.py [--rounds 5] [--mode uniform --tuning-bits 4] [--train-limit N]
                                   [--json build/bench_epoch.json]
 
 Needs Fashion-MNIST (``apt-get install dataset-fashion-mnist``, or ``--data-dir``).
@@ -32,7 +32,7 @@ from canna.nn.train import TrainConfig, train
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="paired rounds (default 3)")
+    ap.add_argument("--rounds", type=int, default=5, help="paired rounds (default 5)")
     ap.add_argument("--mode", default="uniform", choices=["exact", "uniform"])
     ap.add_argument("--tuning-bits", type=int, default=4)
     ap.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX files (default: Debian's)")
