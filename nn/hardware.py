@@ -12,8 +12,9 @@ import time
 
 import numpy as np
 
-from canna.sim.paths import build_root
-from canna.sim.energy import EnergyReport, load_energy_model
+from canna.sim.energy import EnergyReport
+from canna.sim.lanes import LaneArrayResult
+from canna.sim.savings import default_energy_model
 
 from .backends import ArrayCosim, Backend
 from .mlp import MLP, ArithPlan, Counters
@@ -24,12 +25,7 @@ __all__ = ["rtl_inference", "rtl_replay", "print_rtl_report"]
 def rtl_inference(model: MLP, x: np.ndarray, y: np.ndarray, configs: dict, *, lanes: int = 16,
                   exact_cycles: int = 4, policy: str = "b") -> dict:
     """Run ``configs`` (name -> per-layer tuning bits, None = exact) on the RTL array."""
-    try:
-        energy_model = load_energy_model(build_root() / "activity" / "activity.json",
-                                         build_root() / "synth" / "synth.json")
-        energy_error = None
-    except (FileNotFoundError, ValueError) as e:
-        energy_model, energy_error = None, str(e)
+    energy_model, energy_error = default_energy_model()
     sims = {d: ArrayCosim(d, lanes, exact_cycles) for d in ("lockstep", "decoupled")}
     rows = {}
     for name, bits in configs.items():
@@ -123,8 +119,6 @@ def rtl_replay(recorded, geometry, disciplines=("lockstep", "decoupled")) -> dic
             "seconds": time.monotonic() - t0}
 
 
-#: The LaneArrayResult counts compared between the golden lane model and the accounting.
-LANE_COUNTS = ("products", "hits", "tiles", "cycles_lockstep", "cycles_decoupled", "cycles_baseline",
-               "cycles_baseline_decoupled", "cycles_plain", "cycles_no_skip_lockstep",
-               "cycles_no_skip_decoupled", "lane_products", "lane_hits", "lane_bypassed",
-               "lane_busy_lockstep")
+#: The LaneArrayResult counts compared between the golden lane model and the accounting: all
+#: its fields but the output values and the notes.
+LANE_COUNTS = tuple(f for f in LaneArrayResult.__dataclass_fields__ if f not in ("value", "extra"))

@@ -81,7 +81,7 @@ def _check_data(name: str, args) -> None:
 
 
 def run_reproduce(args) -> int:
-    from canna.files import check_output_dir, write_json
+    from canna.files import atomic_write_bytes, check_output_dir, write_json
     from .experiments import plan
     from .jobs import JobStore, code_version
     from .report import collect, render_markdown, tables
@@ -133,7 +133,6 @@ def run_reproduce(args) -> int:
         header += ["## Failed jobs (their errors are in sweep/jobs/*/error.json)", "", *failed, ""]
     body = "\n".join(header) + "\n" + "\n".join(sections)
     body += "\n## Figures\n\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures) + "\n"
-    from canna.files import atomic_write_bytes
     atomic_write_bytes(out / "report.md", body.encode())
     write_json(out / "results.json", {"datasets": numbers, "failed": {j.label: rep.failed[j.key]
                                                                        for j in jobs if j.key in rep.failed},

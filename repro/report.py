@@ -79,12 +79,6 @@ class Stat:
     def hi(self):
         return max(self.values) if self.values else None
 
-    def differs_from(self, other: "Stat") -> bool:
-        """True when the two ranges do not overlap."""
-        if not (self.n and other.n):
-            return False
-        return self.lo > other.hi or self.hi < other.lo
-
     def minus(self, other: "Stat") -> "Stat":
         """The per-seed differences ``self - other`` over the seeds both have."""
         common = [k for k in self.by_seed if k in other.by_seed]
@@ -120,6 +114,12 @@ def _hw(res: dict, kind: str, baseline: str, discipline: str = "lockstep"):
     return None if not ratio else 1.0 / ratio
 
 
+def _hw_fields(res: dict) -> dict:
+    """``speedup_<baseline>_<discipline>`` and ``energy_<baseline>_<discipline>`` of a results dict."""
+    return {f"{k}_{b}_{s}": _hw(res, k, b, s) for k in ("speedup", "energy") for b in ("plain", "zero_skip")
+            for s in ("lockstep", "decoupled")}
+
+
 def _decomposition(res: dict, entry: str, kind: str, discipline: str = "lockstep"):
     d = ((res.get("hardware") or {}).get("decomposition") or {}).get(entry) or {}
     if kind == "speedup":
@@ -143,8 +143,7 @@ def collect(plan: Plan, results: dict) -> dict:
             "seed": seed, "quality_loss_pp": 100 * (res["test_error"] - exact["test_error"]),
             "test_accuracy": res["test_accuracy"], "hit_rate": res["hit_rate"],
             "fast_rate": res.get("fast_rate"), "iterations": res["iterations_run"],
-            **{f"{k}_{b}_{s}": _hw(res, k, b, s) for k in ("speedup", "energy") for b in ("plain", "zero_skip")
-               for s in ("lockstep", "decoupled")},
+            **_hw_fields(res),
             **{f"{e}_{k}": _decomposition(res, e, k) for e in ("zero_skip_alone", "approximation_alone", "both")
                for k in ("speedup", "energy")},
             "trajectory": (res.get("gta") or {}).get("trajectory")})
@@ -160,8 +159,7 @@ def collect(plan: Plan, results: dict) -> dict:
             r = res[mode]
             one[mode] = {"bits": r["bits"], "quality_loss_pp": 100 * r["quality_loss"],
                          "hit_rate": r["hit_rate"], "fast_rate": r.get("fast_rate"),
-                         **{f"{k}_{b}_{s}": _hw(r, k, b, s) for k in ("speedup", "energy")
-                            for b in ("plain", "zero_skip") for s in ("lockstep", "decoupled")}}
+                         **_hw_fields(r)}
         entry["seeds"].append(one)
     return {"dataset": plan.dataset, "profile": plan.profile.name, "seeds": list(plan.seeds),
             "levels": list(plan.levels), "train": rows, "infer": infer}

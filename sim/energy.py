@@ -26,6 +26,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .savings import design_cycles, design_events
+
 __all__ = ["EnergyModel", "HOROWITZ_FP32_MUL_PJ", "load_energy_model", "EnergyReport"]
 
 #: 45 nm binary32 multiply energy (Horowitz, ISSCC 2014), the calibration point of e_t.
@@ -98,7 +100,8 @@ def load_energy_model(activity_json: Path, synth_json: Path, *, leakage: float =
 
 @dataclass
 class EnergyReport:
-    """Energy and cycles of one lane-array run against the all-exact array, both disciplines."""
+    """Energy and cycles of one lane-array run against the all-exact array (the ``zero_skip``
+    design of :mod:`canna.sim.savings`), both disciplines."""
 
     approx_lockstep: dict
     approx_decoupled: dict
@@ -109,17 +112,13 @@ class EnergyReport:
     def from_result(cls, model: EnergyModel, result, lanes: int) -> "EnergyReport":
         """``result``: a :class:`canna.sim.lanes.LaneArrayResult` or
         :class:`~canna.sim.lanes.LaneArrayTotals`."""
-        products = int(result.products)
-        hits = int(result.hits)
-        bypassed = int(result.bypassed)
-        common = dict(bypassed=bypassed, adds=products, lanes=lanes)
-        approx = dict(exact=products - hits - bypassed, hits=hits, **common)
-        exact = dict(exact=products - bypassed, hits=0, **common)
-        return cls(
-            approx_lockstep=model.energy(cycles=result.cycles_lockstep, **approx),
-            approx_decoupled=model.energy(cycles=result.cycles_decoupled, **approx),
-            exact_lockstep=model.energy(cycles=result.cycles_baseline, **exact),
-            exact_decoupled=model.energy(cycles=result.cycles_baseline_decoupled, **exact))
+        def energy(design, discipline):
+            return model.energy(cycles=design_cycles(result, design, discipline), lanes=lanes,
+                                **design_events(result, design))
+
+        return cls(approx_lockstep=energy("cfpu", "lockstep"), approx_decoupled=energy("cfpu", "decoupled"),
+                   exact_lockstep=energy("zero_skip", "lockstep"),
+                   exact_decoupled=energy("zero_skip", "decoupled"))
 
     def ratios(self) -> dict:
         """Approximate / all-exact energy in each discipline (independent of e_t)."""

@@ -29,10 +29,14 @@ a saving is the approximation and how much is only not multiplying by zero.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from canna.spec.array import ArrayGeometry
 
-from .energy import EnergyModel
 from .lanes import LaneArrayTotals
+
+if TYPE_CHECKING:                # canna.sim.energy builds its report on this module's designs
+    from .energy import EnergyModel
 
 __all__ = ["DESIGNS", "BASELINES", "DISCIPLINES_REPORTED", "DECOMPOSITION", "design_cycles",
            "design_events", "hardware_block", "default_energy_model"]

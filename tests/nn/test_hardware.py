@@ -40,7 +40,7 @@ def test_rtl_inference_report(tiny, tmp_path, monkeypatch):
     (tmp_path / "synth").mkdir()
     (tmp_path / "activity" / "activity.json").write_text(json.dumps(act))
     (tmp_path / "synth" / "synth.json").write_text(json.dumps(syn))
-    monkeypatch.setattr(hardware, "build_root", lambda: tmp_path)
+    monkeypatch.setenv("CANNA_BUILD_DIR", str(tmp_path))      # canna.sim.paths.build_root
     rep = hardware.rtl_inference(model, x, y, {"exact": [None, None], "t0": [0, 0]}, lanes=4)
     ex, t0 = rep["configs"]["exact"], rep["configs"]["t0"]
     assert ex["energy_ratio"] == {"lockstep": pytest.approx(1.0), "decoupled": pytest.approx(1.0)}
