@@ -275,7 +275,10 @@ def test_resume_after_sigkill(tmp_path):
     store = JobStore(killed)
     deadline = time.monotonic() + 60
     try:
-        while not (store.done(jobs["a"]) and store.done(jobs["b"])):
+        # kill while c runs: a and b finished, c started (its job.json is written as it starts;
+        # waiting for b alone raced with that write)
+        while not (store.done(jobs["a"]) and store.done(jobs["b"])
+                   and (store.workdir(jobs["c"]) / "job.json").is_file()):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "the sweep did not start"
             time.sleep(0.02)
