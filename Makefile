@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 CANNA  := $(VENV)/bin/canna
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: all install test test-long test-rtl-long sim paper bench verilog synth activity clean distclean help
+.PHONY: all install test test-long test-rtl-long sim paper bench verilog synth activity fpga formal formal-long clean distclean help
 
 all: test
 
@@ -25,6 +25,9 @@ help:
 	@echo "make verilog    CFPU and exact multiplier Verilog under build/verilog, linted"
 	@echo "make synth      Yosys synthesis: area, transistors, CFPU overhead (LIBERTY=file.lib)"
 	@echo "make activity   switching activity per submodule, exact vs approximate operations"
+	@echo "make fpga       ECP5 synthesis + place and route (nextpnr): LUT/FF/DSP, Fmax, measured exact_cycles"
+	@echo "make formal     formal proofs (SymbiYosys): hit rule, stream protocol, lane counters (fast set)"
+	@echo "make formal-long  every proof, all 47 configurations at full depth"
 	@echo "make install    only create $(VENV) and install the project"
 
 $(STAMP): pyproject.toml
@@ -74,6 +77,17 @@ bench: $(STAMP)
 	$(PY) scripts/bench_array.py
 	$(PY) scripts/bench_accounting.py --json build/bench_accounting.json
 	$(PY) scripts/bench_epoch.py --json build/bench_epoch.json
+	$(PY) scripts/bench_step.py --json build/bench_step.json
+	$(PY) scripts/bench_step_torch.py --json build/bench_step_torch.json
+
+fpga: $(STAMP)
+	$(PY) scripts/fpga.py
+
+formal: $(STAMP)
+	$(PY) -m canna.formal
+
+formal-long: $(STAMP)
+	$(PY) -m canna.formal --long
 
 verilog: $(STAMP)
 	$(PY) scripts/verilog.py

@@ -1,0 +1,1 @@
+"""Formal proofs of the CFPU and the lane (issue 16): under construction."""
