@@ -23,8 +23,10 @@ __all__ = ["rtl_inference", "rtl_replay", "print_rtl_report"]
 
 
 def rtl_inference(model: MLP, x: np.ndarray, y: np.ndarray, configs: dict, *, lanes: int = 16,
-                  exact_cycles: int = 4, policy: str = "b") -> dict:
-    """Run ``configs`` (name -> per-layer tuning bits, None = exact) on the RTL array."""
+                  exact_cycles: int = 4, policy: str = "b",
+                  exact_cycles_source: str = "assumed") -> dict:
+    """Run ``configs`` (name -> per-layer tuning bits, None = exact) on the RTL array
+    (``exact_cycles_source``: where ``exact_cycles`` came from, for the report)."""
     energy_model, energy_error = default_energy_model()
     sims = {d: ArrayCosim(d, lanes, exact_cycles) for d in ("lockstep", "decoupled")}
     rows = {}
@@ -55,6 +57,7 @@ def rtl_inference(model: MLP, x: np.ndarray, y: np.ndarray, configs: dict, *, la
                 energy_model.with_leakage(10 * energy_model.leakage), totals, lanes).ratios()
         rows[name] = row
     return {"samples": int(len(y)), "lanes": lanes, "exact_cycles": exact_cycles,
+            "exact_cycles_source": exact_cycles_source,
             "energy_model": None if energy_model is None else energy_model.source,
             "energy_error": energy_error,
             "pj_per_toggle": None if energy_model is None else energy_model.pj_per_toggle,
@@ -62,7 +65,8 @@ def rtl_inference(model: MLP, x: np.ndarray, y: np.ndarray, configs: dict, *, la
 
 
 def print_rtl_report(rep: dict) -> None:
-    print(f"RTL lane array ({rep['lanes']} lanes, exact multiply {rep['exact_cycles']} cycles, fast "
+    print(f"RTL lane array ({rep['lanes']} lanes, exact multiply {rep['exact_cycles']} cycles "
+          f"({rep.get('exact_cycles_source', 'assumed')}), fast "
           f"Verilator co-simulation, every matmul checked bit for bit against the golden model), "
           f"forward pass of {rep['samples']} test inputs; checked operand: forward weight")
     if rep["energy_error"]:

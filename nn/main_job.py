@@ -22,6 +22,7 @@ from pathlib import Path
 
 from canna.cli import OneLineErrorParser, path_arg, run_command
 
+from canna.sim.fpga_timing import exact_cycles_arg
 from canna.spec.array import DEFAULT_EXACT_CYCLES, DEFAULT_LANES, ArrayGeometry
 
 from .backends import get_backend
@@ -59,10 +60,12 @@ def main(argv=None) -> int:
                         "lane array (0: skip; default 4)")
     p.add_argument("--lanes", type=positive_int_arg, default=DEFAULT_LANES,
                    help=f"lanes of the accounted array (default {DEFAULT_LANES})")
-    p.add_argument("--exact-cycles", type=positive_int_arg, default=DEFAULT_EXACT_CYCLES,
-                   help=f"cycles of an exact multiply (default {DEFAULT_EXACT_CYCLES})")
+    p.add_argument("--exact-cycles", type=exact_cycles_arg, default=str(DEFAULT_EXACT_CYCLES),
+                   help=f"cycles of an exact multiply: an integer (default {DEFAULT_EXACT_CYCLES}, "
+                        "assumed) or 'measured' (by make fpga, build/fpga/fpga.json)")
     args = p.parse_args(argv)
     hidden = args.hidden
+    exact_cycles, exact_cycles_source = args.exact_cycles
     # every option is checked before the first run: a bad one is one line, not a traceback
     # after minutes of training
     t0 = time.monotonic()
@@ -71,7 +74,8 @@ def main(argv=None) -> int:
         train_configs = {
             name: TrainConfig.from_preset("default", epochs=args.epochs, hidden=hidden,
                                           seed=args.seed, backend=args.backend, lanes=args.lanes,
-                                          exact_cycles=args.exact_cycles, **kw)
+                                          exact_cycles=exact_cycles,
+                                          exact_cycles_source=exact_cycles_source, **kw)
             for name, kw in (("exact", dict(mode="exact")),
                              ("uniform", dict(mode="uniform", tuning_bits=args.apx_min)),
                              ("gta", dict(mode="gta", apx_min=args.apx_min)))}
@@ -89,13 +93,13 @@ def main(argv=None) -> int:
     except (TypeError, ValueError) as e:
         p.error(str(e))
     out = Path(args.out) if args.out else None
-    geometry = ArrayGeometry(args.lanes, args.exact_cycles)
+    geometry = ArrayGeometry(args.lanes, exact_cycles)
     s = data.summary()
     print(f"== CANNA NN main job: digits ({s['n_train']} train / {s['n_val']} val / {s['n_test']} test, "
           f"{s['n_features']} features, {s['n_classes']} classes), topology {[s['n_features'], *hidden, 10]}, "
           f"preset default (lr 0.01, momentum 0.9, batch 32, dropout 0.5), {args.epochs} epochs, "
           f"seed {args.seed}, backend {args.backend}, policy b; every matmul accounted on a "
-          f"{args.lanes}-lane array, exact multiply {args.exact_cycles} cycles")
+          f"{args.lanes}-lane array, exact multiply {exact_cycles} cycles ({exact_cycles_source})")
     print("   command: python -m canna.nn.main_job " + " ".join(argv if argv is not None else sys.argv[1:]))
     runs = {}
     for name, cfg in train_configs.items():
@@ -119,6 +123,7 @@ def main(argv=None) -> int:
 
     t = time.monotonic()
     inf = run_inference(runs["exact"][1], data, args.qos / 100.0, args.backend, geometry=geometry)
+    inf["exact_cycles_source"] = exact_cycles_source
     print(f"\n-- inference approximation of the exact network ({time.monotonic() - t:.1f} s)")
     print_infer_summary(inf)
     if out:
@@ -134,7 +139,8 @@ def main(argv=None) -> int:
                    "uniform": inf["uniform"]["bits"] or exact_bits,
                    f"t={args.apx_min}": [args.apx_min] * runs["exact"][1].n_layers}
         rtl = rtl_inference(runs["exact"][1], data.x_test[:args.rtl_samples],
-                            data.y_test[:args.rtl_samples], configs)
+                            data.y_test[:args.rtl_samples], configs, lanes=args.lanes,
+                            exact_cycles=exact_cycles, exact_cycles_source=exact_cycles_source)
         print(f"\n-- inference on the RTL lane array ({time.monotonic() - t:.1f} s)")
         print_rtl_report(rtl)
         if out:
@@ -154,7 +160,7 @@ def main(argv=None) -> int:
             write_json(out / "rtl-training.json", replay)
 
     print(f"\n-- summary: the paper's Fig. 5 (training) and Fig. 6 (inference) in words, "
-          f"{args.lanes} lanes, exact multiply {args.exact_cycles} cycles")
+          f"{args.lanes} lanes, exact multiply {exact_cycles} cycles ({exact_cycles_source})")
     rows = [(f"training {name}", runs[name][0]) for name in ("exact", "uniform", "gta")]
     rows += [(f"inference {mode}", inf[mode]) for mode in ("layer", "uniform")]
     for line in summary_table(rows):

@@ -142,11 +142,13 @@ def _e(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def format_hardware_block(block: dict) -> list[str]:
-    """The lines ``canna train`` / ``canna infer`` print for a ``hardware`` block."""
+def format_hardware_block(block: dict, exact_cycles_source: str | None = None) -> list[str]:
+    """The lines ``canna train`` / ``canna infer`` print for a ``hardware`` block;
+    ``exact_cycles_source`` says where its ``exact_cycles`` came from (default: assumed)."""
     p = block["products"]
     pct = (lambda n: f"{100 * n / p:.1f}%") if p else (lambda n: "n/a")
-    lines = [f"  hardware ({block['lanes']} lanes, exact multiply {block['exact_cycles']} cycles): "
+    lines = [f"  hardware ({block['lanes']} lanes, exact multiply {block['exact_cycles']} cycles, "
+             f"{exact_cycles_source or 'assumed'}): "
              f"{p:,} products, {pct(block['hits'])} hits, {pct(block['bypassed'])} bypassed "
              f"(zero/inf/NaN operand), {pct(block['exact'])} exact",
              f"    {'':26s} {'lockstep':>20s} {'decoupled':>20s}   (speedup, energy ratio)"]

@@ -119,7 +119,7 @@ def test_hardware_block_in_train_and_infer(tmp_path, capsys, monkeypatch):
     base = json.loads((out / "baseline" / "results.json").read_text())
     assert base["hardware"]["speedup"]["zero_skip"] == {"lockstep": 1.0, "decoupled": 1.0}
     assert res["baseline"]["hardware"] == base["hardware"]
-    assert "hardware (6 lanes, exact multiply 3 cycles)" in text and "energy not available" in text
+    assert "hardware (6 lanes, exact multiply 3 cycles, assumed)" in text and "energy not available" in text
     assert "checked operand: forward weight, backward weight, gradient input" in text
     rc = main(["infer", "--model", str(out / "model.npz"), "--mode", "uniform", "--quiet", "--lanes", "5",
                "--out", str(out / "inf")])
