@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from canna.spec.config import CFPUConfig
-from canna.sim.matmul import MatmulResult, matmul_fast, matmul_reference, prepare
+from canna.sim.matmul import (MatmulResult, count_nonzero_finite, matmul_fast, matmul_reference, prepare,
+                              sgd_update_prepare)
 
 __all__ = ["Backend", "ArrayCosim", "MatmulResult", "register_backend", "get_backend", "backend_names",
            "checked_matmul", "oriented", "nonzero_products", "OPERANDS"]
@@ -44,6 +45,15 @@ class Backend:
     on_geometry : optional ``(ArrayGeometry) -> Backend``: the same backend for another lane
         array (a backend that runs the array itself and reports its counters in
         ``MatmulResult.lane``); None when the geometry does not change what it computes.
+    strided : True when ``matmul`` (and ``prepare``) take a transposed view (``W.T``,
+        F-contiguous) as ``b`` without copying it (BLAS reads it in place); the others get
+        C-contiguous operands.
+    matmul_t : optional ``(a, b, config) -> MatmulResult`` whose value is ``(a @ b).T``,
+        C-contiguous, computed in that layout (the weight gradient with its left operand
+        checked) instead of transposed by a copy; None: ``matmul`` and a copy.
+    update_prepare : optional ``(w, v, g, momentum, lr, config, columns=, nonzero=) -> object``:
+        the SGD update of ``w`` in place (as :func:`canna.nn.train.sgd_step` does it) and
+        ``prepare`` of the new ``w`` in the same pass; None: the update, then ``prepare``.
     """
 
     name: str
@@ -52,6 +62,9 @@ class Backend:
     supports_approx: bool = True
     prepare: Callable | None = None
     on_geometry: Callable | None = None
+    strided: bool = False
+    matmul_t: Callable | None = None
+    update_prepare: Callable | None = None
 
     def check(self, config: CFPUConfig) -> None:
         if config.enabled and not self.supports_approx:
@@ -91,14 +104,19 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def _native(a, b, config: CFPUConfig) -> MatmulResult:
+def _native(a, b, config: CFPUConfig, transposed: bool = False) -> MatmulResult:
     if config.enabled:
         raise ValueError(f"backend 'native' computes exact float32 only, got {config.describe()}")
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise ValueError(f"shape mismatch: a is {a.shape}, b is {b.shape}")
-    return MatmulResult(np.matmul(a, b), a.shape[0] * a.shape[1] * b.shape[1], 0)
+    return MatmulResult(np.matmul(b.T, a.T) if transposed else np.matmul(a, b),
+                        a.shape[0] * a.shape[1] * b.shape[1], 0)
+
+
+def _native_t(a, b, config: CFPUConfig) -> MatmulResult:
+    return _native(a, b, config, transposed=True)
 
 
 def _fast(a, b, config: CFPUConfig) -> MatmulResult:
@@ -106,8 +124,14 @@ def _fast(a, b, config: CFPUConfig) -> MatmulResult:
     return matmul_fast(a, b, config)
 
 
-register_backend(Backend("native", _native, "NumPy/BLAS float32, exact only", supports_approx=False))
-register_backend(Backend("golden-fast", _fast, "golden CFPU products, BLAS summation", prepare=prepare))
+def _fast_t(a, b, config: CFPUConfig) -> MatmulResult:
+    return matmul_fast(a, b, config, transposed=True)
+
+
+register_backend(Backend("native", _native, "NumPy/BLAS float32, exact only", supports_approx=False,
+                         strided=True, matmul_t=_native_t))
+register_backend(Backend("golden-fast", _fast, "golden CFPU products, BLAS summation", prepare=prepare,
+                         strided=True, matmul_t=_fast_t, update_prepare=sgd_update_prepare))
 register_backend(Backend("golden-exact", matmul_reference,
                          "golden CFPU products, sequential binary32 sum (bit-exact, slow)"))
 
@@ -164,23 +188,26 @@ def nonzero_products(left: np.ndarray, right) -> int:
     """How many of the products of ``left @ right`` have two nonzero finite operands, i.e. are
     not bypassed (a zero, infinite or NaN operand): the products the hit rule can take at all.
     Equal to ``products - bypassed`` of the lane array's accounting."""
-    if not isinstance(right, np.ndarray):
-        right = right.original
-
-    def nonzero_finite(x, axis):
-        return np.count_nonzero((x != 0) & np.isfinite(x), axis=axis).astype(np.int64)
-
-    return int(nonzero_finite(left, 0) @ nonzero_finite(right, 1))
+    if isinstance(right, np.ndarray):
+        per_row = count_nonzero_finite(right, 1)
+    else:   # prepared: counted by the transform where asked for
+        per_row = right.nonzero_rows if right.nonzero_rows is not None else count_nonzero_finite(right.original, 1)
+    return int(count_nonzero_finite(left, 0) @ per_row)
 
 
-def oriented(left: np.ndarray, right, checked_right: bool = True) -> tuple:
+def oriented(left: np.ndarray, right, checked_right: bool = True, strided: bool = False) -> tuple:
     """The operands ``(a, b)`` the CFPU multiplies for ``left @ right``: ``(left, right)`` when
     ``right`` is the checked operand, else ``(right.T, left.T)`` (so that ``left`` is the ``b``
     operand; the products are the same pairs, the operands swap roles). C-contiguous float32;
-    a prepared ``right`` (not an ndarray) passes through."""
+    a prepared ``right`` (not an ndarray) passes through, and so does a float32 transposed
+    view as ``b`` when ``strided`` (:attr:`Backend.strided`)."""
     if checked_right:
-        return (np.ascontiguousarray(left, dtype=np.float32),
-                right if not isinstance(right, np.ndarray) else np.ascontiguousarray(right, dtype=np.float32))
+        if not isinstance(right, np.ndarray) or (strided and right.dtype == np.float32
+                                                 and right.flags.f_contiguous):
+            b = right
+        else:
+            b = np.ascontiguousarray(right, dtype=np.float32)
+        return np.ascontiguousarray(left, dtype=np.float32), b
     return (np.ascontiguousarray(right.T, dtype=np.float32),
             np.ascontiguousarray(left.T, dtype=np.float32))
 
@@ -189,8 +216,13 @@ def checked_matmul(backend: Backend, left: np.ndarray, right: np.ndarray, config
                    checked_right: bool = True, count: Callable | None = None) -> MatmulResult:
     """``left @ right`` with ``right`` (default) or ``left`` as the CFPU's checked operand
     (:func:`oriented`); ``count(a, b, config, result)`` sees the operands the backend got."""
-    a, b = oriented(left, right, checked_right)
-    r = backend.matmul(a, b, config)
+    a, b = oriented(left, right, checked_right, backend.strided)
+    if not checked_right and backend.matmul_t is not None:
+        r = backend.matmul_t(a, b, config)       # value: left @ right, no transposing copy
+    else:
+        r = backend.matmul(a, b, config)
     if count is not None:
         count(a, b, config, r)
-    return r if checked_right else r._replace(value=np.ascontiguousarray(r.value.T))
+    if checked_right or backend.matmul_t is not None:
+        return r
+    return r._replace(value=np.ascontiguousarray(r.value.T))

@@ -111,9 +111,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("hardware accounting (every matmul, on the lane array)")
     h.add_argument("--lanes", type=positive_int_arg, default=DEFAULT_LANES,
                    help=f"lanes of the array (default {DEFAULT_LANES})")
-    h.add_argument("--exact-cycles", type=positive_int_arg, default=DEFAULT_EXACT_CYCLES,
-                   help=f"cycles of an exact multiply (default {DEFAULT_EXACT_CYCLES}; hits and "
-                        "zero/inf/NaN operands take 1)")
+    from canna.sim.fpga_timing import exact_cycles_arg
+    h.add_argument("--exact-cycles", type=exact_cycles_arg, default=str(DEFAULT_EXACT_CYCLES),
+                   help=f"cycles of an exact multiply: an integer (default {DEFAULT_EXACT_CYCLES}, "
+                        "assumed) or 'measured' (by make fpga, build/fpga/fpga.json); hits and "
+                        "zero/inf/NaN operands take 1")
     h.add_argument("--no-accounting", dest="accounting", action="store_false",
                    help="no lane-array accounting (no fast rate, no hardware block)")
     h.add_argument("--hit-accounting", default="approx", choices=HIT_ACCOUNTINGS,
@@ -157,6 +159,11 @@ def register(sub) -> None:
     m.add_argument("--gta-patience", type=int, default=3,
                    help="GTA converged windows at apx-min before stopping (default 3)")
     m.add_argument("--gta-no-stop", action="store_true", help="GTA: train all epochs even when converged")
+    tr.add_argument("--framework", default="numpy", choices=["numpy", "torch"],
+                    help="numpy (default: this driver) or torch "
+                         "(PyTorch models with CFPU layers, canna.torch; docs/torch.md)")
+    tr.add_argument("--model", default="mlp", choices=["mlp", "lenet"],
+                    help="the paper's MLP (default) or, with --framework torch, a LeNet-5-style CNN")
     tr.add_argument("--baseline", action="store_true",
                     help="also train the exact network (same seed) and report the quality loss")
     tr.add_argument("--resume", action="store_true",
@@ -198,7 +205,8 @@ def _train_config(args, **over):
               checked={**args.checked}, epochs=args.epochs, seed=args.seed, lr=args.lr,
               momentum=args.momentum, batch_size=args.batch_size, dropout=args.dropout,
               train_limit=args.train_limit, phases=phases, lanes=args.lanes,
-              exact_cycles=args.exact_cycles, input_scale=args.input_scale,
+              exact_cycles=args.exact_cycles.value, exact_cycles_source=args.exact_cycles.source,
+              input_scale=args.input_scale,
               hit_accounting=args.hit_accounting, accounting=args.accounting)
     for name in ("mode", "tuning_bits", "apx_min", "gta_window", "gta_thr", "gta_reserve", "gta_patience"):
         if hasattr(args, name):
@@ -263,7 +271,7 @@ def print_train_summary(res: dict, file=None) -> None:
         stop = " (stopped: converged at apx-min)" if res["gta"]["stopped_early"] else ""
         print(f"  GTA trajectory (level@iteration): {traj}{stop}", file=file)
     if "hardware" in res:
-        for line in format_hardware_block(res["hardware"]):
+        for line in format_hardware_block(res["hardware"], cfg.get("exact_cycles_source")):
             print(line, file=file)
 
 
@@ -290,7 +298,7 @@ def print_infer_summary(res: dict, file=None) -> None:
               f"quality loss {100 * r['quality_loss']:+.2f} pp  {_rates(r, accounting)}  per layer "
               + " ".join(_pct(h) for h in per_layer), file=file)
         if "hardware" in r:
-            for line in format_hardware_block(r["hardware"]):
+            for line in format_hardware_block(r["hardware"], res.get("exact_cycles_source")):
                 print("  " + line, file=file)
 
 
@@ -321,14 +329,33 @@ def _resume_plan(args, with_baseline: bool) -> tuple[bool, bool]:
 
 
 def run_train(args) -> int:
-    from .checkpoint import check_output_dir, write_json
+    if args.framework == "torch":
+        from canna.torch.train import run_train_cli
+        return run_train_cli(args)
+    if args.model != "mlp":
+        raise CliError(f"--model {args.model}: the NumPy driver trains MLPs only; add --framework torch")
     from .train import OUTPUT_FILES, train
+    return run_training(args, train, OUTPUT_FILES, "model.npz")
+
+
+#: What the results keep of the exact baseline's (those it has: no accounting, no fast rate or hardware).
+BASELINE_KEYS = ("test_accuracy", "val_accuracy", "products", "seconds", "hit_rate", "fast_rate", "hardware")
+
+
+def run_training(args, train, output_files, model_file: str) -> int:
+    """``canna train`` on a driver: ``train(data, cfg, *, out_dir, resume, progress, quiet)``
+    (:func:`canna.nn.train.train`, or canna.torch's) writes ``output_files`` in its ``out_dir``,
+    the trained model as ``model_file``. Options and output locations are checked before any
+    loading; with ``--baseline`` the exact baseline trains first in ``--out/baseline``
+    (``--resume``: :func:`_resume_plan`) and the results get its accuracy, the quality loss and
+    its :data:`BASELINE_KEYS`."""
+    from .checkpoint import check_output_dir, write_json
     try:
         # Checked before any loading or training, so that a typo costs nothing.
         cfg = _train_config(args)
         with_baseline = args.baseline and cfg.mode != "exact"
         if args.out is not None:
-            check_output_dir(args.out, [*OUTPUT_FILES, *(f"baseline/{f}" for f in OUTPUT_FILES if with_baseline)])
+            check_output_dir(args.out, [*output_files, *(f"baseline/{f}" for f in output_files if with_baseline)])
         resume_base, resume_main = _resume_plan(args, with_baseline)
         data = _load(args)
         base = None
@@ -344,13 +371,12 @@ def run_train(args) -> int:
     if base is not None:
         res["exact_test_accuracy"] = base["test_accuracy"]
         res["quality_loss"] = base["test_accuracy"] - res["test_accuracy"]
-        res["baseline"] = {k: base[k] for k in ("test_accuracy", "val_accuracy", "products", "seconds",
-                                                "hit_rate", "fast_rate", "hardware")}
+        res["baseline"] = {k: base[k] for k in BASELINE_KEYS if k in base}
     if args.out:
         write_json(Path(args.out) / "results.json", res)
     print_train_summary(res)
     if args.out:
-        print(f"  results: {Path(args.out) / 'results.json'}   model: {Path(args.out) / 'model.npz'}")
+        print(f"  results: {Path(args.out) / 'results.json'}   model: {Path(args.out) / model_file}")
     return 0
 
 
@@ -388,8 +414,9 @@ def run_infer(args) -> int:
         res = run_inference(model, data, args.qos / 100.0, args.backend, policy=args.policy,
                             checked={**DEFAULT_CHECKED, **args.checked}, metric=args.metric,
                             spread=args.spread, modes=modes,
-                            geometry=ArrayGeometry(args.lanes, args.exact_cycles) if args.accounting else None)
+                            geometry=ArrayGeometry(args.lanes, args.exact_cycles.value) if args.accounting else None)
         res["hit_accounting"] = args.hit_accounting
+        res["exact_cycles_source"] = args.exact_cycles.source
     except _errors() as e:
         raise CliError(str(e)) from None
     res["model"] = source

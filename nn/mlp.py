@@ -181,7 +181,7 @@ class Counters:
         self.hits = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
         self.nonzero = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
         self.lane = np.zeros((n_layers, len(PHASES), len(LANE_FIELDS)), dtype=np.int64)
-        self._prepared = {}    # id(prepared weights) -> (them, their accounting operand)
+        self._prepared = {}    # id(prepared weights) -> (them, their accounting operand or None)
         #: A list to append ``(layer, phase, a, b, config)`` of every matmul to (copies), or None.
         self.recorder: list | None = None
 
@@ -201,7 +201,8 @@ class Counters:
             self.recorder.append((layer, phase, a.copy(),
                                   (b if isinstance(b, np.ndarray) else b.original).copy(), config))
         if self.geometry is None:
-            self.add(layer, phase, r.products, r.hits, nonzero_products(a, b))
+            self.add(layer, phase, r.products, r.hits,
+                     nonzero_products(a, b) if r.nonzero is None else r.nonzero)
             return
         operand = self._accounting_operand(b, config)
         t = account_matmul(a, operand, None if isinstance(operand, AccountingOperand) else config,
@@ -220,13 +221,20 @@ class Counters:
         self.lane[layer, PHASES.index(phase)] += row
 
     def _accounting_operand(self, b, config: CFPUConfig):
-        """``b`` packed for the accounting engine (or ``b`` itself, unpacked, without it)."""
-        if not accounting_available():
-            return b if isinstance(b, np.ndarray) else b.original
+        """``b`` packed for the accounting engine when these prepared weights come again (an
+        evaluation's: packed once for all its batches), else ``b``'s array, which
+        :func:`~canna.sim.accounting.account_matmul` packs in the call that accounts it (a
+        training step sees each operand once: the weights change after it; a transposed view,
+        the backward phase's ``W.T``, is packed from ``W``'s rows)."""
         if isinstance(b, np.ndarray):
-            return prepare_accounting(b, config)
-        entry = self._prepared.get(id(b))          # prepared weights: packed once per evaluation
-        if entry is None or entry[0] is not b:
+            return b
+        entry = self._prepared.get(id(b))
+        if entry is None or entry[0] is not b:      # first sight: not packed for keeps
+            self._prepared[id(b)] = (b, None)
+            return b.original
+        if entry[1] is None:
+            if not accounting_available():
+                return b.original
             entry = self._prepared[id(b)] = (b, prepare_accounting(b.original, config))
         return entry[1]
 
@@ -336,6 +344,7 @@ class _Cache:
     inputs: list      # input of each layer (after dropout)
     pre: list         # pre-activations z of each layer
     masks: list       # dropout masks (scaled) of hidden layers, or None
+    prepared: list    # per layer: the forward phase's prepared weights the backward reuses, or None
 
 
 class MLP:
@@ -362,19 +371,34 @@ class MLP:
         return x.astype(np.float32, copy=False)
 
     def forward(self, x, plan: ArithPlan, backend: Backend, counters: Counters | None = None, *,
-                dropout: float = 0.0, rng: np.random.Generator | None = None, prepared=None):
+                dropout: float = 0.0, rng: np.random.Generator | None = None, prepared=None,
+                carried: dict | None = None):
         """Logits for the batch ``x``; returns ``(logits, cache)``.
 
         ``dropout`` > 0 (training) drops hidden activations with inverted scaling, drawn from
         ``rng``. ``prepared`` (inference) is a list of per-layer prepared weights or None.
+        ``carried`` (training): layer -> ``(prepared, columns, nonzero)`` that the previous
+        step's update left (:func:`canna.nn.train.sgd_step`), used where it was made from these
+        very weights for this configuration with what this step needs.
         """
         backend = get_backend(backend)
         h = self._check_input(x)
-        cache = _Cache([], [], [])
+        cache = _Cache([], [], [], [None] * self.n_layers)
         right = plan.checked_right("forward")
         for i in range(self.n_layers):
             cfg = plan.config(i, "forward")
             w = prepared[i] if (prepared is not None and prepared[i] is not None and right) else self.weights[i]
+            if prepared is None and backend.strided and backend.prepare is not None and right:
+                # training: prepared here, so the backward may reuse it and the transform counts
+                # the nonzero weights on the way
+                share, counted = self._shares_transform(plan, i), counters is not None
+                c = (carried or {}).get(i)
+                if (c is not None and c[0].original is w and c[0].config == cfg and c[1] >= share
+                        and c[2] >= counted):
+                    w = c[0]
+                else:
+                    w = backend.prepare(w, cfg, columns=share, nonzero=counted)
+                cache.prepared[i] = w if share else None
             r = checked_matmul(backend, h, w, cfg, right, _counter(counters, i, "forward"))
             cache.inputs.append(h)
             z = r.value + self.biases[i]
@@ -389,6 +413,14 @@ class MLP:
                 h = h * mask
             cache.masks.append(mask)
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _shares_transform(plan: ArithPlan, i: int) -> bool:
+        """Whether layer ``i``'s forward and backward phases use one transform of ``W`` (the
+        backward multiplies by ``W.T``): both check the weight under the same configuration
+        (on a backend that takes transposed views, :attr:`Backend.strided`, with a ``prepare``)."""
+        return (i > 0 and plan.checked_right("forward") and plan.checked_right("backward")
+                and plan.config(i, "forward") == plan.config(i, "backward"))
 
     def backward(self, logits, cache: _Cache, y, plan: ArithPlan, backend: Backend,
                  counters: Counters | None = None):
@@ -411,8 +443,10 @@ class MLP:
             if i == 0:
                 break
             cfg = plan.config(i, "backward")
-            r = checked_matmul(backend, delta, self.weights[i].T, cfg, plan.checked_right("backward"),
-                               _counter(counters, i, "backward"))
+            shared = cache.prepared[i]
+            w_t = shared.T if shared is not None and shared.config == cfg else None
+            r = checked_matmul(backend, delta, self.weights[i].T if w_t is None else w_t, cfg,
+                               plan.checked_right("backward"), _counter(counters, i, "backward"))
             z = cache.pre[i - 1]
             d = r.value * ((z > 0.0) & (z < 6.0))
             if cache.masks[i - 1] is not None:

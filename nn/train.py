@@ -16,6 +16,7 @@ iteration), ``model.npz`` (the trained network, for ``canna infer``), ``iteratio
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -38,8 +39,8 @@ from .gta import GTAConfig, GTAController
 from .mlp import (EVAL_BATCH, LANE_FIELDS, MLP, PHASES, ArithPlan, Counters, DEFAULT_CHECKED, check_memory,
                   memory_estimate)
 
-__all__ = ["TrainConfig", "TrainState", "PRESETS", "train", "load_model", "MODES", "OUTPUT_FILES",
-           "HIT_ACCOUNTINGS", "reported_hit_rate"]
+__all__ = ["TrainConfig", "TrainState", "PRESETS", "train", "sgd_step", "blas_threads", "load_model", "MODES",
+           "OUTPUT_FILES", "HIT_ACCOUNTINGS", "reported_hit_rate"]
 
 MODES = ("exact", "uniform", "gta")
 #: What a report calls "the hit rate": ``approx`` hits / products (ours, the default), ``fast``
@@ -97,6 +98,8 @@ class TrainConfig:
     exact_cycles: int = DEFAULT_EXACT_CYCLES
     input_scale: str = "standard"
     hit_accounting: str = "approx"
+    # where exact_cycles came from ("assumed", or make fpga's measurement): reports only
+    exact_cycles_source: str = "assumed"
 
     @classmethod
     def from_preset(cls, preset: str = "default", **overrides) -> "TrainConfig":
@@ -183,6 +186,55 @@ def _new_epoch_stats() -> dict:
     return {"loss": 0.0, "wrong": 0, "seen": 0}
 
 
+def _iteration_shapes(iter_max: int, n_layers: int) -> dict:
+    """name -> shape of the per-iteration arrays of a run's state (see :class:`TrainState`)."""
+    counted = (iter_max, n_layers, len(PHASES))
+    return {"it_products": counted, "it_hits": counted, "it_fast": counted,
+            "it_level": (iter_max,), "it_error": (iter_max,), "it_loss": (iter_max,)}
+
+
+def _fresh_iterations(iter_max: int, n_layers: int) -> dict:
+    """The per-iteration arrays before the first iteration: nothing counted, level -1, NaN error and loss."""
+    shapes = _iteration_shapes(iter_max, n_layers)
+    return {**{n: np.zeros(shapes[n], np.int64) for n in ("it_products", "it_hits", "it_fast")},
+            "it_level": np.full(iter_max, -1, np.int64),
+            "it_error": np.full(iter_max, np.nan, np.float32),
+            "it_loss": np.full(iter_max, np.nan, np.float32)}
+
+
+class _IterationLog:
+    """The bookkeeping of one iteration, shared by :class:`TrainState` and canna.torch's state:
+    both have ``counters``, ``controller``, the per-iteration arrays, ``iteration``,
+    ``finished`` and ``epoch_stats``."""
+
+    def record(self, step: Counters, level: int | None, batch_error: float, loss: float,
+               batch_size: int) -> None:
+        """Book one finished iteration (its counters, level, error and loss) and advance."""
+        i = self.iteration
+        self.counters.merge(step)
+        self.it_products[i] = step.products
+        self.it_hits[i] = step.hits
+        self.it_fast[i] = step.lane[..., _HITS] + step.lane[..., _BYPASSED]
+        self.it_level[i] = -1 if level is None else level
+        self.it_error[i] = batch_error
+        self.it_loss[i] = loss
+        self.epoch_stats["loss"] += loss * batch_size
+        self.epoch_stats["wrong"] += int(round(batch_error * batch_size))
+        self.epoch_stats["seen"] += batch_size
+        if self.controller is not None:
+            self.controller.observe(i, batch_error)
+            self.finished = self.finished or self.controller.stopped
+        self.iteration = i + 1
+
+
+def _config_differences(stored, mine: dict) -> list:
+    """``"field: stored vs mine"`` for every configuration field in which a checkpoint's
+    ``stored`` configuration (not a dict: none) differs from ``mine``, :data:`_REPORTING_ONLY` aside."""
+    stored = stored if isinstance(stored, dict) else {}
+    return [f"{k}: {stored.get(k)!r} vs {mine.get(k)!r}" for k in sorted(set(stored) | set(mine))
+            if k not in _REPORTING_ONLY and stored.get(k) != mine.get(k)]
+
+
 # How a TrainState field is stored in the checkpoint under its own name; fields without a
 # mark (model, velocity, counters, controller) are converted explicitly in to_arrays/from_arrays.
 _ARRAY = {"checkpoint": "array"}
@@ -190,7 +242,7 @@ _META = {"checkpoint": "meta"}
 
 
 @dataclass
-class TrainState:
+class TrainState(_IterationLog):
     """Everything a training run changes: saved whole in a checkpoint, restored whole on resume.
 
     Parameters
@@ -243,17 +295,11 @@ class TrainState:
         """The state before the first iteration: weights from ``cfg.seed``, nothing counted."""
         model = MLP(sizes, cfg.seed)
         L = model.n_layers
-        per_iteration = (iter_max, L, len(PHASES))
         return cls(model=model,
                    velocity=[np.zeros_like(p) for p in model.weights + model.biases],
                    counters=Counters(L, cfg.geometry()),
                    controller=GTAController(cfg.gta_config(), iter_max) if cfg.mode == "gta" else None,
-                   it_products=np.zeros(per_iteration, np.int64),
-                   it_hits=np.zeros(per_iteration, np.int64),
-                   it_fast=np.zeros(per_iteration, np.int64),
-                   it_level=np.full(iter_max, -1, np.int64),
-                   it_error=np.full(iter_max, np.nan, np.float32),
-                   it_loss=np.full(iter_max, np.nan, np.float32),
+                   **_fresh_iterations(iter_max, L),
                    iteration=0, finished=False, history=[], elapsed=0.0,
                    epoch_stats=_new_epoch_stats())
 
@@ -294,14 +340,9 @@ class TrainState:
         another configuration or topology (or for ``iter_max`` other iterations), or when an
         array or meta entry is missing, misshapen or (weights, biases, velocities) not finite."""
         arrays, meta = load_npz(path)
-        stored = meta.get("config")
-        stored = stored if isinstance(stored, dict) else {}
-        mine = cfg.as_dict()
-        diff = sorted(k for k in set(stored) | set(mine)
-                      if k not in _REPORTING_ONLY and stored.get(k) != mine.get(k))
+        diff = _config_differences(meta.get("config"), cfg.as_dict())
         if diff:
-            raise CheckpointError(f"{path}: checkpoint was made with a different configuration "
-                                  f"({', '.join(f'{k}: {stored.get(k)!r} vs {mine.get(k)!r}' for k in diff)})")
+            raise CheckpointError(f"{path}: checkpoint was made with a different configuration ({', '.join(diff)})")
         if meta.get("sizes") != sizes:
             raise CheckpointError(f"{path}: topology {meta.get('sizes')} does not match {sizes}")
         L = len(sizes) - 1
@@ -320,39 +361,17 @@ class TrainState:
             if v.shape != p.shape:
                 raise CheckpointError(f"{path}: array 'V{i}' has shape {v.shape}, its parameter {p.shape}")
         if iter_max is not None:
-            want = {"it_products": (iter_max, L, len(PHASES)), "it_hits": (iter_max, L, len(PHASES)),
-                    "it_fast": (iter_max, L, len(PHASES)),
-                    "it_level": (iter_max,), "it_error": (iter_max,), "it_loss": (iter_max,)}
-            for name, shape in want.items():
+            for name, shape in _iteration_shapes(iter_max, L).items():
                 if getattr(state, name).shape != shape:
                     raise CheckpointError(f"{path}: array {name!r} has shape {getattr(state, name).shape}, "
                                           f"this run needs {shape} ({iter_max} iterations)")
         return state
 
-    def record(self, step: Counters, level: int | None, batch_error: float, loss: float,
-               batch_size: int) -> None:
-        """Book one finished iteration (its counters, level, error and loss) and advance."""
-        i = self.iteration
-        self.counters.merge(step)
-        self.it_products[i] = step.products
-        self.it_hits[i] = step.hits
-        self.it_fast[i] = step.lane[..., _HITS] + step.lane[..., _BYPASSED]
-        self.it_level[i] = -1 if level is None else level
-        self.it_error[i] = batch_error
-        self.it_loss[i] = loss
-        self.epoch_stats["loss"] += loss * batch_size
-        self.epoch_stats["wrong"] += int(round(batch_error * batch_size))
-        self.epoch_stats["seen"] += batch_size
-        if self.controller is not None:
-            self.controller.observe(i, batch_error)
-            self.finished = self.finished or self.controller.stopped
-        self.iteration = i + 1
-
 
 _HITS, _BYPASSED = LANE_FIELDS.index("hits"), LANE_FIELDS.index("bypassed")
 #: Configuration fields that change what a run reports, not what it computes: a checkpoint made
 #: with another value resumes all the same.
-_REPORTING_ONLY = ("hit_accounting",)
+_REPORTING_ONLY = ("hit_accounting", "exact_cycles_source")
 
 
 def reported_hit_rate(res: dict, hit_accounting: str = "approx") -> float | None:
@@ -412,47 +431,49 @@ def _log(quiet: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-class _TrainingRun:
-    """One call of :func:`train`: the run's fixed setup, its :class:`TrainState`, and the step,
-    end-of-epoch and output code that advance and report it."""
+class _Run:
+    """What one training call of either driver (:class:`_TrainingRun`, canna.torch's) shares:
+    the setup checks, iteration counts, the Ctrl-C loop with its checkpoint points, the
+    per-epoch row, the results dict and the output files. A driver adds its state
+    (``fresh_state``, ``load_state``, ``write_checkpoint``), ``step``, ``evaluate`` and
+    ``write_model``."""
 
-    def __init__(self, data: Dataset, cfg: TrainConfig, out_dir, resume: bool, quiet: bool,
-                 progress: bool, record_iterations=()):
+    #: The files the run writes in its ``out_dir``.
+    output_files = OUTPUT_FILES
+    #: NumPy floating-point error handling during the loop.
+    errstate: dict = {}
+
+    def _start(self, data: Dataset, cfg: TrainConfig, out_dir, resume: bool, quiet: bool,
+               progress: bool) -> None:
+        """The driver-independent setup, checked before the driver builds anything."""
         self.t_start = time.monotonic()
-        self.record_iterations = set(record_iterations)
-        self.recorded: list = []     # (iteration, layer, phase, a, b, config) of those iterations
         self.cfg, self.quiet, self.progress = cfg, quiet, progress
         self.geometry = cfg.geometry()
-        self.backend = get_backend(cfg.backend, self.geometry)
         scale = data.notes.get("input_scale", "standard")
         if scale != cfg.input_scale:
             raise ValueError(f"--input-scale {cfg.input_scale}: the dataset was loaded with input scale {scale}")
         self.data = data.limited(cfg.train_limit, cfg.seed)
-        self.sizes = [self.data.n_features, *cfg.hidden, self.data.n_classes]
         self.n_train = len(self.data.y_train)
         self.ipe = math.ceil(self.n_train / cfg.batch_size)
         self.iter_max = cfg.epochs * self.ipe
         self.out = Path(out_dir) if out_dir is not None else None
         self.ckpt = self.out / "checkpoint.npz" if self.out is not None else None
-        self.plans: dict = {}   # level -> ArithPlan, built once per level
         if self.out is not None:
-            check_output_dir(self.out, OUTPUT_FILES)
+            check_output_dir(self.out, self.output_files)
         if resume and (self.ckpt is None or not self.ckpt.is_file()):
             raise CheckpointError(f"--resume: no checkpoint "
                                   f"{'(no --out given)' if self.ckpt is None else self.ckpt} to resume from")
-        check_training_memory(cfg, self.sizes, self.data)
-        if self.out is not None:     # what a killed run's atomic writes left
-            remove_stale_temporaries(self.out, OUTPUT_FILES)
-        if resume:
-            self.state = TrainState.load(self.ckpt, cfg, self.sizes, self.iter_max)
-            _log(quiet, f"resuming {self.ckpt} at iteration {self.state.iteration}/{self.iter_max}")
-        else:
-            self.state = TrainState.fresh(cfg, self.sizes, self.iter_max)
-        self.elapsed_before = self.state.elapsed
 
-    @property
-    def n_layers(self) -> int:
-        return self.state.model.n_layers
+    def _open(self, resume: bool) -> None:
+        """The state: the checkpoint's (``resume``) or a fresh one."""
+        if self.out is not None:     # what a killed run's atomic writes left
+            remove_stale_temporaries(self.out, self.output_files)
+        if resume:
+            self.state = self.load_state()
+            _log(self.quiet, f"resuming {self.ckpt} at iteration {self.state.iteration}/{self.iter_max}")
+        else:
+            self.state = self.fresh_state()
+        self.elapsed_before = self.state.elapsed
 
     @property
     def done(self) -> bool:
@@ -474,42 +495,52 @@ class _TrainingRun:
             return self.cfg.tuning_bits
         return self.state.controller.level
 
-    def step(self) -> tuple[int | None, float]:
-        """One mini-batch SGD step with momentum, booked in the state; returns ``(level, loss)``."""
-        cfg, s, L = self.cfg, self.state, self.n_layers
-        epoch, b = divmod(s.iteration, self.ipe)
-        perm = np.random.default_rng([cfg.seed, 1, epoch]).permutation(self.n_train)
-        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        level = self.level()
-        if level not in self.plans:
-            self.plans[level] = _plan(cfg, L, level)
-        plan = self.plans[level]
-        step = Counters(L, self.geometry)
-        if s.iteration in self.record_iterations:
-            step.recorder = []
-        rng = np.random.default_rng([cfg.seed, 2, s.iteration])
-        x, y = self.data.x_train[idx], self.data.y_train[idx]
-        logits, cache = s.model.forward(x, plan, self.backend, step, dropout=cfg.dropout, rng=rng)
-        batch_error = float(np.count_nonzero(logits.argmax(axis=1) != y)) / len(y)
-        gw, gb, loss = s.model.backward(logits, cache, y, plan, self.backend, step)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"training diverged at iteration {s.iteration} (loss {loss}); "
-                                     f"lower the learning rate")
-        for i, g in enumerate(gw + gb):
-            s.velocity[i] *= cfg.momentum
-            s.velocity[i] -= cfg.lr * g
-        for i in range(L):
-            s.model.weights[i] += s.velocity[i]
-            s.model.biases[i] += s.velocity[L + i]
-        if step.recorder is not None:
-            self.recorded += [(s.iteration, *call) for call in step.recorder]
-        s.record(step, level, batch_error, loss, len(y))
-        return level, loss
+    def drive(self, desc: str, interrupt_after: int | None) -> dict:
+        """Train to the end and return the results dict (files written to ``out``; the trained
+        model in ``results["_model"]``). On Ctrl-C (or after ``interrupt_after`` iterations of
+        this call) the current iteration finishes, a checkpoint is written and KeyboardInterrupt
+        propagates."""
+        bar = _progress(self.iter_max, self.state.iteration, self.progress, desc)
+        calls = 0
+        saved_at_boundary = False
+        try:
+            with _SigintGuard() as guard, np.errstate(**self.errstate):
+                while not self.done:
+                    level, loss = self.step()
+                    calls += 1
+                    bar.update(1)
+                    if self.progress:
+                        bar.set_postfix(loss=f"{loss:.3f}", level="exact" if level is None else level,
+                                        refresh=False)
+                    if self.at_epoch_end:
+                        self.end_epoch(level)
+                    if guard.requested or (interrupt_after is not None and calls >= interrupt_after):
+                        self.save_checkpoint()         # at an iteration boundary: a consistent state
+                        saved_at_boundary = True
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            bar.close()
+            where = f"iteration {self.state.iteration}/{self.iter_max}"
+            if saved_at_boundary:
+                _log(False, f"interrupted at {where}; "
+                     + (f"resume with --resume (checkpoint {self.ckpt})" if self.ckpt else "no checkpoint (no --out)"))
+            else:
+                # A second Ctrl-C lands anywhere, possibly between a weight update and its
+                # bookkeeping: saving now could make --resume repeat or skip part of a step.
+                _log(False, f"interrupted twice at {where}; no checkpoint "
+                     "written, the last one (end of an epoch or a first Ctrl-C) remains")
+            raise
+        bar.close()
+        results = self.results()
+        if self.out is not None:
+            self.write_files(results)
+        results["_model"] = self.state.model
+        return results
 
     def end_epoch(self, level: int | None) -> None:
         """Validate, append the epoch's history row, start a new epoch and save a checkpoint."""
         s, ipe, it = self.state, self.ipe, self.state.iteration
-        val = s.model.evaluate(self.data.x_val, self.data.y_val, ArithPlan.exact(self.n_layers), "native")
+        val = self.evaluate(self.data.x_val, self.data.y_val)
         epoch = slice(it - (it - 1) % ipe - 1, it)
         ep_p, ep_h, ep_f = (int(x[epoch].sum()) for x in (s.it_products, s.it_hits, s.it_fast))
         stats = s.epoch_stats
@@ -517,7 +548,7 @@ class _TrainingRun:
             "epoch": (it - 1) // ipe + 1, "iteration": it,
             "train_loss": stats["loss"] / max(stats["seen"], 1),
             "train_error": stats["wrong"] / max(stats["seen"], 1),
-            "val_error": val["error"], "level": None if level is None else level,
+            "val_error": val["error"], "level": level,
             "products": ep_p, "hits": ep_h, "hit_rate": ep_h / ep_p if ep_p else 0.0,
             "fast_rate": ep_f / ep_p if ep_p else 0.0})
         s.epoch_stats = _new_epoch_stats()
@@ -533,20 +564,28 @@ class _TrainingRun:
         if self.ckpt is None:
             return
         self.state.elapsed = self.seconds()
-        self.state.save(self.ckpt, self.cfg, self.sizes)
+        self.write_checkpoint(self.ckpt)
+
+    def head(self) -> dict:
+        """The first entries of the results dict."""
+        return {"command": "train"}
+
+    def config_dict(self) -> dict:
+        """The configuration as the results report it."""
+        return self.cfg.as_dict()
 
     def results(self) -> dict:
         """The results dict of the run (test and validation accuracy by exact inference)."""
-        data, cfg, s, L = self.data, self.cfg, self.state, self.n_layers
-        model, controller = s.model, s.controller
+        data, cfg, s = self.data, self.cfg, self.state
+        controller = s.controller
         seconds = self.seconds()   # the training, not the evaluations below
-        test = model.evaluate(data.x_test, data.y_test, ArithPlan.exact(L), "native")
-        val = model.evaluate(data.x_val, data.y_val, ArithPlan.exact(L), "native")
+        test = self.evaluate(data.x_test, data.y_test)
+        val = self.evaluate(data.x_val, data.y_val)
         res = {
-            "command": "train",
-            "config": cfg.as_dict(),
+            **self.head(),
+            "config": self.config_dict(),
             "dataset": data.summary(),
-            "topology": self.sizes,
+            "topology": self.topology,
             "iterations_run": s.iteration,
             "iter_max": self.iter_max,
             "iterations_per_epoch": self.ipe,
@@ -563,8 +602,7 @@ class _TrainingRun:
             res["hardware"] = hardware_block(s.counters.totals(), self.geometry, *default_energy_model())
         final_level = cfg.tuning_bits if cfg.mode == "uniform" else (controller.level if controller else None)
         if final_level is not None:
-            fwd = ArithPlan.uniform(L, final_level, cfg.policy, ("forward",), cfg.checked)
-            res["test_accuracy_final_level"] = model.evaluate(data.x_test, data.y_test, fwd, cfg.backend)["accuracy"]
+            res["test_accuracy_final_level"] = self.evaluate(data.x_test, data.y_test, final_level)["accuracy"]
             res["final_level"] = final_level
         if controller is not None:
             res["gta"] = {"trajectory": controller.trajectory, "final_level": controller.level,
@@ -573,11 +611,10 @@ class _TrainingRun:
         return res
 
     def write_files(self, results: dict) -> None:
-        """The final checkpoint, ``model.npz``, ``iterations.npz`` and ``results.json``."""
+        """The final checkpoint, the model, ``iterations.npz`` and ``results.json``, each atomically."""
         s, n, out = self.state, self.state.iteration, self.out
         self.save_checkpoint()
-        save_npz(out / "model.npz", s.model.arrays(),
-                 {"sizes": self.sizes, "config": self.cfg.as_dict(), "dataset": self.data.summary()})
+        self.write_model()
         save_npz(out / "iterations.npz",
                  {"products": s.it_products[:n], "hits": s.it_hits[:n], "fast": s.it_fast[:n],
                   "level": s.it_level[:n],
@@ -585,6 +622,151 @@ class _TrainingRun:
                  {"axes": ["iteration", "layer", "phase"], "phases": list(PHASES),
                   "level_exact": -1})
         write_json(out / "results.json", results)
+
+
+class _TrainingRun(_Run):
+    """One call of :func:`train`: the run's fixed setup, its :class:`TrainState`, and the step
+    that advances it."""
+
+    # A diverging run overflows before its loss turns NaN: step() reports that as one
+    # error (FloatingPointError), so NumPy's overflow warnings would only add stderr lines.
+    errstate = {"over": "ignore", "invalid": "ignore"}
+
+    def __init__(self, data: Dataset, cfg: TrainConfig, out_dir, resume: bool, quiet: bool,
+                 progress: bool, record_iterations=()):
+        self.backend = get_backend(cfg.backend, cfg.geometry())
+        self._start(data, cfg, out_dir, resume, quiet, progress)
+        self.record_iterations = set(record_iterations)
+        self.recorded: list = []     # (iteration, layer, phase, a, b, config) of those iterations
+        self.sizes = self.topology = [self.data.n_features, *cfg.hidden, self.data.n_classes]
+        self.plans: dict = {}   # level -> ArithPlan, built once per level
+        self.carry: dict = {}   # what one step's update prepared for the next (sgd_step)
+        check_training_memory(cfg, self.sizes, self.data)
+        self._open(resume)
+
+    def fresh_state(self) -> TrainState:
+        return TrainState.fresh(self.cfg, self.sizes, self.iter_max)
+
+    def load_state(self) -> TrainState:
+        return TrainState.load(self.ckpt, self.cfg, self.sizes, self.iter_max)
+
+    def write_checkpoint(self, path) -> None:
+        self.state.save(path, self.cfg, self.sizes)
+
+    def write_model(self) -> None:
+        save_npz(self.out / "model.npz", self.state.model.arrays(),
+                 {"sizes": self.sizes, "config": self.cfg.as_dict(), "dataset": self.data.summary()})
+
+    @property
+    def n_layers(self) -> int:
+        return self.state.model.n_layers
+
+    def evaluate(self, x, y, level: int | None = None) -> dict:
+        """Error and accuracy of inference: exact (``native``), or with the forward phase at
+        ``level`` on the run's backend."""
+        if level is None:
+            return self.state.model.evaluate(x, y, ArithPlan.exact(self.n_layers), "native")
+        fwd = ArithPlan.uniform(self.n_layers, level, self.cfg.policy, ("forward",), self.cfg.checked)
+        return self.state.model.evaluate(x, y, fwd, self.cfg.backend)
+
+    def step(self) -> tuple[int | None, float]:
+        """One mini-batch SGD step with momentum, booked in the state; returns ``(level, loss)``."""
+        cfg, s, L = self.cfg, self.state, self.n_layers
+        epoch, b = divmod(s.iteration, self.ipe)
+        perm = np.random.default_rng([cfg.seed, 1, epoch]).permutation(self.n_train)
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        level = self.level()
+        if level not in self.plans:
+            self.plans[level] = _plan(cfg, L, level)
+        plan = self.plans[level]
+        step = Counters(L, self.geometry)
+        if s.iteration in self.record_iterations:
+            step.recorder = []
+        rng = np.random.default_rng([cfg.seed, 2, s.iteration])
+        x, y = self.data.x_train[idx], self.data.y_train[idx]
+        batch_error, loss = sgd_step(s.model, s.velocity, x, y, plan, self.backend, step, lr=cfg.lr,
+                                     momentum=cfg.momentum, dropout=cfg.dropout, rng=rng,
+                                     iteration=s.iteration, carry=self.carry)
+        if step.recorder is not None:
+            self.recorded += [(s.iteration, *call) for call in step.recorder]
+        s.record(step, level, batch_error, loss, len(y))
+        return level, loss
+
+
+#: A step whose largest GEMM has fewer multiply-adds runs BLAS on one thread: on the 2-core
+#: development machine under load two OpenBLAS threads were 3-76x slower up to 300 x 784 x 500
+#: and no faster at 1000 x 784 x 500 (docs/performance.md, "Training step").
+ONE_THREAD_MACS = 4e8
+_BLAS = []   # the threadpoolctl controller, made on first use (it scans the loaded libraries)
+
+
+def blas_threads(sizes, batch: int) -> int | None:
+    """BLAS threads for a training step of ``batch`` rows on topology ``sizes``: 1 where the
+    GEMMs are too small to share (:data:`ONE_THREAD_MACS`), None (the library's own) beyond."""
+    largest = max(int(i) * int(o) for i, o in zip(sizes[:-1], sizes[1:]))
+    return 1 if batch * largest < ONE_THREAD_MACS else None
+
+
+def _blas_limit(threads: int | None):
+    if threads is None:
+        return contextlib.nullcontext()
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController   # a dependency of scikit-learn
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=threads, user_api="blas")
+
+
+def sgd_step(model: MLP, velocity: list, x, y, plan: ArithPlan, backend, counters: Counters | None,
+             *, lr: float, momentum: float, dropout: float, rng: np.random.Generator,
+             iteration: int = 0, threads: int | str | None = "auto",
+             carry: dict | None = None) -> tuple[float, float]:
+    """One training step, what :func:`train` runs per mini-batch: the forward pass (dropout
+    from ``rng``), the backward error and weight gradients, every matmul on ``backend`` under
+    ``plan`` and booked in ``counters`` (None: not counted), then the SGD update with classic
+    momentum (``v = momentum * v - lr * g; W += v``, in place; ``velocity``: one per weight
+    matrix, then one per bias). Returns ``(batch_error, loss)``; FloatingPointError (naming
+    ``iteration``) before any update when the loss is not finite. ``threads``: BLAS threads
+    during the step, ``"auto"`` (:func:`blas_threads`), a number, or None (leave them).
+
+    ``carry``: a dict handed to consecutive steps of one run (nothing else may change the
+    weights in between). Where the backend can (:attr:`~canna.nn.backends.Backend.update_prepare`),
+    the update then also transforms each new weight matrix for the next step's forward phase
+    in the same pass, assuming it runs under this ``plan``; a next step under another
+    configuration prepares its weights itself."""
+    if threads == "auto":
+        threads = blas_threads(model.sizes, len(x))
+    backend = get_backend(backend)
+    with _blas_limit(threads):
+        return _sgd_step(model, velocity, x, y, plan, backend, counters, lr, momentum, dropout, rng,
+                         iteration, carry)
+
+
+def _sgd_step(model, velocity, x, y, plan, backend, counters, lr, momentum, dropout, rng, iteration,
+              carry):
+    logits, cache = model.forward(x, plan, backend, counters, dropout=dropout, rng=rng, carried=carry)
+    batch_error = float(np.count_nonzero(logits.argmax(axis=1) != y)) / len(y)
+    gw, gb, loss = model.backward(logits, cache, y, plan, backend, counters)
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"training diverged at iteration {iteration} (loss {loss}); "
+                                 f"lower the learning rate")
+    L = model.n_layers
+    fused = carry is not None and backend.update_prepare is not None and plan.checked_right("forward")
+    if carry is not None:
+        carry.clear()
+    for i, g in enumerate(gw + gb):
+        if fused and i < L and plan.config(i, "forward").enabled:
+            share, counted = MLP._shares_transform(plan, i), counters is not None
+            carry[i] = (backend.update_prepare(model.weights[i], velocity[i], g, momentum, lr,
+                                               plan.config(i, "forward"), columns=share,
+                                               nonzero=counted), share, counted)
+            continue
+        velocity[i] *= momentum
+        velocity[i] -= lr * g
+        if i < L:
+            model.weights[i] += velocity[i]
+        else:
+            model.biases[i - L] += velocity[i]
+    return batch_error, loss
 
 
 def _rate_name(hit_accounting: str) -> str:
@@ -606,43 +788,7 @@ def train(data: Dataset, cfg: TrainConfig, *, out_dir=None, resume: bool = False
     """
     run = _TrainingRun(data, cfg, out_dir, resume, quiet=quiet, progress=progress,
                        record_iterations=record_iterations)
-    bar = _progress(run.iter_max, run.state.iteration, progress, f"{cfg.mode} {cfg.dataset}")
-    calls = 0
-    saved_at_boundary = False
-    try:
-        # A diverging run overflows before its loss turns NaN: step() reports that as one
-        # error (FloatingPointError), so NumPy's overflow warnings would only add stderr lines.
-        with _SigintGuard() as guard, np.errstate(over="ignore", invalid="ignore"):
-            while not run.done:
-                level, loss = run.step()
-                calls += 1
-                bar.update(1)
-                if progress:
-                    bar.set_postfix(loss=f"{loss:.3f}", level="exact" if level is None else level, refresh=False)
-                if run.at_epoch_end:
-                    run.end_epoch(level)
-                if guard.requested or (interrupt_after is not None and calls >= interrupt_after):
-                    run.save_checkpoint()         # at an iteration boundary: a consistent state
-                    saved_at_boundary = True
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        bar.close()
-        where = f"iteration {run.state.iteration}/{run.iter_max}"
-        if saved_at_boundary:
-            _log(False, f"interrupted at {where}; "
-                 + (f"resume with --resume (checkpoint {run.ckpt})" if run.ckpt else "no checkpoint (no --out)"))
-        else:
-            # A second Ctrl-C lands anywhere, possibly between a weight update and its
-            # bookkeeping: saving now could make --resume repeat or skip part of a step.
-            _log(False, f"interrupted twice at {where}; no checkpoint "
-                 "written, the last one (end of an epoch or a first Ctrl-C) remains")
-        raise
-    bar.close()
-
-    results = run.results()
-    if run.out is not None:
-        run.write_files(results)
-    results["_model"] = run.state.model
+    results = run.drive(f"{cfg.mode} {cfg.dataset}", interrupt_after)
     if record_iterations:
         results["_recorded"] = run.recorded
     return results

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_accounting import stats          # scripts/ is this script's first import path
-from canna.files import write_json
+from bench_step import save_report
 from canna.nn.datasets import DatasetError, load_dataset
 from canna.nn.train import TrainConfig, train
 
@@ -79,10 +79,7 @@ def main(argv=None) -> int:
     print(f"  ratio on / off: min {s['min']:.3f} median {s['median']:.3f} max {s['max']:.3f} (goal <= 1.3: "
           f"{'met' if s['median'] <= 1.3 else 'NOT met'}); {result['products']:,} products accounted, "
           f"hit rate {100 * result['hit_rate']:.1f}%, fast rate {100 * result['fast_rate']:.1f}%")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, report)
-        print(f"  wrote {args.json}")
+    save_report(args.json, report)
     return 0
 
 

@@ -163,6 +163,31 @@ INLINE __mmask16 tail16(int64_t left) {
 /* ---- B: pack the checked operand (once per weights and configuration) ------------------ */
 
 #if ACC_SIMD
+/* B's classes of 16 elements (exact: [nz]; b: [nz, nz & ~q]; dual: [nz, s, n & ~q]) and the
+ * exponent ranges of canna_acc_pack_b's info[0..3] (g: qmin, qmax, nmin, nmax) updated with them.
+ * enabled and dual are constants where it is inlined. */
+INLINE void classes16_b(const cls16_t* r, const int enabled, const int dual, __mmask16* m,
+                        __m512i* g) {
+    m[0] = r->nz;
+    m[1] = dual ? r->s : (__mmask16)(r->nz & ~r->q);
+    m[2] = (__mmask16)(r->n & ~r->q);
+    if (enabled) {
+        g[0] = _mm512_mask_min_epi32(g[0], r->q, g[0], r->p);
+        g[1] = _mm512_mask_max_epi32(g[1], r->q, g[1], r->p);
+        if (dual) {
+            g[2] = _mm512_mask_min_epi32(g[2], m[2], g[2], r->e);
+            g[3] = _mm512_mask_max_epi32(g[3], m[2], g[3], r->e);
+        }
+    }
+}
+
+INLINE void ranges_out(const __m512i* g, int32_t* ranges) {
+    ranges[0] = _mm512_reduce_min_epi32(g[0]);
+    ranges[1] = _mm512_reduce_max_epi32(g[1]);
+    ranges[2] = _mm512_reduce_min_epi32(g[2]);
+    ranges[3] = _mm512_reduce_max_epi32(g[3]);
+}
+
 /* canna_acc_pack_b's classes, row by row (streaming B): bit k ORed into the words of every
  * class, 16 columns at a time, and the exponent ranges (info[0..3] of canna_acc_pack_b). Returns
  * whether some element is subnormal. enabled and dual are constants where it is inlined. */
@@ -171,8 +196,8 @@ INLINE int pack_b_rows(int64_t K, int64_t N, const uint32_t* B, const int enable
     const int64_t W = (K + 63) / 64;
     const int nb = !enabled ? 1 : dual ? 3 : 2;
     __m512i sub_any = _mm512_set1_epi32(-1);
-    __m512i qmin = _mm512_set1_epi32(EMPTY_LO), qmax = _mm512_set1_epi32(EMPTY_HI);
-    __m512i nmin = qmin, nmax = qmax;
+    __m512i g[4] = {_mm512_set1_epi32(EMPTY_LO), _mm512_set1_epi32(EMPTY_HI),
+                    _mm512_set1_epi32(EMPTY_LO), _mm512_set1_epi32(EMPTY_HI)};
     for (int64_t k = 0; k < K; ++k) {
         const int64_t w = k >> 6;
         const __m512i bit = _mm512_set1_epi64((long long)(1ull << (k & 63)));
@@ -185,34 +210,49 @@ INLINE int pack_b_rows(int64_t K, int64_t N, const uint32_t* B, const int enable
             sub_any = _mm512_mask_min_epu32(sub_any, jm, sub_any, y1);
             const cls16_t r = classify16(x, t, enabled, enabled);
             __mmask16 m[3];
-            m[0] = r.nz;
-            m[1] = dual ? r.s : (__mmask16)(r.nz & ~r.q);
-            m[2] = (__mmask16)(r.n & ~r.q);
+            classes16_b(&r, enabled, dual, m, g);
             for (int c = 0; c < nb; ++c) {
                 uint64_t* dst = bcls + (int64_t)c * BSTRIDE(W, npad) + w * npad + j0;
                 const __m512i lo = _mm512_loadu_si512(dst), hi = _mm512_loadu_si512(dst + 8);
                 _mm512_storeu_si512(dst, _mm512_mask_or_epi64(lo, (__mmask8)m[c], lo, bit));
                 _mm512_storeu_si512(dst + 8, _mm512_mask_or_epi64(hi, (__mmask8)(m[c] >> 8), hi, bit));
             }
-            if (enabled) {
-                qmin = _mm512_mask_min_epi32(qmin, r.q, qmin, r.p);
-                qmax = _mm512_mask_max_epi32(qmax, r.q, qmax, r.p);
-                if (dual) {
-                    nmin = _mm512_mask_min_epi32(nmin, m[2], nmin, r.e);
-                    nmax = _mm512_mask_max_epi32(nmax, m[2], nmax, r.e);
-                }
-            }
         }
     }
-    ranges[0] = _mm512_reduce_min_epi32(qmin);
-    ranges[1] = _mm512_reduce_max_epi32(qmax);
-    ranges[2] = _mm512_reduce_min_epi32(nmin);
-    ranges[3] = _mm512_reduce_max_epi32(nmax);
+    ranges_out(g, ranges);
     return (uint32_t)_mm512_reduce_min_epu32(sub_any) < 0x00FFFFFFu;
+}
+
+/* pack_b_rows for B given as its transpose T (N x K, row-major: a transposed view of a
+ * row-major matrix, the backward phase's W.T): row j of T is column j of B, so each 16 k of it
+ * classify into 16-bit masks stored straight into the class words (no bit scatter, no copy of
+ * B). bcls must be zeroed. Same results as pack_b_rows on B. */
+INLINE int pack_bt_rows(int64_t K, int64_t N, const uint32_t* T, const int enabled, int t,
+                        const int dual, int64_t npad, uint64_t* bcls, int32_t* ranges) {
+    const int64_t W = (K + 63) / 64, used = (K + 15) / 16, WN4 = 4 * BSTRIDE(W, npad);
+    const int nb = !enabled ? 1 : dual ? 3 : 2;
+    __mmask16 sub_or = 0;
+    __m512i g[4] = {_mm512_set1_epi32(EMPTY_LO), _mm512_set1_epi32(EMPTY_HI),
+                    _mm512_set1_epi32(EMPTY_LO), _mm512_set1_epi32(EMPTY_HI)};
+    for (int64_t j = 0; j < N; ++j) {
+        const uint32_t* row = T + j * K;
+        for (int64_t h = 0; h < used; ++h) {
+            const __m512i x = _mm512_maskz_loadu_epi32(tail16(K - 16 * h), row + 16 * h);
+            const cls16_t r = classify16(x, t, 1, enabled);
+            __mmask16 m[3];
+            classes16_b(&r, enabled, dual, m, g);
+            sub_or |= r.s;
+            u16_alias* dst = (u16_alias*)(bcls + (h >> 2) * npad + j) + (h & 3);
+            for (int c = 0; c < nb; ++c) dst[c * WN4] = m[c];
+        }
+    }
+    ranges_out(g, ranges);
+    return sub_or != 0;
 }
 #endif
 
-/* Classes of B (K x N bit patterns, row-major) per configuration:
+/* Classes of B (K x N bit patterns, B[k][j] at B[k * sk + j * sj]: sj = 1 or sk = 1) per
+ * configuration:
  *   exact: [nz]          b: [nz, nz & ~q]          dual: [nz, s, n & ~q]
  * bcls: nb classes BSTRIDE(W, npad) words apart, W x npad each (zeroed here); enabled, it has
  * room for one more, z = ~nz over the valid k (bits k >= K and columns >= N are 0), written when
@@ -220,23 +260,33 @@ INLINE int pack_b_rows(int64_t K, int64_t N, const uint32_t* B, const int enable
  * finite elements of column j. info[0..1]: min/max of p = e + m1 over qualifying elements,
  * info[2..3]: min/max of e over normal non-qualifying ones (dual), EMPTY_LO/EMPTY_HI when none
  * (exact mode: none); info[4]: some element is zero/inf/NaN; info[5]: some is subnormal. */
-void canna_acc_pack_b(int64_t K, int64_t N, const uint32_t* B, int32_t enabled, int32_t t,
-                      int32_t dual, int64_t npad, uint64_t* bcls, int32_t* pc_nz, int32_t* info) {
+static void finish_b(int64_t K, int64_t N, int32_t enabled, int nb, int64_t npad, uint64_t* bcls,
+                     int32_t* pc_nz, int32_t* info);
+
+static void pack_b(int64_t K, int64_t N, const uint32_t* B, int64_t sk, int64_t sj,
+                   int32_t enabled, int32_t t, int32_t dual, int64_t npad, uint64_t* bcls,
+                   int32_t* pc_nz, int32_t* info) {
     const int64_t W = (K + 63) / 64;
     const int nb = !enabled ? 1 : dual ? 3 : 2;
     memset(bcls, 0, sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad)));
     int32_t rg[4] = {EMPTY_LO, EMPTY_HI, EMPTY_LO, EMPTY_HI};
     int any_sub = 0;
 #if ACC_SIMD
-    if (!enabled) any_sub = pack_b_rows(K, N, B, 0, t, 0, npad, bcls, rg);
-    else if (!dual) any_sub = pack_b_rows(K, N, B, 1, t, 0, npad, bcls, rg);
-    else any_sub = pack_b_rows(K, N, B, 1, t, 1, npad, bcls, rg);
+    if (sj == 1) {
+        if (!enabled) any_sub = pack_b_rows(K, N, B, 0, t, 0, npad, bcls, rg);
+        else if (!dual) any_sub = pack_b_rows(K, N, B, 1, t, 0, npad, bcls, rg);
+        else any_sub = pack_b_rows(K, N, B, 1, t, 1, npad, bcls, rg);
+    } else {   /* sk == 1: B is the transpose of a row-major N x K matrix */
+        if (!enabled) any_sub = pack_bt_rows(K, N, B, 0, t, 0, npad, bcls, rg);
+        else if (!dual) any_sub = pack_bt_rows(K, N, B, 1, t, 0, npad, bcls, rg);
+        else any_sub = pack_bt_rows(K, N, B, 1, t, 1, npad, bcls, rg);
+    }
 #else
     for (int64_t k = 0; k < K; ++k) {
         const int64_t w = k >> 6;
         const uint64_t bit = 1ull << (k & 63);
         for (int64_t j = 0; j < N; ++j) {
-            const uint32_t x = B[k * N + j];
+            const uint32_t x = B[k * sk + j * sj];
             const int32_t e = (x >> 23) & 0xFF;
             const int nz = !special1(x), s = nz && e == 0, n = nz && e != 0;
             const int q = enabled && n && qual1(x & 0x7FFFFF, t);
@@ -258,14 +308,22 @@ void canna_acc_pack_b(int64_t K, int64_t N, const uint32_t* B, int32_t enabled, 
         }
     }
 #endif
+    for (int i = 0; i < 4; ++i) info[i] = rg[i];
+    info[5] = any_sub;
+    finish_b(K, N, enabled, nb, npad, bcls, pc_nz, info);
+}
+
+/* The end of pack_b, once the nb classes are packed and info[0..3], info[5] set: pc_nz,
+ * info[4] and the z class. */
+static void finish_b(int64_t K, int64_t N, int32_t enabled, int nb, int64_t npad, uint64_t* bcls,
+                     int32_t* pc_nz, int32_t* info) {
+    const int64_t W = (K + 63) / 64;
     int64_t nz_total = 0;
     for (int64_t j = 0; j < N; ++j) pc_nz[j] = 0;
     for (int64_t w = 0; w < W; ++w)
         for (int64_t j = 0; j < N; ++j) pc_nz[j] += __builtin_popcountll(bcls[w * npad + j]);
     for (int64_t j = 0; j < N; ++j) nz_total += pc_nz[j];
-    for (int i = 0; i < 4; ++i) info[i] = rg[i];
     info[4] = nz_total != K * N;
-    info[5] = any_sub;
     if (enabled && info[4]) {   /* class nb: z = ~nz over the valid k */
         uint64_t* z = bcls + (int64_t)nb * BSTRIDE(W, npad);
         for (int64_t w = 0; w < W; ++w) {
@@ -274,6 +332,17 @@ void canna_acc_pack_b(int64_t K, int64_t N, const uint32_t* B, int32_t enabled, 
             for (int64_t j = N; j < npad; ++j) z[w * npad + j] = 0;
         }
     }
+}
+
+void canna_acc_pack_b(int64_t K, int64_t N, const uint32_t* B, int32_t enabled, int32_t t,
+                      int32_t dual, int64_t npad, uint64_t* bcls, int32_t* pc_nz, int32_t* info) {
+    pack_b(K, N, B, N, 1, enabled, t, dual, npad, bcls, pc_nz, info);
+}
+
+/* canna_acc_pack_b of B = T.T, T (N x K) row-major: the same classes, read row by row. */
+void canna_acc_pack_bt(int64_t K, int64_t N, const uint32_t* T, int32_t enabled, int32_t t,
+                       int32_t dual, int64_t npad, uint64_t* bcls, int32_t* pc_nz, int32_t* info) {
+    pack_b(K, N, T, 1, K, enabled, t, dual, npad, bcls, pc_nz, info);
 }
 
 /* Range-OR tables of every B class for tiles of `lanes` outputs: tabs is nb x 2 x N x W; with
@@ -480,7 +549,7 @@ INLINE int out_of_range(int lo1, int hi1, int lo2, int hi2) {
 /* Words of k in which some product's hit exponent may leave the range: hard[w] = 1. Returns
  * how many. Global ranges first (the usual answer: none), then per k from both operands. */
 static int64_t hard_words(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint32_t* B,
-                          const cfg_t* c, const int32_t* ar, const int32_t* info, uint8_t* hard) {
+                          int64_t bsk, int64_t bsj, const cfg_t* c, const int32_t* ar, const int32_t* info, uint8_t* hard) {
     const int64_t W = (K + 63) / 64;
     memset(hard, 0, (size_t)W);
     if (!c->enabled) return 0;
@@ -511,7 +580,7 @@ static int64_t hard_words(int64_t M, int64_t N, int64_t K, const uint32_t* A, co
         }
     for (int64_t k = 0; k < K; ++k)
         for (int64_t j = 0; j < N; ++j) {
-            const uint32_t x = B[k * N + j];
+            const uint32_t x = B[k * bsk + j * bsj];
             const int32_t e = (x >> 23) & 0xFF;
             if (e == 0 || e == 255) continue;
             if (qual1(x & 0x7FFFFF, c->t)) {
@@ -982,12 +1051,12 @@ static void run_row(const set_tabs_t* st, ns_t* ns, const int32_t* bcnt, int64_t
 
 /* One word of exact bits of output (i, j), product by product; *slow: its bits that are not
  * a hit (exact or bypass: the slow products without zero skipping). */
-static uint64_t direct_word(const uint32_t* A, const uint32_t* B, int64_t N, int64_t K,
+static uint64_t direct_word(const uint32_t* A, const uint32_t* B, int64_t bsk, int64_t bsj, int64_t K,
                             int64_t i, int64_t j, int64_t w, const cfg_t* c, uint64_t* slow) {
     uint64_t word = 0, nohit = 0;
     const int64_t k1 = (64 * w + 64 < K) ? 64 * w + 64 : K;
     for (int64_t k = 64 * w; k < k1; ++k) {
-        const int kind = kind1(A[i * K + k], B[k * N + j], c);
+        const int kind = kind1(A[i * K + k], B[k * bsk + j * bsj], c);
         if (kind == KIND_EXACT) word |= 1ull << (k & 63);
         if (kind != KIND_HIT) nohit |= 1ull << (k & 63);
     }
@@ -997,18 +1066,21 @@ static uint64_t direct_word(const uint32_t* A, const uint32_t* B, int64_t N, int
 
 /* ---- the whole account ------------------------------------------------------------------ */
 
-/* Account Y = A @ B (A: M x K, B: K x N bit patterns, B packed by canna_acc_pack_b with
- * classes bcls, pc_nzb, binfo, and range-OR tables tabs from canna_acc_tables for `lanes`:
+/* Account Y = A @ B (A: M x K, B: K x N bit patterns, B[k][j] at B[k * bsk + j * bsj],
+ * packed by canna_acc_pack_b or _pack_bt with classes bcls, pc_nzb, binfo, and range-OR
+ * tables tabs from canna_acc_tables for `lanes`:
  * those of the nb classes, then, enabled and with a zero/inf/NaN in B, of its z class).
  * out (int64, zeroed by the caller): [0..3] cycles lockstep, decoupled, baseline lockstep,
  * baseline decoupled; [4] words evaluated product by product; [5] plain cycles; [6..7] no-skip
  * cycles lockstep, decoupled; then `lanes` entries of sum exact_count and `lanes` entries of
- * sum base_count per lane (from out + ACC_OUT_HEAD). Returns 0, or -1 when memory ran out. */
+ * sum base_count per lane (from out + ACC_OUT_HEAD); then the 11 totals of LaneArrayTotals
+ * (products, hits, bypassed, tiles, the seven cycle counts; written, not added). Returns 0, or
+ * -1 when memory ran out. */
 #define ACC_OUT_HEAD 8
 int canna_acc_out_head(void) { return ACC_OUT_HEAD; }
 
 int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint32_t* B,
-                  int32_t enabled, int32_t t, int32_t dual, int32_t lanes, int32_t exact_cycles,
+                  int64_t bsk, int64_t bsj, int32_t enabled, int32_t t, int32_t dual, int32_t lanes, int32_t exact_cycles,
                   int64_t npad, const uint64_t* bcls, const int32_t* pc_nzb,
                   const int32_t* binfo, const uint64_t* tabs, int64_t* out) {
     const cfg_t cfg = {enabled, t, dual};
@@ -1052,7 +1124,7 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
     const int any_spec_b = binfo[4], any_sub_b = binfo[5];
 
     /* words evaluated product by product: the exact-set classes of A are zeroed there */
-    const int64_t nhard = hard_words(M, N, K, A, B, &cfg, ar, binfo, hard);
+    const int64_t nhard = hard_words(M, N, K, A, B, bsk, bsj, &cfg, ar, binfo, hard);
     int64_t nh = 0;
     for (int64_t w = 0; w < W; ++w) if (hard[w]) hlist[nh++] = w;
     if (plain && na > 1) {
@@ -1157,7 +1229,7 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
                     for (int s = 0, l = 0; s < nseg; ++s)
                         for (int64_t j = segs[s].c0; j < segs[s].c1; ++j, ++l) {
                             uint64_t slow;
-                            const uint64_t d = direct_word(A, B, N, K, segs[s].r, j, hlist[h], &cfg, &slow);
+                            const uint64_t d = direct_word(A, B, bsk, bsj, K, segs[s].r, j, hlist[h], &cfg, &slow);
                             ce[l] += __builtin_popcountll(d);
                             any |= d;
                             any_slow |= slow;
@@ -1256,9 +1328,44 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
         out[6] += tiles * K + E1 * (popacc_sum(nsx.pop) + nsx.pop_hard);
         out[7] += tiles * K + E1 * (tiles * K - nsx.min_hits);
     }
+    {   /* the totals, in canna.sim.lanes.LaneArrayTotals' order */
+        int64_t* tot = out + ACC_OUT_HEAD + 2 * L;
+        int64_t ex_sum = 0, base_sum = 0;
+        for (int64_t l = 0; l < L; ++l) { ex_sum += lane_e[l]; base_sum += lane_b[l]; }
+        const int64_t products = M * N * K;
+        const int64_t fields[11] = {products, base_sum - ex_sum, products - base_sum, tiles,
+                                    out[0], out[1], out[2], out[3], out[5], out[6], out[7]};
+        for (int f = 0; f < 11; ++f) tot[f] = fields[f];
+    }
     rc = 0;
 done:
     free(acls); free(pc_nza); free(hard); free(hlist); free(cex); free(cbase); free(tmp);
     free(segs); free(terms); free(zterms); free(vmask);
+    return rc;
+}
+
+/* canna_acc_pack_b (bsj = 1) or canna_acc_pack_bt (bsk = 1), canna_acc_tables and
+ * canna_acc_run in one call, for a B accounted once (a training step's operands: the weights
+ * change after it), without the caller allocating or keeping the packed classes. */
+int canna_acc_once(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint32_t* B,
+                   int64_t bsk, int64_t bsj, int32_t enabled, int32_t t, int32_t dual,
+                   int32_t lanes, int32_t exact_cycles, int64_t* out) {
+    const int64_t W = (K + 63) / 64, npad = (N + 15) / 16 * 16, WN = BSTRIDE(W, npad);
+    const int nb = !enabled ? 1 : dual ? 3 : 2;
+    uint64_t* bcls = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)((nb + (enabled != 0)) * WN));
+    int32_t* pc_nz = (int32_t*)malloc(sizeof(int32_t) * (size_t)N);
+    uint64_t* tabs = NULL;
+    int32_t info[6];
+    int rc = -1;
+    if (!bcls || !pc_nz) goto done;
+    pack_b(K, N, B, bsk, bsj, enabled, t, dual, npad, bcls, pc_nz, info);
+    const int classes = !enabled ? 1 : nb + (info[4] != 0);   /* AccountingOperand.classes */
+    tabs = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(classes * 2 * N * W));
+    if (!tabs) goto done;
+    canna_acc_tables(N, W, npad, classes, bcls, lanes, tabs);
+    rc = canna_acc_run(M, N, K, A, B, bsk, bsj, enabled, t, dual, lanes, exact_cycles, npad, bcls,
+                       pc_nz, info, tabs, out);
+done:
+    free(bcls); free(pc_nz); free(tabs);
     return rc;
 }

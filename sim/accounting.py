@@ -70,7 +70,10 @@ Engine
 Prepared operand
     With fixed weights (inference), :func:`prepare_accounting` packs ``B`` once for a
     configuration (O(K*N)); each :func:`account_matmul` on it then costs a pass over ``A``
-    (O(M*K)) and the popcount GEMM (about M*N*K/512 vector instructions per class pair).
+    (O(M*K)) and the popcount GEMM (about M*N*K/512 vector instructions per class pair). A
+    plain ``B`` (a training step's operands, used once) is packed, tabled and accounted in one
+    C call, without Python objects around it. A transposed view (``W.T``, F-contiguous) is
+    packed from ``W``'s rows in either case, without a copy.
 
 Limits
     One configuration for every lane (a list of equal ones is accepted; per-lane configurations
@@ -102,6 +105,8 @@ _F32 = np.dtype(np.float32)
 _DEFAULT_GEOMETRY = ArrayGeometry()
 #: Entries of the engine's raw counts before the per-lane sums (ACC_OUT_HEAD in accounting.c).
 _HEAD = 8
+#: Fields of LaneArrayTotals the engine writes after the per-lane sums, in their order.
+_TOTALS = len(LaneArrayTotals.__dataclass_fields__)
 _lib = None
 _scalar_lib = None
 _error: Exception | None = None
@@ -139,13 +144,16 @@ def _load(lib):
     lib.canna_acc_bstride.restype = i64
     lib.canna_acc_exact_mask.argtypes = [i64, p, p, i32, i32, i32, p]
     lib.canna_acc_exact_mask.restype = None
-    lib.canna_acc_pack_b.argtypes = [i64, i64, p, i32, i32, i32, i64, p, p, p]
-    lib.canna_acc_pack_b.restype = None
+    for f in (lib.canna_acc_pack_b, lib.canna_acc_pack_bt):
+        f.argtypes = [i64, i64, p, i32, i32, i32, i64, p, p, p]
+        f.restype = None
     lib.canna_acc_tables.argtypes = [i64, i64, i64, i32, p, i32, p]
     lib.canna_acc_tables.restype = None
-    lib.canna_acc_run.argtypes = [i64, i64, i64, p, p, i32, i32, i32, i32, i32, i64, p, p, p,
-                                  p, p]
+    lib.canna_acc_run.argtypes = [i64, i64, i64, p, p, i64, i64, i32, i32, i32, i32, i32, i64, p,
+                                  p, p, p, p]
     lib.canna_acc_run.restype = ctypes.c_int
+    lib.canna_acc_once.argtypes = [i64, i64, i64, p, p, i64, i64, i32, i32, i32, i32, i32, p]
+    lib.canna_acc_once.restype = ctypes.c_int
     lib.canna_acc_out_head.argtypes = []
     lib.canna_acc_out_head.restype = ctypes.c_int
     if lib.canna_acc_out_head() != _HEAD:
@@ -194,7 +202,8 @@ class AccountingOperand:
     """The checked operand ``B`` (K x N float32) packed for :func:`account_matmul` under
     ``config`` by :func:`prepare_accounting`: class bitsets over k per column (word-major),
     per-column nonzero counts, exponent ranges, and range-OR tables per lane count (built on
-    first use). ``original`` is B itself (not a copy): it must not change afterwards."""
+    first use). ``original`` is B itself (not a copy, also when it is a transposed view):
+    it must not change afterwards."""
 
     __slots__ = ("config", "original", "k", "n", "npad", "bcls", "pc_nz", "info", "lib",
                  "_tables", "_args", "_args2")
@@ -204,7 +213,10 @@ class AccountingOperand:
         self.bcls, self.pc_nz, self.info, self.lib = bcls, pc_nz, info, lib
         self.k, self.n = original.shape
         self._tables = {}
-        self._args = (original.ctypes.data, *config.word_fields())
+        # B's address and element strides (a transposed view is read in place)
+        item = original.itemsize
+        self._args = (original.ctypes.data, original.strides[0] // item,
+                      original.strides[1] // item, *config.word_fields())
         self._args2 = (npad, bcls.ctypes.data, pc_nz.ctypes.data, info.ctypes.data)
 
     @property
@@ -236,13 +248,13 @@ class AccountingOperand:
         ctypes int64 array [cycles lockstep, decoupled, baseline lockstep, baseline decoupled,
         words evaluated product by product, plain cycles, no-skip lockstep, no-skip decoupled,
         then (from :data:`_HEAD`) per lane the sum of exact products, then per lane the sum of
-        products that are not bypassed]."""
+        products that are not bypassed, then the :data:`_TOTALS` fields of LaneArrayTotals]."""
         lanes = geometry.lanes
         entry = self._tables.get(lanes)
         if entry is None:
             self.tables(lanes)
             entry = self._tables[lanes]
-        out = (ctypes.c_int64 * (_HEAD + 2 * lanes))()
+        out = (ctypes.c_int64 * (_HEAD + 2 * lanes + _TOTALS))()
         rc = self.lib.canna_acc_run(a.shape[0], self.n, self.k, _address(a), *self._args,
                                     lanes, geometry.exact_cycles, *self._args2, entry[1], out)
         if rc != 0:
@@ -253,8 +265,12 @@ class AccountingOperand:
 def prepare_accounting(b, config: CFPUConfig = EXACT, *, lib=None) -> AccountingOperand:
     """Pack the checked operand ``b`` (K x N float32) for ``config``, once for many
     :func:`account_matmul` calls (fixed weights). Needs the C engine (``lib``: a build from
-    :func:`library`, the default one unless given)."""
-    b = np.ascontiguousarray(b)
+    :func:`library`, the default one unless given). A transposed view (``W.T`` of a C-contiguous
+    ``W``, the backward phase's operand) is packed from ``W``'s rows, without a copy."""
+    b = np.asarray(b)
+    transposed = b.ndim == 2 and b.flags.f_contiguous and not b.flags.c_contiguous
+    if not transposed:
+        b = np.ascontiguousarray(b)
     if b.dtype != _F32 or b.ndim != 2 or b.shape[0] == 0 or b.shape[1] == 0:
         raise ValueError(f"b must be a non-empty float32 matrix, got {b.dtype} {b.shape}")
     config = golden.check_config(config)
@@ -268,9 +284,41 @@ def prepare_accounting(b, config: CFPUConfig = EXACT, *, lib=None) -> Accounting
     bcls = np.empty((nb + int(enabled != 0)) * lib.canna_acc_bstride(w, npad), np.uint64)
     pc_nz = np.empty(n, np.int32)
     info = np.empty(6, np.int32)
-    lib.canna_acc_pack_b(k, n, b.ctypes.data, enabled, t, dual, npad, bcls.ctypes.data,
-                         pc_nz.ctypes.data, info.ctypes.data)
+    pack = lib.canna_acc_pack_bt if transposed else lib.canna_acc_pack_b
+    pack(k, n, b.ctypes.data, enabled, t, dual, npad, bcls.ctypes.data, pc_nz.ctypes.data,
+         info.ctypes.data)
     return AccountingOperand(config, b, npad, bcls, pc_nz, info, lib)
+
+
+#: (enabled, tuning bits, dual) per configuration, as the engine takes them (computed once)
+_WORDS: dict = {}
+
+
+def _once(a, b, config, geometry: ArrayGeometry):
+    """The engine's raw counts (as :meth:`AccountingOperand.run`'s) for a plain ``b`` packed,
+    tabled and accounted in one C call (``canna_acc_once``), or None where that path does not
+    apply: ``a`` not a C-contiguous float32 matrix, ``b`` not a C- or F-contiguous one (a
+    transposed view is read in place), shapes that do not fit, or no C engine."""
+    if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _F32 and b.dtype is _F32
+            and a.ndim == 2 and b.ndim == 2 and a.flags.c_contiguous
+            and (b.flags.c_contiguous or b.flags.f_contiguous)
+            and a.shape[1] == b.shape[0] > 0 and a.shape[0] > 0 and b.shape[1] > 0):
+        return None
+    words = _WORDS.get(config) if type(config) is CFPUConfig else None
+    if words is None:
+        if not isinstance(config, CFPUConfig):
+            return None      # a list of per-lane configurations: checked by the general path
+        words = _WORDS[config] = golden.check_config(config).word_fields()
+    if not available():
+        return None
+    lanes = geometry.lanes
+    out = (ctypes.c_int64 * (_HEAD + 2 * lanes + _TOTALS))()
+    item = b.itemsize
+    if library().canna_acc_once(a.shape[0], b.shape[1], a.shape[1], _address(a), b.ctypes.data,
+                                b.strides[0] // item, b.strides[1] // item, *words, lanes,
+                                geometry.exact_cycles, out) != 0:
+        raise MemoryError("accounting: out of memory")
+    return out
 
 
 def _lane_valid(m: int, n: int, lanes: int) -> np.ndarray:
@@ -309,13 +357,14 @@ def account_result(a, b, config: CFPUConfig | None = None,
     a, b, config, prep = _resolve(a, b, config, geometry)
     if not _use_c(native, prep):
         return _account_numpy(a, b, config, geometry)
-    if prep is None:
-        prep = prepare_accounting(b, config)
     m, k = a.shape
     n = b.shape[1]
     lanes, e1 = geometry.lanes, geometry.exact_cycles - 1
-    out = np.frombuffer(prep.run(a, geometry), np.int64)
-    lane_ex, lane_base = out[_HEAD:_HEAD + lanes], out[_HEAD + lanes:]
+    raw = _once(a, b, config, geometry) if prep is None else None
+    if raw is None:
+        raw = (prep or prepare_accounting(b, config)).run(a, geometry)
+    out = np.frombuffer(raw, np.int64)
+    lane_ex, lane_base = out[_HEAD:_HEAD + lanes], out[_HEAD + lanes:_HEAD + 2 * lanes]
     lane_products = _lane_valid(m, n, lanes) * k
     lane_hits = lane_base - lane_ex
     return LaneArrayResult(
@@ -342,11 +391,14 @@ def account_matmul(a, b, config: CFPUConfig | None = None,
     and the C engine is used). ``config``: one :class:`CFPUConfig` for every lane (exact when
     omitted with a plain ``b``). ``native``: False forces the NumPy fallback, True the C engine;
     by default C when it builds."""
+    out = prep = None
     if (type(b) is AccountingOperand and config is None and native is not False
             and type(a) is np.ndarray and a.dtype is _F32 and a.ndim == 2
             and a.shape[1] == b.k and a.shape[0] > 0 and a.flags.c_contiguous):
         prep = b        # the lean path: everything is already checked
-    else:
+    elif native is not False and type(b) is np.ndarray:
+        out = _once(a, b, EXACT if config is None else config, geometry)   # the lean plain path
+    if out is None and prep is None:
         a, b, config, prep = _resolve(a, b, config, geometry)
         if not _use_c(native, prep):
             r = _account_numpy(a, b, config, geometry)
@@ -355,15 +407,12 @@ def account_matmul(a, b, config: CFPUConfig | None = None,
                                    r.cycles_baseline_decoupled, r.cycles_plain,
                                    r.cycles_no_skip_lockstep, r.cycles_no_skip_decoupled)
         if prep is None:
-            prep = prepare_accounting(b, config)
-    out = prep.run(a, geometry)
-    lanes = geometry.lanes
-    products = a.shape[0] * prep.n * prep.k
-    ex = sum(out[_HEAD:_HEAD + lanes])
-    base = sum(out[_HEAD + lanes:_HEAD + 2 * lanes])
-    return LaneArrayTotals(products, base - ex, products - base,
-                           -(-(a.shape[0] * prep.n) // lanes), out[0], out[1], out[2], out[3],
-                           out[5], out[6], out[7])
+            out = _once(a, b, config, geometry)
+            if out is None:
+                prep = prepare_accounting(b, config)
+    if out is None:
+        out = prep.run(a, geometry)
+    return LaneArrayTotals(*out[_HEAD + 2 * geometry.lanes:])
 
 
 def _account_numpy(a: np.ndarray, b: np.ndarray, config: CFPUConfig, geometry: ArrayGeometry,

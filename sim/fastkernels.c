@@ -19,16 +19,18 @@ static inline uint32_t min_u(uint32_t a, uint32_t b) { return a < b ? a : b; }
 static inline uint32_t max_u(uint32_t a, uint32_t b) { return a > b ? a : b; }
 #define MASK(cond) (0u - (uint32_t)(cond))
 
-/* Transform one row of the checked operand. acc[0..9] accumulates:
+/* Transform one row of the checked operand. acc[0..10] accumulates:
  * qualifying count, normal non-qualifying count, unrepresentable-qualifying flag, subnormal flag,
- * non-finite flag, q_lo, q_hi (power-of-two exponents e + m1), n_lo, n_hi (exponents), and the
+ * non-finite flag, q_lo, q_hi (power-of-two exponents e + m1), n_lo, n_hi (exponents), the
  * largest exponent among the finite elements and their powers of two (what the GEMMs see: the
- * non-finite elements become zeros). */
+ * non-finite elements become zeros), and the count of nonzero finite elements. colq and nzc
+ * (NULL: not wanted) gain each column's qualifying and nonzero finite element. */
 static inline __attribute__((always_inline)) void
 transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *restrict dn,
-              int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc)
+              int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc,
+              uint32_t *restrict colq, uint32_t *restrict nzc)
 {
-    uint32_t cq = 0, cn = 0, unrep = 0, sub = 0, e_max = 0, nonfin = 0;
+    uint32_t cq = 0, cn = 0, unrep = 0, sub = 0, e_max = 0, nonfin = 0, nz = 0;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
     for (int64_t j = 0; j < cols; j++) {
         uint32_t x = src[j];
@@ -46,7 +48,13 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
         } else {
             dq[j] = (pow2 & okmask) | (x & ~okmask);
         }
+        uint32_t nonzero = (uint32_t)((x & 0x7FFFFFFFu) != 0u) & (uint32_t)(e != 255u);
         cq += ok;
+        nz += nonzero;
+        if (colq)
+            colq[j] += ok;
+        if (nzc)
+            nzc[j] += nonzero;
         unrep |= qual & (ok ^ 1u);
         nonfin |= (uint32_t)(e == 255u);              /* an inf or NaN, see below */
         e_max = max_u(e_max, e & ~MASK(e == 255u));
@@ -68,6 +76,7 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
     }
     acc[0] = cq; acc[1] = cn; acc[2] = unrep; acc[3] = sub; acc[4] = nonfin;
     acc[5] = q_lo; acc[6] = q_hi; acc[7] = n_lo; acc[8] = n_hi; acc[9] = max_u(e_max, q_hi);
+    acc[10] = nz;
 }
 
 /* transform_row's common case in fewer operations per element (the transform is compute-bound,
@@ -88,10 +97,11 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
  * the top). */
 static inline __attribute__((always_inline)) int
 transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *restrict dn,
-                     int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc)
+                     int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc,
+                     uint32_t *restrict colq, uint32_t *restrict nzc)
 {
     const uint32_t step = 1u << sh, upper = (ones - 1u) << sh;   /* bits 23-t .. 22 */
-    uint32_t cq = 0, cn = 0, exp_max = 0, mag_min1 = EMPTY_LO;
+    uint32_t cq = 0, cn = 0, exp_max = 0, mag_min1 = EMPTY_LO, nz = 0;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
     for (int64_t j = 0; j < cols; j++) {
         uint32_t x = src[j];
@@ -107,7 +117,13 @@ transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32
         } else {
             dq[j] = (pow2 & qual) | (x & ~qual);
         }
+        uint32_t nonzero = MASK((x & 0x7FFFFFFFu) != 0u);   /* finite, unless the row fails */
         cq -= qual;                                   /* + 1 per qualifying element */
+        nz -= nonzero;
+        if (colq)
+            colq[j] -= qual;
+        if (nzc)
+            nzc[j] -= nonzero;
         exp_max = max_u(exp_max, exp);
         q_lo = min_u(q_lo, pe_top | ~qual);
         q_hi = max_u(q_hi, pe_top & qual);
@@ -119,36 +135,108 @@ transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32
             n_hi = max_u(n_hi, exp & nonq);
         }
     }
-    if (exp_max == 0x7F800000u || q_hi >= 0xFF000000u || (dual && mag_min1 < 0x7FFFFFu))
+    if (exp_max == 0x7F800000u || q_hi >= 0xFF000000u || (dual && mag_min1 < 0x7FFFFFu)) {
+        for (int64_t j = 0; (colq || nzc) && j < cols; j++) {   /* undo: transform_row recounts */
+            if (colq)
+                colq[j] += MASK((src[j] & 0x7F800000u) != 0u) & MASK(((src[j] + step) & upper) == 0u);
+            if (nzc)
+                nzc[j] += MASK((src[j] & 0x7FFFFFFFu) != 0u);
+        }
         return 0;
+    }
     acc[0] = cq; acc[1] = cn; acc[2] = 0; acc[3] = 0; acc[4] = 0;
     acc[5] = q_lo == EMPTY_LO ? EMPTY_LO : q_lo >> 24;
     acc[6] = q_hi >> 24;
     acc[7] = n_lo == EMPTY_LO ? EMPTY_LO : n_lo >> 23;
     acc[8] = n_hi >> 23;
     acc[9] = max_u(exp_max >> 23, q_hi >> 24);
+    acc[10] = nz;
     return 1;
 }
 
+static void transform_rows(const uint32_t *w, int64_t rows, int64_t cols, int t, int dual,
+                           uint32_t *mq, uint32_t *wn, int64_t *nq, int64_t *nn,
+                           uint32_t *row_flags, int32_t *stats, uint32_t *colq, int64_t *nz,
+                           uint32_t *nzc, float *upd_w, float *upd_v, const float *upd_g,
+                           float m, float lr);
+
 /* stats[0..3] = q_lo, q_hi, n_lo, n_hi over the whole operand (empty range: lo > hi);
  * stats[4] = the largest exponent field in the operands the GEMMs will see (the elements and
- * their powers of two; 255 when there is an inf or NaN), which bounds the GEMM's sums. */
+ * their powers of two; 255 when there is an inf or NaN), which bounds the GEMM's sums.
+ * colq and nzc (policy b only; NULL: not wanted) receive the qualifying and the nonzero finite
+ * count of every column, nz (NULL: not wanted) the nonzero finite count of every row: with
+ * them the transform also serves the transposed operand and the nonzero product counts
+ * (sim/matmul.py, Prepared.T and nonzero_rows). */
 void canna_transform_checked(const uint32_t *w, int64_t rows, int64_t cols, int t, int dual,
                              uint32_t *mq, uint32_t *wn, int64_t *nq, int64_t *nn,
-                             uint32_t *row_flags, int32_t *stats)
+                             uint32_t *row_flags, int32_t *stats, uint32_t *colq, int64_t *nz,
+                             uint32_t *nzc)
 {
+    transform_rows(w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats, colq, nz, nzc,
+                   0, 0, 0, 0.0f, 0.0f);
+}
+
+/* SGD with classic momentum on one row: v = m v - lr g; w += v, each multiply, subtract and add
+ * rounded on its own as NumPy's float32 in-place operations do (the build contracts nothing
+ * into a fused multiply-add: -ffp-contract=off). */
+static inline __attribute__((always_inline)) void
+sgd_row(float *restrict w, float *restrict v, const float *restrict g, int64_t cols, float m,
+        float lr)
+{
+    for (int64_t j = 0; j < cols; j++) {
+        float vj = v[j] * m;
+        float step = lr * g[j];
+        vj = vj - step;
+        v[j] = vj;
+        w[j] = w[j] + vj;
+    }
+}
+
+/* The SGD update of w (float32, rows x cols) followed by canna_transform_checked of the new w,
+ * row by row, so that each row is transformed while the update has it in cache. */
+void canna_sgd_transform(float *w, float *v, const float *g, double momentum, double lr,
+                         int64_t rows, int64_t cols, int t, int dual, uint32_t *mq, uint32_t *wn,
+                         int64_t *nq, int64_t *nn, uint32_t *row_flags, int32_t *stats,
+                         uint32_t *colq, int64_t *nz, uint32_t *nzc)
+{
+    transform_rows((const uint32_t *)w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats,
+                   colq, nz, nzc, w, v, g, (float)momentum, (float)lr);
+}
+
+static void transform_rows(const uint32_t *w, int64_t rows, int64_t cols, int t, int dual,
+                           uint32_t *mq, uint32_t *wn, int64_t *nq, int64_t *nn,
+                           uint32_t *row_flags, int32_t *stats, uint32_t *colq, int64_t *nz,
+                           uint32_t *nzc, float *upd_w, float *upd_v, const float *upd_g,
+                           float m, float lr)
+{
+    if (dual)
+        colq = nzc = 0;
+    for (int64_t j = 0; colq && j < cols; j++)
+        colq[j] = 0u;
+    for (int64_t j = 0; nzc && j < cols; j++)
+        nzc[j] = 0u;
     const uint32_t sh = 22u - (uint32_t)t, ones = (1u << (t + 1)) - 1u;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI, e_max = 0;
     for (int64_t k = 0; k < rows; k++) {
-        uint32_t acc[10];
+        uint32_t acc[11];
         const uint32_t *src = w + k * cols;
+        if (upd_w)
+            sgd_row(upd_w + k * cols, upd_v + k * cols, upd_g + k * cols, cols, m, lr);
         uint32_t *dq = mq + k * cols, *dn = dual ? wn + k * cols : 0;
         if (dual) {
-            if (!transform_row_common(src, dq, dn, cols, sh, ones, 1, acc))
-                transform_row(src, dq, dn, cols, sh, ones, 1, acc);
-        } else if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc)) {
-            transform_row(src, dq, 0, cols, sh, ones, 0, acc);
+            if (!transform_row_common(src, dq, dn, cols, sh, ones, 1, acc, 0, 0))
+                transform_row(src, dq, dn, cols, sh, ones, 1, acc, 0, 0);
+        } else if (colq && nzc) {
+            if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc, colq, nzc))
+                transform_row(src, dq, 0, cols, sh, ones, 0, acc, colq, nzc);
+        } else if (colq) {
+            if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc, colq, 0))
+                transform_row(src, dq, 0, cols, sh, ones, 0, acc, colq, 0);
+        } else if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc, 0, 0)) {
+            transform_row(src, dq, 0, cols, sh, ones, 0, acc, 0, 0);
         }
+        if (nz)
+            nz[k] = acc[10];
         nq[k] = acc[0];
         nn[k] = acc[1];
         row_flags[k] = (acc[4] ? ROW_RISKY_ALL : 0u) |
@@ -268,28 +356,34 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
  * nq32 holds nq (each <= n, the columns of the checked operand) as uint32: the per-row sums run
  * on 32-bit lanes, over chunks short enough that they cannot overflow. Magnitudes rather than
  * exponents: min(mag - 1) skips zeros (they wrap to the top) and max(mag) needs no test. */
-int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32,
-                               int64_t n, int32_t q_lo, int32_t q_hi, int32_t b_e_max)
+static inline __attribute__((always_inline)) int64_t
+scan_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32, int64_t n,
+           int32_t q_lo, int32_t q_hi, int32_t b_e_max, const uint32_t *nz32, int64_t *nonzero)
 {
     if (n > (int64_t)0xFFFFFFFFu)                 /* counts would not fit the 32-bit lanes */
         return -1;
     const int64_t chunk = n > 0 ? (int64_t)(0xFFFFFFFFu / (uint64_t)n) : cols;   /* >= 1 */
     uint32_t mag_min1 = EMPTY_LO, mag_max = 0;
-    int64_t hits = 0;
+    int64_t hits = 0, nonz = 0;
     for (int64_t i = 0; i < rows; i++) {
         const uint32_t *restrict src = a + i * cols;
         for (int64_t k0 = 0; k0 < cols; k0 += chunk) {
             const int64_t k1 = cols - k0 < chunk ? cols : k0 + chunk;
-            uint32_t h = 0;
+            uint32_t h = 0, z = 0;
             for (int64_t k = k0; k < k1; k++) {
                 uint32_t mag = src[k] & 0x7FFFFFFFu;
                 mag_min1 = min_u(mag_min1, mag - 1u);
                 mag_max = max_u(mag_max, mag);
                 h += nq32[k] & MASK(mag != 0u);
+                if (nz32)
+                    z += nz32[k] & MASK(mag != 0u);
             }
             hits += h;
+            nonz += z;
         }
     }
+    if (nonzero)
+        *nonzero = nonz;
     if (mag_min1 == EMPTY_LO)                     /* all zeros */
         return hits;
     const int32_t e_lo = (int32_t)((mag_min1 + 1u) >> 23), e_hi = (int32_t)(mag_max >> 23);
@@ -305,6 +399,18 @@ int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, co
     return hits;
 }
 
+/* nz32 (NULL: not wanted) holds the checked operand's nonzero finite count per row (each <= n);
+ * *nonzero then receives the products of two nonzero finite operands: on the lean path every
+ * element of a is finite, so that is the sum of nz32[k] over its nonzero elements. */
+int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32,
+                               int64_t n, int32_t q_lo, int32_t q_hi, int32_t b_e_max,
+                               const uint32_t *nz32, int64_t *nonzero)
+{
+    if (nz32)
+        return scan_quick(a, rows, cols, nq32, n, q_lo, q_hi, b_e_max, nz32, nonzero);
+    return scan_quick(a, rows, cols, nq32, n, q_lo, q_hi, b_e_max, 0, nonzero);
+}
+
 /* The largest exponent field among the finite ones of n binary32 bit patterns (0 when none). */
 uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n)
 {
@@ -314,4 +420,31 @@ uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n)
         m = max_u(m, e & ~MASK(e == 0x7F800000u));
     }
     return m >> 23;
+}
+
+/* Per-row and per-column counts of the nonzero finite elements of a rows x cols matrix of
+ * binary32 patterns (either output NULL: not wanted; both zeroed first): the operands a product
+ * is not bypassed for. 0 < |x| < inf is (x << 1) - 2 < 0xFEFFFFFE on uint32 (zero wraps to the top). */
+void canna_count_nonzero_finite(const uint32_t *x, int64_t rows, int64_t cols, int64_t *row_counts,
+                                uint32_t *col_counts)
+{
+    for (int64_t j = 0; col_counts && j < cols; j++)
+        col_counts[j] = 0u;
+    for (int64_t i = 0; i < rows; i++) {
+        const uint32_t *restrict src = x + i * cols;
+        uint32_t c = 0;
+        if (col_counts) {
+            uint32_t *restrict cc = col_counts;
+            for (int64_t j = 0; j < cols; j++) {
+                uint32_t nz = MASK((src[j] << 1) - 2u < 0xFEFFFFFEu);
+                c -= nz;
+                cc[j] -= nz;
+            }
+        } else {
+            for (int64_t j = 0; j < cols; j++)
+                c -= MASK((src[j] << 1) - 2u < 0xFEFFFFFEu);
+        }
+        if (row_counts)
+            row_counts[i] = c;
+    }
 }

@@ -78,37 +78,90 @@ static int check_shape(long long rows, long long cols, int t)
 
 #define DATA(b, type) ((type *)(b).view.buf)
 
-static PyObject *transform_checked(PyObject *self, PyObject *args)
+/* transform_checked and sgd_transform: o[0] = w, o[1..6] = mq, wn, nq, nn, row_flags, stats,
+ * o[7..9] = the optional qual_cols, nz_rows, nz_cols; upd (sgd_transform only) = v, g, which
+ * update w (then writable) before the transform. */
+static PyObject *run_transform(PyObject **o, long long rows, long long cols, int t, int dual,
+                               PyObject **upd, double momentum, double lr)
 {
-    long long rows, cols;
-    int t, dual;
-    PyObject *o[7];
-    if (!PyArg_ParseTuple(args, "OLLipOOOOOO:transform_checked", &o[0], &rows, &cols, &t, &dual,
-                          &o[1], &o[2], &o[3], &o[4], &o[5], &o[6]) || check_shape(rows, cols, t) < 0)
+    if (check_shape(rows, cols, t) < 0)
         return NULL;
+    for (int i = 7; i < 10; i += 2)
+        if (o[i] != Py_None && (dual || rows > (long long)UINT32_MAX)) {
+            const char *name = i == 7 ? "qual_cols" : "nz_cols";
+            PyErr_Format(PyExc_ValueError, dual ? "%s: policy b only"
+                                                : "%s: more rows than a uint32 count holds", name);
+            return NULL;
+        }
     const Py_ssize_t cells = (Py_ssize_t)(rows * cols);
-    Buf b[7];
+    Buf b[12];
     int n = 0, ok = 1;
-    ok = ok && take(o[0], &b[n++], "w", 4, cells * 4, 0, 0) == 0;
+    ok = ok && take(o[0], &b[n++], "w", 4, cells * 4, upd != NULL, 0) == 0;
     ok = ok && take(o[1], &b[n++], "mq", 4, cells * 4, 1, 0) == 0;
     ok = ok && take(o[2], &b[n++], "wn", 4, cells * 4, 1, !dual) == 0;
     ok = ok && take(o[3], &b[n++], "nq", 8, rows * 8, 1, 0) == 0;
     ok = ok && take(o[4], &b[n++], "nn", 8, rows * 8, 1, 0) == 0;
     ok = ok && take(o[5], &b[n++], "row_flags", 4, rows * 4, 1, 0) == 0;
     ok = ok && take(o[6], &b[n++], "stats", 4, 5 * 4, 1, 0) == 0;
+    ok = ok && take(o[7], &b[n++], "qual_cols", 4, cols * 4, 1, 1) == 0;
+    ok = ok && take(o[8], &b[n++], "nz_rows", 8, rows * 8, 1, 1) == 0;
+    ok = ok && take(o[9], &b[n++], "nz_cols", 4, cols * 4, 1, 1) == 0;
+    if (upd) {
+        ok = ok && take(upd[0], &b[n++], "v", 4, cells * 4, 1, 0) == 0;
+        ok = ok && take(upd[1], &b[n++], "g", 4, cells * 4, 0, 0) == 0;
+    }
     ok = ok && disjoint(&b[1], "mq", &b[0], "w") == 0 && disjoint(&b[2], "wn", &b[0], "w") == 0
             && disjoint(&b[2], "wn", &b[1], "mq") == 0;
+    for (int i = 7; ok && i < 10; i++)     /* the optional counts overlap neither w nor mq */
+        ok = disjoint(&b[i], "a count", &b[0], "w") == 0 && disjoint(&b[i], "a count", &b[1], "mq") == 0;
+    for (int i = 0; ok && upd && i < 10; i++)   /* v is written: it overlaps no other array */
+        ok = disjoint(&b[10], "v", &b[i], i == 0 ? "w" : "an output") == 0;
+    ok = ok && (!upd || (disjoint(&b[10], "v", &b[11], "g") == 0 && disjoint(&b[0], "w", &b[11], "g") == 0));
     if (ok) {
+        uint32_t *colq = b[7].held ? DATA(b[7], uint32_t) : NULL, *nzc = b[9].held ? DATA(b[9], uint32_t) : NULL;
+        int64_t *nz = b[8].held ? DATA(b[8], int64_t) : NULL;
+        uint32_t *wn = dual ? DATA(b[2], uint32_t) : NULL;
         Py_BEGIN_ALLOW_THREADS
-        canna_transform_checked(DATA(b[0], uint32_t), rows, cols, t, dual, DATA(b[1], uint32_t),
-                                dual ? DATA(b[2], uint32_t) : NULL, DATA(b[3], int64_t),
-                                DATA(b[4], int64_t), DATA(b[5], uint32_t), DATA(b[6], int32_t));
+        if (upd)
+            canna_sgd_transform(DATA(b[0], float), DATA(b[10], float), DATA(b[11], float), momentum,
+                                lr, rows, cols, t, dual, DATA(b[1], uint32_t), wn, DATA(b[3], int64_t),
+                                DATA(b[4], int64_t), DATA(b[5], uint32_t), DATA(b[6], int32_t),
+                                colq, nz, nzc);
+        else
+            canna_transform_checked(DATA(b[0], uint32_t), rows, cols, t, dual, DATA(b[1], uint32_t),
+                                    wn, DATA(b[3], int64_t), DATA(b[4], int64_t),
+                                    DATA(b[5], uint32_t), DATA(b[6], int32_t), colq, nz, nzc);
         Py_END_ALLOW_THREADS
     }
     release(b, n);
     if (!ok)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *transform_checked(PyObject *self, PyObject *args)
+{
+    long long rows, cols;
+    int t, dual;
+    PyObject *o[10];
+    o[7] = o[8] = o[9] = Py_None;
+    if (!PyArg_ParseTuple(args, "OLLipOOOOOO|OOO:transform_checked", &o[0], &rows, &cols, &t, &dual,
+                          &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9]))
+        return NULL;
+    return run_transform(o, rows, cols, t, dual, NULL, 0.0, 0.0);
+}
+
+static PyObject *sgd_transform(PyObject *self, PyObject *args)
+{
+    long long rows, cols;
+    int t, dual;
+    double momentum, lr;
+    PyObject *o[10], *upd[2];
+    if (!PyArg_ParseTuple(args, "OOOddLLipOOOOOOOOO:sgd_transform", &o[0], &upd[0], &upd[1],
+                          &momentum, &lr, &rows, &cols, &t, &dual, &o[1], &o[2], &o[3], &o[4],
+                          &o[5], &o[6], &o[7], &o[8], &o[9]))
+        return NULL;
+    return run_transform(o, rows, cols, t, dual, upd, momentum, lr);
 }
 
 static PyObject *scan_first(PyObject *self, PyObject *args)
@@ -150,17 +203,23 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
 {
     long long n_checked;
     int q_lo, q_hi, b_e_max;
-    PyObject *a, *nq32;
-    if (!PyArg_ParseTuple(args, "OOLiii:scan_first_quick", &a, &nq32, &n_checked, &q_lo, &q_hi,
-                          &b_e_max))
+    PyObject *a, *nq32, *nz32 = Py_None;
+    if (!PyArg_ParseTuple(args, "OOLiii|O:scan_first_quick", &a, &nq32, &n_checked, &q_lo, &q_hi,
+                          &b_e_max, &nz32))
         return NULL;
-    Buf b[2];
+    Buf b[3];
+    b[2].held = 0;
     if (take(nq32, &b[0], "nq32", 4, 0, 0, 0) < 0) {
         release(b, 1);
         return NULL;
     }
     const Py_ssize_t cols = b[0].view.len / 4;
-    int64_t hits = -1;
+    if (take(nz32, &b[2], "nz32", 4, cols * 4, 0, 1) < 0) {
+        release(b, 1);
+        release(b + 2, 1);
+        return NULL;
+    }
+    int64_t hits = -1, nonzero = 0;
     b[1].held = PyObject_GetBuffer(a, &b[1].view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0;
     if (!b[1].held)
         PyErr_Clear();
@@ -169,10 +228,14 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
         const Py_ssize_t rows = b[1].view.shape[0];
         Py_BEGIN_ALLOW_THREADS
         hits = canna_scan_first_quick(DATA(b[1], uint32_t), rows, cols, DATA(b[0], uint32_t),
-                                      n_checked, q_lo, q_hi, b_e_max);
+                                      n_checked, q_lo, q_hi, b_e_max,
+                                      b[2].held ? DATA(b[2], uint32_t) : NULL, &nonzero);
         Py_END_ALLOW_THREADS
     }
-    release(b, 2);
+    const int with_nonzero = b[2].held;
+    release(b, 3);
+    if (with_nonzero)   /* (hits, products of two nonzero finite operands); hits -1: declined */
+        return Py_BuildValue("(LL)", (long long)hits, (long long)nonzero);
     return PyLong_FromLongLong(hits);
 }
 
@@ -194,15 +257,53 @@ static PyObject *max_finite_exponent(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLong(e);
 }
 
+static PyObject *count_nonzero_finite(PyObject *self, PyObject *args)
+{
+    long long rows, cols;
+    PyObject *o[3];
+    if (!PyArg_ParseTuple(args, "OLLOO:count_nonzero_finite", &o[0], &rows, &cols, &o[1], &o[2])
+        || check_shape(rows, cols, 0) < 0)
+        return NULL;
+    if (rows > (long long)UINT32_MAX || cols > (long long)UINT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "shape %lld x %lld: counts would not fit uint32", rows, cols);
+        return NULL;
+    }
+    Buf b[3];
+    int n = 0, ok = 1;
+    ok = ok && take(o[0], &b[n++], "x", 4, (Py_ssize_t)(rows * cols) * 4, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "row_counts", 8, rows * 8, 1, 1) == 0;
+    ok = ok && take(o[2], &b[n++], "col_counts", 4, cols * 4, 1, 1) == 0;
+    ok = ok && disjoint(&b[1], "row_counts", &b[0], "x") == 0 && disjoint(&b[2], "col_counts", &b[0], "x") == 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        canna_count_nonzero_finite(DATA(b[0], uint32_t), rows, cols,
+                                   b[1].held ? DATA(b[1], int64_t) : NULL,
+                                   b[2].held ? DATA(b[2], uint32_t) : NULL);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, n);
+    if (!ok)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"transform_checked", transform_checked, METH_VARARGS,
-     "transform_checked(w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats)"},
+     "transform_checked(w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats[, qual_cols, nz_rows, nz_cols])"},
+    {"sgd_transform", sgd_transform, METH_VARARGS,
+     "sgd_transform(w, v, g, momentum, lr, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats, "
+     "qual_cols, nz_rows, nz_cols): v = momentum v - lr g; w += v (float32, in place), then "
+     "transform_checked of the new w"},
     {"scan_first", scan_first, METH_VARARGS,
      "scan_first(a, rows, cols, t, dual, row_flags, stats, ma, cnt_normal, cnt_q, risky) -> count"},
     {"scan_first_quick", scan_first_quick, METH_VARARGS,
-     "scan_first_quick(a, nq32, n, q_lo, q_hi, b_e_max) -> hits, or -1: take the general path"},
+     "scan_first_quick(a, nq32, n, q_lo, q_hi, b_e_max[, nz32]) -> hits, or -1: take the general path; "
+     "with nz32: (hits, nonzero products)"},
     {"max_finite_exponent", max_finite_exponent, METH_VARARGS,
      "max_finite_exponent(x) -> the largest exponent field of the finite binary32 patterns in x"},
+    {"count_nonzero_finite", count_nonzero_finite, METH_VARARGS,
+     "count_nonzero_finite(x, rows, cols, row_counts, col_counts): nonzero finite elements per row "
+     "(int64) and per column (uint32); either may be None"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -50,29 +50,29 @@ import numpy as np
 from canna.spec.config import EXACT, CFPUConfig, Policy
 
 from . import golden
+# The safety rules, shared with canna.torch's tensor path (written over NumPy or torch arrays).
+from .checked_rules import (MAX_SAFE_EXPONENT_SUM, ExponentStats, max_finite_exponent_numpy,
+                            qualifies, scan_first_numpy, transform_checked_numpy)
 
 __all__ = ["MatmulResult", "Prepared", "prepare", "matmul_reference", "matmul_fast",
-           "summation_bound"]
+           "summation_bound", "count_nonzero_finite", "sgd_update_prepare"]
 
 U = 2.0 ** -24           # unit roundoff of binary32
 TINY = 2.0 ** -149       # smallest subnormal: absolute error floor of one rounding
-ROW_RISKY_NONZERO = 1    # row k of B: every nonzero A[:, k] is risky
-ROW_RISKY_ALL = 2        # row k of B has inf/NaN: every A[:, k] is risky
-#: No product of elements with exponent fields e_a, e_b overflows while e_a + e_b <= this:
-#: |a b| < 2^(e_a + e_b - 252) <= 2^127. Beyond it a product is computed explicitly, since a
-#: GEMM that fuses it into the add would not round it to inf.
-MAX_SAFE_EXPONENT_SUM = 379
 
 
 class MatmulResult(NamedTuple):
     """``value`` (M x N float32), the number of ``products`` (M*K*N) and how many were ``hits``;
     ``lane``: the lane array's counters of the matmul (a
-    :class:`~canna.sim.lanes.LaneArrayResult`) when the backend ran it on the array, else None."""
+    :class:`~canna.sim.lanes.LaneArrayResult`) when the backend ran it on the array, else None;
+    ``nonzero``: the products of two nonzero finite operands where the matmul counted them on
+    the way (prepared operands with ``nonzero=True``, lean path), else None."""
 
     value: np.ndarray
     products: int
     hits: int
     lane: object = None
+    nonzero: int | None = None
 
     @property
     def hit_rate(self) -> float:
@@ -134,8 +134,8 @@ def summation_bound(abs_products_sum, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 #: 256-bit vectors even where 512-bit ones exist: the transform is faster with them
-#: (docs/performance.md).
-_KERNEL_FLAGS = ("-O3", "-march=native", "-std=c11") + (
+#: (docs/performance.md). No fused multiply-add: the SGD update must round as NumPy does.
+_KERNEL_FLAGS = ("-O3", "-march=native", "-std=c11", "-ffp-contract=off") + (
     ("-mprefer-vector-width=256",) if platform.machine() in ("x86_64", "AMD64") else ())
 
 
@@ -162,47 +162,6 @@ class _Kernels:
         return cls._lib
 
 
-class _Decomposed(NamedTuple):
-    """The fields of binary32 bit patterns the fast path decides on."""
-
-    exp: np.ndarray          # biased exponent (int32)
-    frac: np.ndarray         # fraction
-    normal: np.ndarray       # 1 <= exp <= 254
-    qualifies: np.ndarray    # normal and the hit rule holds (golden.qualifies)
-    pow2_exp: np.ndarray     # exponent of the power of two a hit replaces it with: exp + m1
-
-
-def _decompose(bits: np.ndarray, t: int) -> _Decomposed:
-    e = ((bits >> 23) & 0xFF).astype(np.int32)
-    f = bits & 0x7FFFFF
-    normal = (e >= 1) & (e <= 254)
-    return _Decomposed(e, f, normal, normal & golden.qualifies(f, t), e + (f >> 22).astype(np.int32))
-
-
-class ExponentStats(NamedTuple):
-    """The exponent ranges the fast path's safety decisions rest on (the kernels' ``int32[5]``
-    ``stats``): the powers of two of the checked operand's qualifying elements, dual's
-    normal non-qualifying elements (empty range: lo 1000, hi -1000), and the largest exponent
-    the GEMMs will see (it bounds their sums)."""
-
-    pow2_lo: int
-    pow2_hi: int
-    nonq_lo: int
-    nonq_hi: int
-    e_max: int
-
-    @classmethod
-    def of(cls, stats) -> "ExponentStats":
-        return cls(*(int(v) for v in stats))
-
-    @classmethod
-    def empty(cls, e_max: int = 0) -> "ExponentStats":
-        """Nothing in either range; the GEMMs see exponents up to ``e_max``."""
-        return cls(1000, -1000, 1000, -1000, e_max)
-
-
-
-
 class QuickScan(NamedTuple):
     """Arguments of policy b's lean path after the per-row counts (:func:`_matmul_quick`): the
     checked operand's N, its powers of two's exponent range, the GEMM's largest exponent."""
@@ -211,61 +170,6 @@ class QuickScan(NamedTuple):
     pow2_lo: int
     pow2_hi: int
     e_max: int
-
-
-def _range(values: np.ndarray) -> tuple[int, int]:
-    return (int(values.min()), int(values.max())) if values.size else (1000, -1000)
-
-
-def transform_checked_numpy(w: np.ndarray, t: int, dual: bool):
-    """NumPy twin of ``canna_transform_checked``: returns (mq, wn, qualifying, nonqualifying,
-    row_flags, stats), as :class:`Prepared` holds them."""
-    e, f, normal, qual, pe = _decompose(w, t)
-    ok = qual & (pe < 255)
-    plain = np.where(e == 255, 0, w).astype(np.uint32)
-    pow2 = ((w & 0x80000000) | (pe.astype(np.uint32) << 23)).astype(np.uint32)
-    if dual:
-        mq = np.where(ok, pow2, 0).astype(np.uint32)
-        wn = np.where(ok, 0, plain).astype(np.uint32)
-    else:
-        mq = np.where(ok, pow2, plain).astype(np.uint32)
-        wn = None
-    nonq = normal & ~ok & dual   # only dual multiplies these by a power of two
-    row_flags = np.where((e == 255).any(axis=1), ROW_RISKY_ALL, 0)
-    unrep = (qual & ~ok).any(axis=1)
-    if dual:
-        unrep |= ((e == 0) & (f != 0)).any(axis=1)
-    row_flags = (row_flags | np.where(unrep, ROW_RISKY_NONZERO, 0)).astype(np.uint32)
-    finite = e[e != 255]
-    e_max = max(int(finite.max()) if finite.size else 0, int(pe[ok].max()) if ok.any() else 0)
-    stats = np.array([*_range(pe[ok]), *_range(e[nonq]), e_max], dtype=np.int32)
-    return (mq, wn, ok.sum(axis=1).astype(np.int64), nonq.sum(axis=1).astype(np.int64),
-            row_flags, stats)
-
-
-def scan_first_numpy(a: np.ndarray, t: int, dual: bool, row_flags, stats):
-    """NumPy twin of ``canna_scan_first``: returns (risky_flat_indices, ma, cnt_normal, cnt_q),
-    ``cnt_q`` None for policy b."""
-    e, f, normal, qual, pe = _decompose(a, t)
-    qual &= dual
-    zero = (a & 0x7FFFFFFF) == 0
-    q_lo, q_hi, n_lo, n_hi, e_max = ExponentStats.of(stats)
-    bad = ((row_flags & ROW_RISKY_ALL) != 0)[None, :] | (((row_flags & ROW_RISKY_NONZERO) != 0)[None, :] & ~zero)
-    bad |= ~normal & ~zero
-    if q_lo <= q_hi:
-        bad |= normal & ((e + q_lo - 127 < 1) | (e + q_hi - 127 > 254))
-    bad |= normal & (pe + e_max > MAX_SAFE_EXPONENT_SUM)   # a product may overflow
-    out_of_range = pe >= 255
-    if n_lo <= n_hi:
-        out_of_range |= (pe + n_lo - 127 < 1) | (pe + n_hi - 127 > 254)
-    bad |= qual & out_of_range
-    safe = ~bad
-    ma = None
-    if dual:
-        pow2 = ((a & 0x80000000) | (pe.astype(np.uint32) << 23)).astype(np.uint32)
-        ma = np.where(bad, 0, np.where(qual, pow2, a)).astype(np.uint32)
-    return (np.flatnonzero(bad), ma, (normal & safe).sum(axis=0).astype(np.int64),
-            (qual & safe).sum(axis=0).astype(np.int64) if dual else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +192,11 @@ class Prepared:
         (``stats``: the kernels' array of :class:`ExponentStats`).
     quick : :class:`QuickScan` for policy b's lean path (:func:`_matmul_quick`), or None
         when it cannot apply (dual, or a row with inf, NaN or an unrepresentable power of two).
+    qualifying_cols : per-column counts of qualifying elements (``prepare(..., columns=True)``,
+        policy b), with which :attr:`T` serves the transposed operand; else None.
+    nonzero_rows, nonzero_cols : per-row (``prepare(..., nonzero=True)``) and per-column
+        (``nonzero=True, columns=True``, policy b) counts of nonzero finite elements, from
+        which the lean path counts the products that are not bypassed; else None.
     """
 
     config: CFPUConfig
@@ -299,29 +208,65 @@ class Prepared:
     row_flags: np.ndarray
     stats: np.ndarray
     quick: QuickScan | None = None
-    # ``qualifying`` as uint32 for the quick scan (each count is at most N), always derived
+    qualifying_cols: np.ndarray | None = None
+    nonzero_rows: np.ndarray | None = None
+    nonzero_cols: np.ndarray | None = None
+    # ``qualifying`` (and ``nonzero_rows``) as uint32 for the quick scan (each count is at most N)
     qualifying_u32: np.ndarray = field(init=False, repr=False, compare=False)
+    nonzero_u32: np.ndarray | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "qualifying_u32", self.qualifying.astype(np.uint32))
+        object.__setattr__(self, "nonzero_u32", None if self.nonzero_rows is None
+                           else self.nonzero_rows.astype(np.uint32))
 
     @property
     def shape(self) -> tuple:
         return self.original.shape
 
+    @property
+    def T(self) -> "Prepared | None":
+        """``B.T`` prepared for the same configuration, as views of these arrays (no copy, no
+        second transform: the transform is elementwise, and only the per-row facts change
+        sides), or None where this one lacks the per-column facts: dual, a row with inf, NaN or
+        an unrepresentable power of two (per-column flags), or no :attr:`qualifying_cols`."""
+        k_dim, n = self.shape
+        nonzero = dict(nonzero_rows=self.nonzero_cols, nonzero_cols=self.nonzero_rows)
+        if not self.config.enabled:
+            empty = np.zeros(n, np.int64)
+            return Prepared(self.config, self.original.T, self.original.T, None, empty, empty,
+                            np.zeros(n, np.uint32), self.stats, **nonzero)
+        if self.quick is None or self.qualifying_cols is None:
+            return None
+        return Prepared(self.config, self.original.T, self.checked.T, None, self.qualifying_cols,
+                        np.zeros(n, np.int64), np.zeros(n, np.uint32), self.stats,
+                        self.quick._replace(n=k_dim), self.qualifying, **nonzero)
 
-def max_finite_exponent_numpy(bits: np.ndarray) -> int:
-    """NumPy twin of ``canna_max_finite_exponent``: the largest exponent field among the finite
-    elements (0 when there is none)."""
-    e = (bits >> 23) & 0xFF
-    e = e[e != 255]
-    return int(e.max()) if e.size else 0
+
+def _quick_scan(n: int, dual: bool, row_flags: np.ndarray, stats: np.ndarray) -> QuickScan | None:
+    """The lean path's arguments, or None where it cannot apply (dual, or a flagged row)."""
+    if dual or np.count_nonzero(row_flags):
+        return None
+    pow2_lo, pow2_hi, _, _, e_max = stats.tolist()   # ExponentStats' order, without its cost
+    return QuickScan(n, pow2_lo, pow2_hi, e_max)
 
 
-def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Prepared:
-    """Transform the checked operand ``b`` (K x N float32) for :func:`matmul_fast`."""
-    b = np.ascontiguousarray(_check_matrix("b", b))
+def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None,
+            columns: bool = False, nonzero: bool = False) -> Prepared:
+    """Transform the checked operand ``b`` (K x N float32) for :func:`matmul_fast`.
+
+    ``columns``: also count the qualifying elements per column (policy b), so that
+    :attr:`Prepared.T` can serve ``b.T`` too. ``nonzero``: also count the nonzero finite
+    elements per row (and per column with ``columns``), in the same pass. A transposed view
+    (``W.T``, F-contiguous) is prepared as ``prepare(W).T`` where that is possible: no copy."""
+    b = _check_matrix("b", b)
     config = golden.check_config(config)
+    if (b.ndim == 2 and b.flags.f_contiguous and not b.flags.c_contiguous
+            and (not config.enabled or config.policy is not Policy.DUAL)):   # dual: per-column flags
+        t = prepare(b.T, config, native=native, columns=True, nonzero=nonzero).T
+        if t is not None:
+            return t
+    b = np.ascontiguousarray(b)
     k_dim, n = b.shape
     bits = b.view(np.uint32)
     lib = _Kernels.get() if native in (None, True) else None
@@ -330,12 +275,25 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
     if not config.enabled:   # no hits; B's largest exponent tells which products may overflow
         e_max = max_finite_exponent_numpy(bits) if lib is None else lib.max_finite_exponent(bits)
         empty = np.zeros(k_dim, dtype=np.int64)
+        nz = {}
+        if nonzero:
+            nz["nonzero_rows"] = count_nonzero_finite(b, 1, native=native)
+            if columns:
+                nz["nonzero_cols"] = count_nonzero_finite(b, 0, native=native)
         return Prepared(config, b, b, None, empty, empty, np.zeros(k_dim, np.uint32),
-                        np.array(ExponentStats.empty(e_max), np.int32))
+                        np.array(ExponentStats.empty(e_max), np.int32), **nz)
     dual = config.policy is Policy.DUAL
     t = config.tuning_bits
+    qual_cols = nz_rows = nz_cols = None
     if lib is None:
         mq, wn, qualifying, nonqualifying, row_flags, stats = transform_checked_numpy(bits, t, dual)
+        if columns and not dual:
+            e = (bits >> 23) & 0xFF
+            ok = (e >= 1) & (e + ((bits >> 22) & 1) < 255) & qualifies(bits & 0x7FFFFF, t)
+            qual_cols = np.count_nonzero(ok, axis=0).astype(np.int64)
+        if nonzero:
+            nz_rows = count_nonzero_finite(b, 1, native=False)
+            nz_cols = count_nonzero_finite(b, 0, native=False) if columns and not dual else None
     else:
         mq = np.empty_like(bits)
         wn = np.empty_like(bits) if dual else None
@@ -343,12 +301,74 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None) -> Pre
         nonqualifying = np.empty(k_dim, np.int64)
         row_flags = np.empty(k_dim, np.uint32)
         stats = np.empty(len(ExponentStats._fields), np.int32)
+        cols32 = np.empty(n, np.uint32) if columns and not dual else None
+        nz_rows = np.empty(k_dim, np.int64) if nonzero else None
+        nz32 = np.empty(n, np.uint32) if nonzero and cols32 is not None else None
         lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, qualifying, nonqualifying,
-                              row_flags, stats)
-    st = ExponentStats.of(stats)
-    quick = None if dual or row_flags.any() else QuickScan(n, st.pow2_lo, st.pow2_hi, st.e_max)
+                              row_flags, stats, cols32, nz_rows, nz32)
+        qual_cols = None if cols32 is None else cols32.astype(np.int64)
+        nz_cols = None if nz32 is None else nz32.astype(np.int64)
+    quick = _quick_scan(n, dual, row_flags, stats)
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
-                    qualifying, nonqualifying, row_flags, stats, quick)
+                    qualifying, nonqualifying, row_flags, stats, quick, qual_cols, nz_rows, nz_cols)
+
+
+def sgd_update_prepare(w: np.ndarray, v: np.ndarray, g, momentum: float, lr: float,
+                       config: CFPUConfig, *, columns: bool = False, nonzero: bool = False,
+                       native: bool | None = None) -> Prepared:
+    """The SGD update with classic momentum, in place (``v *= momentum; v -= lr * g; w += v``,
+    float32, rounded as those NumPy operations round), then :func:`prepare` of the new ``w``
+    for ``config``: one pass in C, which transforms each row while the update has it in cache.
+    ``w`` and ``v`` are C-contiguous float32 arrays of one shape, ``g`` a float32 array of it."""
+    lib = _Kernels.get() if native in (None, True) else None
+    g = np.asarray(g)
+    fused = (lib is not None and config.enabled and w.ndim == 2 and w.dtype == v.dtype == g.dtype == np.float32
+             and w.shape == v.shape == g.shape and w.flags.c_contiguous and v.flags.c_contiguous
+             and w.flags.writeable and v.flags.writeable)
+    if not fused:
+        v *= momentum
+        v -= lr * g
+        w += v
+        return prepare(w, config, native=native, columns=columns, nonzero=nonzero)
+    config = golden.check_config(config)
+    k_dim, n = w.shape
+    dual = config.policy is Policy.DUAL
+    bits = w.view(np.uint32)
+    mq = np.empty_like(bits)
+    wn = np.empty_like(bits) if dual else None
+    qualifying, nonqualifying = np.empty(k_dim, np.int64), np.empty(k_dim, np.int64)
+    row_flags = np.empty(k_dim, np.uint32)
+    stats = np.empty(len(ExponentStats._fields), np.int32)
+    cols32 = np.empty(n, np.uint32) if columns and not dual else None
+    nz_rows = np.empty(k_dim, np.int64) if nonzero else None
+    nz32 = np.empty(n, np.uint32) if nonzero and cols32 is not None else None
+    lib.sgd_transform(w, v, np.ascontiguousarray(g), float(momentum), float(lr), k_dim, n,
+                      config.tuning_bits, dual, mq, wn, qualifying, nonqualifying, row_flags, stats,
+                      cols32, nz_rows, nz32)
+    quick = _quick_scan(n, dual, row_flags, stats)
+    return Prepared(config, w, mq.view(np.float32), None if wn is None else wn.view(np.float32),
+                    qualifying, nonqualifying, row_flags, stats, quick,
+                    None if cols32 is None else cols32.astype(np.int64), nz_rows,
+                    None if nz32 is None else nz32.astype(np.int64))
+
+
+def count_nonzero_finite(x, axis: int, *, native: bool | None = None) -> np.ndarray:
+    """Counts (int64) of the nonzero finite elements of the float32 matrix ``x`` along ``axis``
+    (1: one per row, 0: one per column), as ``np.count_nonzero``: the operands a product is not
+    bypassed for. One pass in C."""
+    x = _check_matrix("x", x)
+    if axis not in (0, 1):
+        raise ValueError(f"axis must be 0 or 1, got {axis!r}")
+    if x.flags.f_contiguous and not x.flags.c_contiguous:
+        return count_nonzero_finite(x.T, 1 - axis, native=native)
+    lib = _Kernels.get() if native in (None, True) else None
+    if lib is None:
+        return np.count_nonzero((x != 0) & np.isfinite(x), axis=axis).astype(np.int64)
+    x = np.ascontiguousarray(x)
+    rows = np.empty(x.shape[0], np.int64) if axis == 1 else None
+    cols = np.empty(x.shape[1], np.uint32) if axis == 0 else None
+    lib.count_nonzero_finite(x.view(np.uint32), x.shape[0], x.shape[1], rows, cols)
+    return rows if axis == 1 else cols.astype(np.int64)
 
 
 _NO_RISKY = np.empty(0, np.int64)
@@ -382,7 +402,7 @@ def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
 _QUIET = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
 
 
-def _matmul_quick(a, prep: Prepared) -> MatmulResult | None:
+def _matmul_quick(a, prep: Prepared, transposed: bool = False) -> MatmulResult | None:
     """Policy b's common case, kept lean (at batch 100 every microsecond beside the GEMM counts):
     one kernel pass over ``a`` and one GEMM. The kernel answers only when no element of ``a`` is
     subnormal or non-finite, no hit's exponent can leave the range, and no sum can overflow;
@@ -394,28 +414,36 @@ def _matmul_quick(a, prep: Prepared) -> MatmulResult | None:
     lib = _Kernels.get()
     if lib is None or type(a) is not np.ndarray:
         return None
-    hits = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick)   # -1: declined
+    nonzero = None
+    if prep.nonzero_u32 is None:
+        hits = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick)   # -1: declined
+    else:
+        hits, nonzero = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
     if hits < 0:
         return None
-    return MatmulResult(np.matmul(a, prep.checked), a.size * prep.quick.n, hits)
+    y = np.matmul(prep.checked.T, a.T) if transposed else np.matmul(a, prep.checked)
+    return MatmulResult(y, a.size * prep.quick.n, hits, None, nonzero)
 
 
-def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None = None) -> MatmulResult:
+def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None = None,
+                transposed: bool = False) -> MatmulResult:
     """``a @ b`` with every product equal to the golden CFPU product, summed by BLAS.
 
     ``b`` is a float32 matrix, or a :class:`Prepared` (then ``config`` may be omitted). ``native``
     forces (True) or forbids (False) the C kernels; by default they are used when they build.
+    ``transposed``: the value is ``(a @ b).T``, C-contiguous, computed as ``M(b).T @ a.T`` (the
+    same products) rather than copied (a weight gradient ``x.T @ delta`` with ``x`` checked).
     Overflow gives inf and invalid operations NaN without a warning, as in the golden model;
     underflow follows ``np.seterr``, as in ``np.matmul``.
     """
     if isinstance(b, Prepared):
-        if config is not None and golden.check_config(config) != b.config:
+        if config is not None and config is not b.config and golden.check_config(config) != b.config:
             raise ValueError(f"b was prepared for {b.config.describe()}, not {config.describe()}")
         prep = b
     else:
         prep = prepare(b, EXACT if config is None else config, native=native)
     if prep.quick is not None and native is not False:
-        quick = _matmul_quick(a, prep)
+        quick = _matmul_quick(a, prep, transposed)
         if quick is not None:
             return quick
     a = _check_matrix("a", a)
@@ -426,7 +454,7 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
     a = np.ascontiguousarray(a)
     a_bits = a.view(np.uint32)
     if not prep.config.enabled:
-        return MatmulResult(_matmul_exact(a, prep, native), products, 0)
+        return MatmulResult(_matmul_exact(a, prep, native, transposed), products, 0)
     risky, ma, cnt_normal, cnt_q = _scan_first(a_bits, prep, native)
     if risky.size:
         a = a.copy()
@@ -440,10 +468,10 @@ def matmul_fast(a, b, config: CFPUConfig | None = None, *, native: bool | None =
         hits += int(np.dot(cnt_q, prep.nonqualifying))
     if risky.size:
         hits += _add_golden_products(y, a_bits, prep, risky)
-    return MatmulResult(y, products, hits)
+    return MatmulResult(np.ascontiguousarray(y.T) if transposed else y, products, hits)
 
 
-def _matmul_exact(a: np.ndarray, prep: Prepared, native: bool | None) -> np.ndarray:
+def _matmul_exact(a: np.ndarray, prep: Prepared, native: bool | None, transposed: bool = False) -> np.ndarray:
     """Exact mode: one GEMM. A GEMM that fuses a product into the add could hide its overflow,
     so where some finite product may overflow (``e_a + e_max(B) > MAX_SAFE_EXPONENT_SUM``: only
     with huge operands) the rows of ``a`` holding such elements are computed by the reference.
@@ -452,13 +480,15 @@ def _matmul_exact(a: np.ndarray, prep: Prepared, native: bool | None) -> np.ndar
     lib = _Kernels.get() if native in (None, True) else None
     e_a = max_finite_exponent_numpy(a_bits) if lib is None else lib.max_finite_exponent(a_bits)
     e_b = int(prep.stats[4])
+    if e_a + e_b <= MAX_SAFE_EXPONENT_SUM:
+        with np.errstate(**_QUIET):
+            return np.matmul(prep.original.T, a.T) if transposed else np.matmul(a, prep.original)
     with np.errstate(**_QUIET):
         y = np.matmul(a, prep.original)
-    if e_a + e_b > MAX_SAFE_EXPONENT_SUM:
-        e = (a_bits >> 23) & 0xFF
-        rows = np.flatnonzero(((e != 255) & (e + e_b > MAX_SAFE_EXPONENT_SUM)).any(axis=1))
-        y[rows] = matmul_reference(a[rows], prep.original, prep.config).value
-    return y
+    e = (a_bits >> 23) & 0xFF
+    rows = np.flatnonzero(((e != 255) & (e + e_b > MAX_SAFE_EXPONENT_SUM)).any(axis=1))
+    y[rows] = matmul_reference(a[rows], np.ascontiguousarray(prep.original), prep.config).value
+    return np.ascontiguousarray(y.T) if transposed else y
 
 
 def _add_golden_products(y, a_bits, prep: Prepared, risky: np.ndarray, chunk: int = 4096) -> int:

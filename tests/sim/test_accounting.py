@@ -86,9 +86,10 @@ def _invariants(r, a, b, config, geometry) -> None:
 
 
 def _check(a, b, config, geometry, lib, ref=None):
-    """Account a @ b with ``lib`` (plain and prepared operand, with and without per-lane
-    counters) and compare with the golden model (or ``ref``), whose cycle counts must keep their
-    orders (:func:`_invariants`). Returns the result."""
+    """Account a @ b with ``lib`` (prepared operand, also from the layout of a transposed view;
+    with the default build also plain operands, which the engine packs in the accounting call;
+    with and without per-lane counters) and compare with the golden model (or ``ref``), whose
+    cycle counts must keep their orders (:func:`_invariants`). Returns the result."""
     ref = run_lane_array(a, b, config, geometry) if ref is None else ref
     _invariants(ref, a, b, config, geometry)
     prep = accounting.prepare_accounting(b, config, lib=lib)
@@ -100,6 +101,16 @@ def _check(a, b, config, geometry, lib, ref=None):
     assert isinstance(totals, LaneArrayTotals)
     bad = _mismatch(totals, ref, per_lane=False)
     assert bad is None, (config.describe(), geometry, bad)
+    bt = np.asfortranarray(b)     # the layout of W.T, the backward phase's operand: read in place
+    others = [accounting.account_result(a, accounting.prepare_accounting(bt, config, lib=lib),
+                                        None, geometry)]
+    if lib is accounting.library():     # plain operands: canna_acc_once
+        others += [accounting.account_result(a, bt, config, geometry)]
+        others += [accounting.account_matmul(a, x, config, geometry) for x in (b, bt)]
+    for r in others:
+        bad = _mismatch(r, ref, per_lane=isinstance(r, type(got)))
+        assert bad is None, (f"{config.describe()} {geometry} a{a.shape} b{b.shape} "
+                             f"(transposed layout or plain): {bad}")
     return got
 
 
@@ -238,6 +249,43 @@ def test_out_of_range_exponents(lib):
           f"(product-by-product words in every one; {differs} with no-skip cycles other than "
           "the CFPU's)")
     assert differs > 0
+
+
+def test_transposed_view_packs_as_copy(lib):
+    """``prepare_accounting(W.T)`` packs the view from W's rows (no copy): its class words,
+    per-column counts and exponent facts equal those of ``W.T`` copied, on hit patterns and
+    weights with specials, subnormals and extreme exponents; the accounting with it equals the
+    golden model's (every field), with the product-by-product words read through the view."""
+    rng = np.random.default_rng(SEED + 7)
+    cases = hard = 0
+    stride = lib.canna_acc_bstride
+
+    def same_packing(got, ref):
+        k, n = got.shape
+        step, used = stride((k + 63) // 64, got.npad), (k + 63) // 64 * got.npad
+        assert got.classes == ref.classes and got.npad == ref.npad
+        for c in range(got.classes):
+            assert np.array_equal(got.bcls[c * step:c * step + used], ref.bcls[c * step:c * step + used])
+        assert np.array_equal(got.pc_nz, ref.pc_nz) and np.array_equal(got.info, ref.info)
+
+    for trial in range(24):
+        m, k, n = int(rng.integers(1, 6)), int(rng.integers(1, 200)), int(rng.integers(2, 140))
+        w = (_hit_pattern_matrix, _mild_matrix, _hard_matrix)[trial % 3](rng, (n, k))
+        b = w.T                       # K x N, F-contiguous
+        a = _mild_matrix(rng, (m, k))
+        geometry = GEOMETRIES[trial % len(GEOMETRIES)]
+        for config in CONFIGS:
+            got, ref = (accounting.prepare_accounting(x, config, lib=lib) for x in (b, b.copy()))
+            assert got.original is b
+            same_packing(got, ref)
+            r = accounting.account_result(a, got, None, geometry)
+            bad = _mismatch(r, run_lane_array(a, b.copy(), config, geometry))
+            assert bad is None, (config.describe(), geometry, bad)
+            hard += r.extra["product_by_product_words"] > 0
+            cases += 1
+    print(f"transposed views pack as their copies and account = golden on {cases} cases "
+          f"({hard} with product-by-product words)")
+    assert hard > 0
 
 
 def test_many_chunks(lib):

@@ -1,0 +1,14 @@
+"""CFPU arithmetic inside PyTorch models: every product of ``nn.Linear`` and ``nn.Conv2d`` layers,
+forward and backward, equal bit for bit to the golden CFPU model (docs/torch.md).
+
+    from canna.torch import convert, attach_counters
+    from canna.spec.config import CFPUConfig
+    model = convert(model, CFPUConfig.approx(3))     # every layer, every phase at t = 3
+    counters = attach_counters(model)                # products and hits per layer and phase
+"""
+from .engine import matmul
+from .layers import (CFPUConv2d, CFPULinear, LayerPlan, attach_counters, cfpu_layers, cfpu_matmul,
+                     convert, follow_gta, set_level)
+
+__all__ = ["matmul", "cfpu_matmul", "LayerPlan", "CFPULinear", "CFPUConv2d", "convert",
+           "cfpu_layers", "attach_counters", "set_level", "follow_gta"]

@@ -1,0 +1,238 @@
+"""``a @ b`` on PyTorch tensors with every product equal to the golden CFPU product.
+
+The semantics are :func:`canna.sim.matmul.matmul_fast`'s (``b`` is the checked operand): a hit
+replaces ``b``'s element by a power of two, so the GEMM forms the CFPU's product exactly; the
+dual policy runs two GEMMs; the risky elements of ``a`` (subnormals, inf/NaN, exponents at the
+edge of the range) are taken out of the GEMM and their products computed by the golden model.
+Only the summation is the framework's. Two paths, one set of rules:
+
+``numpy``   CPU tensors: :func:`~canna.sim.matmul.matmul_fast` itself on zero-copy
+            ``.numpy()`` views (its C kernels and lean policy-b path); NumPy's BLAS sums.
+``tensor``  any device: the rules of :mod:`canna.sim.checked_rules` evaluated with torch
+            operations on the tensors' bits (``int32``), ``torch.matmul`` sums; the few risky
+            products go through :func:`canna.sim.golden.mul_bits` on the CPU and are added with
+            ``index_add_``. Tested on CPU against the ``numpy`` path; untested on CUDA here.
+
+``auto`` (the default) takes ``numpy`` for CPU tensors and ``tensor`` elsewhere.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from canna.sim import golden
+from canna.sim.checked_rules import (MAX_SAFE_EXPONENT_SUM, max_finite_exponent_numpy,
+                                     scan_first_numpy, transform_checked_numpy)
+from canna.sim.matmul import MatmulResult, Prepared, _Kernels, matmul_fast, matmul_reference, prepare
+from canna.spec.config import CFPUConfig, Policy
+
+__all__ = ["PATHS", "matmul", "TensorPieces", "tensor_pieces"]
+
+PATHS = ("auto", "numpy", "tensor")
+#: Risky products computed by the golden model per call of mul_bits (bounds its temporaries).
+_CHUNK = 4096
+
+
+def _check(a, b, config) -> CFPUConfig:
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if x.dtype != torch.float32:
+            raise TypeError(f"{name}: expected a float32 tensor, got dtype {x.dtype}")
+        if x.dim() != 2:
+            raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(x.shape)}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"shape mismatch: a is {tuple(a.shape)}, b is {tuple(b.shape)} "
+                         "(a.shape[1] != b.shape[0])")
+    if a.device != b.device:
+        raise ValueError(f"a is on {a.device}, b on {b.device}")
+    return golden.check_config(config)
+
+
+def as_numpy(x: torch.Tensor) -> np.ndarray:
+    """A C-contiguous float32 ndarray of ``x`` (a zero-copy view for a contiguous CPU tensor)."""
+    return np.ascontiguousarray(x.detach().cpu().numpy())
+
+
+def matmul(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, *, path: str = "auto",
+           prepared: Prepared | None = None, transposed: bool = False) -> MatmulResult:
+    """``a @ b`` (float32 2-D tensors, ``b`` checked) under ``config``: a
+    :class:`~canna.sim.matmul.MatmulResult` whose ``value`` is a tensor on ``a``'s device.
+    ``prepared``: ``b`` already transformed for ``config`` (:func:`~canna.sim.matmul.prepare`;
+    ``numpy`` path only, else ignored). ``transposed`` (``numpy`` path): the GEMM computes
+    ``M(b).T @ a.T`` (the same products: ``matmul_fast(..., transposed=True)``, faster in
+    OpenBLAS when ``b`` is a transposed view) and ``value`` is its transpose, a view."""
+    config = _check(a, b, config)
+    path = resolve_path(path, a)
+    if path == "numpy":
+        if prepared is None:
+            prepared = numpy_view(b)    # a transposed view too: prepare() takes it without a copy
+        r = matmul_fast(as_numpy(a), prepared, config, transposed=transposed)
+        value = torch.from_numpy(r.value)
+        return r._replace(value=value.t() if transposed else value)
+    return _matmul_tensor(a, b, config)
+
+
+def resolve_path(path: str, a: torch.Tensor) -> str:
+    """``path`` with ``auto`` decided for ``a``'s device (``numpy`` needs a CPU tensor)."""
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
+    if path == "auto":
+        return "numpy" if a.device.type == "cpu" else "tensor"
+    if path == "numpy" and a.device.type != "cpu":
+        raise ValueError(f"path 'numpy' needs CPU tensors, got {a.device}")
+    return path
+
+
+def numpy_view(x: torch.Tensor) -> np.ndarray:
+    """``x`` (CPU) as an ndarray without a copy where it is C- or F-contiguous (a transposed
+    view), else a C-contiguous copy."""
+    v = x.detach().numpy()
+    return v if v.flags.c_contiguous or v.flags.f_contiguous else np.ascontiguousarray(v)
+
+
+class TensorPieces:
+    """What the tensor path hands the GEMMs for ``a @ b``: ``a_safe`` (``a`` with its risky
+    elements zeroed) times ``checked``, plus (dual) ``ma @ rest``, plus the golden products of
+    the ``risky`` flat indices of ``a``; ``hits`` counts the GEMMs' hits (the risky products'
+    hits come from the golden model). Exposed for the product-by-product tests."""
+
+    def __init__(self, a_safe, checked, ma, rest, risky, hits):
+        self.a_safe, self.checked, self.ma, self.rest, self.risky, self.hits = (
+            a_safe, checked, ma, rest, risky, hits)
+
+
+def tensor_pieces(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig) -> TensorPieces:
+    """The transform of the tensor path (approximate ``config`` only): the rules of
+    :mod:`canna.sim.checked_rules` on the bits of ``a`` and ``b``."""
+    a, b = a.contiguous(), b.contiguous()
+    dual = config.policy is Policy.DUAL
+    t = config.tuning_bits
+    mq, wn, qualifying, nonqualifying, row_flags, stats = transform_checked_numpy(
+        b.view(torch.int32), t, dual)
+    risky, ma, cnt_normal, cnt_q = scan_first_numpy(a.view(torch.int32), t, dual, row_flags, stats)
+    a_safe = a
+    if risky.numel():
+        a_safe = a.clone()
+        a_safe.view(-1)[risky] = 0.0
+    hits = int((cnt_normal * qualifying).sum())
+    if cnt_q is not None:
+        hits += int((cnt_q * nonqualifying).sum())
+    return TensorPieces(a_safe, mq.view(torch.float32), None if ma is None else ma.view(torch.float32),
+                        None if wn is None else wn.view(torch.float32), risky, hits)
+
+
+def _check_precision(a: torch.Tensor) -> None:
+    # TF32 or bfloat16 GEMMs round the operands: the products would no longer be the CFPU's.
+    if torch.get_float32_matmul_precision() != "highest" or (
+            a.is_cuda and torch.backends.cuda.matmul.allow_tf32):
+        raise RuntimeError("canna.torch needs full float32 GEMMs: call "
+                           "torch.set_float32_matmul_precision('highest') and leave "
+                           "torch.backends.cuda.matmul.allow_tf32 False")
+
+
+def _matmul_tensor(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig) -> MatmulResult:
+    _check_precision(a)
+    m, k_dim = a.shape
+    products = m * k_dim * b.shape[1]
+    if not config.enabled:
+        return MatmulResult(_matmul_exact(a, b), products, 0)
+    p = tensor_pieces(a, b, config)
+    y = p.a_safe @ p.checked
+    if p.rest is not None:
+        y += p.ma @ p.rest
+    hits = p.hits
+    if p.risky.numel():
+        hits += _add_golden_products(y, a, b, p.risky, config)
+    return MatmulResult(y, products, hits)
+
+
+def _bits_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().contiguous().view(torch.int32).cpu().numpy().view(np.uint32)
+
+
+def _matmul_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact mode: one GEMM; rows of ``a`` holding an element whose product with ``b`` may
+    overflow (a fused GEMM could hide it) come from the reference, as in ``matmul_fast``."""
+    y = a @ b
+    a_bits, b_bits = a.contiguous().view(torch.int32), b.contiguous().view(torch.int32)
+    e_b = max_finite_exponent_numpy(b_bits)
+    if max_finite_exponent_numpy(a_bits) + e_b > MAX_SAFE_EXPONENT_SUM:
+        e = (a_bits >> 23) & 0xFF
+        rows = ((e != 255) & (e + e_b > MAX_SAFE_EXPONENT_SUM)).any(dim=1).nonzero().reshape(-1)
+        ref = matmul_reference(as_numpy(a[rows]), as_numpy(b)).value
+        y[rows] = torch.from_numpy(ref).to(y.device)
+    return y
+
+
+def _add_golden_products(y, a, b, risky, config: CFPUConfig) -> int:
+    """Add the golden products of the risky elements of ``a`` (flat indices) with their rows of
+    ``b`` into ``y``; returns their hit count."""
+    k_dim = a.shape[1]
+    a_flat = a.reshape(-1)
+    hits = 0
+    for start in range(0, risky.numel(), _CHUNK):
+        idx = risky[start:start + _CHUNK]
+        rows, ks = idx // k_dim, idx % k_dim
+        r = golden.mul_bits(_bits_numpy(a_flat[idx])[:, None], _bits_numpy(b[ks]), config)
+        hits += int(np.count_nonzero(r.hit))
+        y.index_add_(0, rows, torch.from_numpy(r.bits.view(np.float32)).to(y.device))
+    return hits
+
+
+# --------------------------------------------------------------------------------------------
+# Native convolutions (CFPUConv2d's fast route): the pieces, on CPU tensors
+# --------------------------------------------------------------------------------------------
+
+def _lib():
+    return _Kernels.get()
+
+
+def native_conv_available(x: torch.Tensor) -> bool:
+    """Whether a convolution on ``x`` may take the native route: a CPU tensor, the C kernels
+    built, and PyTorch's float32 convolutions at full precision (oneDNN's ``fp32_precision``
+    left at its IEEE default)."""
+    conv = getattr(torch.backends.mkldnn, "conv", None)
+    precision = getattr(conv, "fp32_precision", "none") if conv is not None else "none"
+    return x.device.type == "cpu" and _lib() is not None and precision in ("none", "ieee")
+
+
+def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = False) -> Prepared:
+    """:func:`canna.sim.matmul.prepare` of the contiguous CPU tensor ``b`` viewed as a matrix
+    (its first dimension the rows), with the per-column facts (``columns=True``)."""
+    b2 = b.detach().reshape(b.shape[0], -1)
+    return prepare(as_numpy(b2), config, columns=True, nonzero=nonzero)
+
+
+def first_is_safe(a: torch.Tensor, prep: Prepared) -> bool:
+    """Whether every product of an element of ``a`` with the checked operand ``prep`` may be
+    formed by a plain float32 multiply, whatever element of ``prep`` it meets: matmul_fast's
+    lean-path rule (:func:`~canna.sim.matmul._matmul_quick`: no subnormal, inf or NaN in ``a``,
+    no hit's exponent out of range, no product near overflow), elementwise; exact mode: no
+    product near overflow (``MAX_SAFE_EXPONENT_SUM``). False: take the im2col route."""
+    bits = as_numpy(a).reshape(-1, a.shape[-1]).view(np.uint32)
+    if not prep.config.enabled:
+        return _lib().max_finite_exponent(bits) + int(prep.stats[4]) <= MAX_SAFE_EXPONENT_SUM
+    if prep.quick is None:      # dual, or a checked element with inf, NaN or no power of two
+        return False
+    zeros = _zeros_u32(bits.shape[1])
+    return _lib().scan_first_quick(bits.view(np.float32), zeros, *prep.quick) >= 0
+
+
+_ZEROS: dict = {}
+
+
+def _zeros_u32(n: int) -> np.ndarray:
+    z = _ZEROS.get(n)
+    if z is None:
+        z = _ZEROS[n] = np.zeros(n, np.uint32)
+    return z
+
+
+def hit_mask(x: torch.Tensor, config: CFPUConfig) -> torch.Tensor:
+    """Where policy b replaces an element of the checked operand ``x`` by a power of two under
+    ``config`` (bool, ``x``'s shape): where dual's ``Bq`` is nonzero, the same hit rule
+    (:func:`~canna.sim.checked_rules.transform_checked_numpy`), one pass of the C kernel."""
+    dual = CFPUConfig.approx(config.tuning_bits, Policy.DUAL)
+    checked = prepare(as_numpy(x.reshape(x.shape[0], -1)), dual).checked.view(np.uint32)
+    return torch.from_numpy(checked != 0).reshape(x.shape)

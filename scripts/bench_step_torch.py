@@ -1,0 +1,180 @@
+"""PyTorch training-step bench: one step with CFPU arithmetic against the same step with native
+PyTorch arithmetic, paired in one run (issue 14, section 3; the NumPy driver's twin is
+scripts/bench_step.py).
+
+One step is :func:`canna.torch.train.train_step`: forward, ``F.cross_entropy``, backward and
+``torch.optim.SGD`` (lr 0.01, momentum 0.9) on the side's own copy of the model (same initial
+weights, same batches). Models: the paper's MLP 784-500-500-10 (ReLU6, dropout 0.5) and a
+LeNet-5-style CNN on 28x28 images (canna.torch.train.lenet's layers: conv 5x5 6 maps padding 2,
+pool, conv 5x5 16 maps, pool, fully connected 120, 84, 10).
+
+    native      the plain PyTorch model (nn.Linear, nn.Conv2d).
+    approx      ``convert(copy.deepcopy(model), CFPUConfig.approx(3, "b"))``: every product of
+                the three phases equal to the golden CFPU's, nothing counted.
+    approx+cnt  the same with ``attach_counters(model)``: products, hits and nonzero products
+                per layer and phase.
+    approx+acc  the same with ``attach_counters(model, ArrayGeometry())``: plus the lane array's
+                accounting (cycles, energy) of every matmul, what ``canna train`` does.
+
+Timing is paired and interleaved (native, approx, approx+cnt, approx+acc, native, ...): each
+sample is the mean of enough steps to last about --sample-ms, the ratios are taken round by
+round against the same round's native sample, min / median / max over the rounds (also as CPU
+time, which leaves out the time other jobs held the core). One PyTorch
+thread and one BLAS thread on both sides (what ``canna train --framework torch`` uses).
+Goal (issue 14): median approx / native at most 1.2 at batch 32 and 1.1 at batch 100. Nothing is
+asserted on time.
+
+    python scripts/bench_step_torch.py [--rounds 7] [--batches 10,32,100] [--models mlp,lenet]
+                                       [--sample-ms 100] [--data auto|random|fashion-mnist]
+                                       [--quick] [--json build/bench_step_torch.json]
+
+Data: Fashion-MNIST's first training images when installed (``--data auto``), else standard
+normal features. ``--quick`` (tests): 2 rounds of short samples, random data, a few seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import sys
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+from torch import nn
+
+# scripts/ is this script's first import path: the NumPy driver's bench shares its helpers.
+from bench_step import (OneLineParser, batch_list, blas_info, load_inputs, measure, positive, ratios,
+                        save_report, stats)
+from canna.spec.array import ArrayGeometry
+from canna.spec.config import CFPUConfig
+from canna.torch import attach_counters, convert
+from canna.torch.train import train_step
+
+MODELS = ("mlp", "lenet")
+TUNING_BITS = 3
+LR, MOMENTUM, DROPOUT = 0.01, 0.9, 0.5
+GOALS = {32: 1.2, 100: 1.1}
+N_BATCHES = 16         # distinct batches each side cycles through
+
+
+def model_list(text: str) -> list[str]:
+    names = text.split(",")
+    bad = [n for n in names if n not in MODELS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown model {bad[0]!r}; known: {', '.join(MODELS)}")
+    return names
+
+
+def plain_model(kind: str) -> nn.Module:
+    """The native side: plain PyTorch layers (the CFPU side converts a copy)."""
+    torch.manual_seed(0)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(784, 500), nn.ReLU6(), nn.Dropout(DROPOUT),
+                             nn.Linear(500, 500), nn.ReLU6(), nn.Dropout(DROPOUT), nn.Linear(500, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Dropout(DROPOUT),
+        nn.Linear(120, 84), nn.ReLU(), nn.Dropout(DROPOUT), nn.Linear(84, 10))
+
+
+def sides(kind: str, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
+    """name -> step function (with an untimed ``reset()``), every side on its own model."""
+    xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if kind == "lenet":
+        xs = xs.reshape(-1, 1, 28, 28)
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    batches = [(xs[i * batch:(i + 1) * batch], ys[i * batch:(i + 1) * batch]) for i in range(N_BATCHES)]
+    base = plain_model(kind)
+    approx = CFPUConfig.approx(TUNING_BITS, "b")
+
+    def side(counters):
+        model = copy.deepcopy(base)
+        if counters is not None:
+            model = convert(model, approx)
+            if counters != "none":
+                attach_counters(model, ArrayGeometry() if counters == "acc" else None)
+        initial = copy.deepcopy(model.state_dict())
+        state = {"i": 0, "opt": None}
+
+        def reset():
+            """Back to the initial weights (untimed, before every sample), so that every sample
+            sees the same early-training operands."""
+            model.load_state_dict(initial)
+            state["opt"] = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+            state["i"] = 0
+            torch.manual_seed(1)        # the same dropout masks on every side
+
+        def step():
+            xb, yb = batches[state["i"] % N_BATCHES]
+            state["i"] += 1
+            train_step(model, state["opt"], xb, yb)
+        reset()
+        step.reset = reset
+        return step
+
+    return {"native": side(None), "approx": side("none"), "approx+cnt": side("cnt"),
+            "approx+acc": side("acc")}
+
+
+def main(argv=None) -> int:
+    ap = OneLineParser(prog="bench_step_torch.py", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=positive(int), default=7, help="paired rounds (default 7)")
+    ap.add_argument("--batches", type=batch_list, default=[10, 32, 100], help="batch sizes (default 10,32,100)")
+    ap.add_argument("--models", type=model_list, default=list(MODELS), help="mlp,lenet (default both)")
+    ap.add_argument("--sample-ms", type=positive(float), default=100.0, help="length of one sample (default 100)")
+    ap.add_argument("--data", choices=["auto", "random", "fashion-mnist"], default="auto")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of short samples, random data (tests)")
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+    rounds, sample_s = (2, 0.002) if args.quick else (args.rounds, args.sample_ms / 1000)
+    try:
+        x, y, data_note = load_inputs("random" if args.quick else args.data,
+                                      N_BATCHES * max(args.batches), np.random.default_rng(2026))
+    except ValueError as e:
+        ap.error(str(e))
+    torch.set_num_threads(1)
+    load_start = os.getloadavg()
+    rows = []
+    with threadpool_limits(1, user_api="blas"):
+        blas = blas_info()
+        blas_text = ", ".join(f"{b['library']} {b['threads']} thread" for b in blas)
+        print(f"PyTorch training-step bench: CFPU t={TUNING_BITS} policy b all phases vs native "
+              f"float32; {data_note}; {rounds} paired rounds; {platform.machine()} "
+              f"{os.cpu_count()} cores, torch {torch.__version__} {torch.get_num_threads()} thread, "
+              f"BLAS {blas_text}; "
+              f"load average {load_start[0]:.2f} at the start")
+        for kind in args.models:
+            for batch in args.batches:
+                times, cpu = measure(sides(kind, x, y, batch), rounds, sample_s)
+                row = {"model": kind, "batch": batch, "seconds": {k: stats(v) for k, v in times.items()},
+                       "ratio": ratios(times), "cpu_ratio": ratios(cpu), "goal": GOALS.get(batch)}
+                row["met"] = None if row["goal"] is None else {
+                    k: v["median"] <= row["goal"] for k, v in row["ratio"].items()}
+                rows.append(row)
+                goal = "" if row["goal"] is None else f"; goal (median) <= {row['goal']}: " + ", ".join(
+                    f"{k} {'met' if ok else 'NOT met'}" for k, ok in row["met"].items())
+                ms = ", ".join(f"{k} {1e3 * v['median']:.2f}" for k, v in row["seconds"].items())
+                text = "; ".join(f"{k} {v['min']:.2f} / {v['median']:.2f} / {v['max']:.2f}"
+                                 for k, v in row["ratio"].items())
+                cpu_text = ", ".join(f"{k} {v['median']:.2f}" for k, v in row["cpu_ratio"].items())
+                print(f"  {kind:5s} batch {batch:4d}: ms per step (median) {ms}; / native "
+                      f"min / median / max: {text}{goal}; CPU-time ratios (median) {cpu_text}",
+                      flush=True)
+    load_end = os.getloadavg()
+    print(f"  load average {load_end[0]:.2f} at the end (other jobs slow both sides, not always equally)")
+    report = {"command": " ".join(["bench_step_torch.py", *(argv if argv is not None else sys.argv[1:])]),
+              "tuning_bits": TUNING_BITS, "policy": "b", "data": data_note, "rounds": rounds,
+              "sample_ms": 1000 * sample_s, "machine": f"{platform.machine()} {os.cpu_count()} cores",
+              "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "blas": blas,
+              "load_average": {"start": list(load_start), "end": list(load_end)},
+              "goals": {str(k): v for k, v in GOALS.items()}, "rows": rows}
+    save_report(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""scripts/bench_step_torch.py (the PyTorch training-step bench of `make bench`): its quick mode
+runs both models and writes the report's fields; bad options are one line, exit 2. No timing is
+asserted."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO_ROOT, load_script
+
+SCRIPT = REPO_ROOT / "scripts" / "bench_step_torch.py"
+sys.path.insert(0, str(SCRIPT.parent))     # as when run: it imports bench_step's helpers
+try:
+    bench = load_script("bench_step_torch")
+finally:
+    sys.path.remove(str(SCRIPT.parent))
+SIDES = ("approx", "approx+cnt", "approx+acc")
+
+
+def test_quick_run_writes_the_report(tmp_path):
+    out = tmp_path / "step.json"
+    r = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--batches", "10,32", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["rounds"] == 2 and report["torch_threads"] == 1
+    assert report["blas"] and all(b["threads"] == 1 for b in report["blas"])
+    assert len(report["load_average"]["start"]) == 3
+    assert [(row["model"], row["batch"]) for row in report["rows"]] == [
+        ("mlp", 10), ("mlp", 32), ("lenet", 10), ("lenet", 32)]
+    for row in report["rows"]:
+        for side in ("native", *SIDES):
+            s = row["seconds"][side]
+            assert 0 < s["min"] <= s["median"] <= s["max"]
+        assert set(row["ratio"]) == set(row["cpu_ratio"]) == set(SIDES)
+        for s in [*row["ratio"].values(), *row["cpu_ratio"].values()]:
+            assert 0 < s["min"] <= s["median"] <= s["max"]
+        if row["batch"] == 32:
+            assert row["goal"] == 1.2 and set(row["met"]) == set(SIDES)
+            assert all(isinstance(v, bool) for v in row["met"].values())
+        else:
+            assert row["goal"] is None and row["met"] is None
+    print(f"bench_step_torch --quick: {len(report['rows'])} rows, medians approx/native "
+          f"{[round(r['ratio']['approx']['median'], 2) for r in report['rows']]} (not asserted)")
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--rounds", "0"], "--rounds"), (["--rounds", "x"], "--rounds"),
+    (["--batches", "10,,32"], "--batches"), (["--batches", "-4"], "--batches"),
+    (["--models", "mlp,vgg"], "--models"), (["--sample-ms", "0"], "--sample-ms"),
+    (["--data", "mnist"], "--data"), (["--bogus"], "--bogus")])
+def test_bad_options_are_one_line(args, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and option in lines[0]
+    print(f"{' '.join(args)}: exit 2, {lines[0]!r}")
