@@ -151,8 +151,10 @@ def _sby_text(proof: Proof, solver: str) -> str:
     # a cut point only widens what the proof covers; one that prep already removed (nothing
     # asserted depends on it) is simply absent
     cuts = "\n".join(f"cutpoint {sel}" for sel in proof.cut)
-    # registers folded away (a clock that never ticks) would make every later step vacuous
+    # A clock that never ticks makes every later step vacuous: registers must remain and the clock
+    # must be the design's input (a constant clock leaves the registers in place, frozen).
     guard = "select -assert-min 1 t:$dff\n" if proof.stages else ""
+    clocked = "select -assert-count 1 i:clk\n"
     return f"""[options]
 mode bmc
 depth {proof.depth}
@@ -165,7 +167,7 @@ read_rtlil design.il
 prep -top top
 {guard}{cuts}
 flatten
-opt_clean
+{clocked}opt_clean
 
 [files]
 design.il

@@ -41,6 +41,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from canna.sim.fpga_timing import rtl_sources_digest
 from canna.sim.paths import build_root
 from canna.sim.rtl_build import LANE_MODULE, verilog_text, write_verilog
 from canna.spec.array import DEFAULT_LANES, DEFAULT_STAGES
@@ -283,6 +284,7 @@ def run_job(job: dict, out: Path, lanes: int, log) -> dict:
     verilog = write_verilog(text, work / "top.v")
     cost = harness_cost(design, probe)
     res = {"kind": job["kind"], "stages": job["stages"], "description": KINDS[job["kind"]],
+           "rtl_sources": rtl_sources_digest(),
            "ports": {"input_bits": cost["input_bits"], "output_bits": cost["output_bits"]},
            **synthesize(work, verilog, kept)}
     seeds = list(range(1, job["seeds"] + 1))
@@ -335,6 +337,8 @@ def overhead(designs: dict) -> dict:
 def latency(designs: dict, date: str) -> dict:
     """``exact_cycles`` from the exact path's and the approximate path's delays (docs/fpga.md)."""
     ex, ap = designs["exact_s0"]["pnr"], designs["approx_path"]["pnr"]
+    # both paths from the same RTL, else no measurement (None: stale, see fpga_timing)
+    sources = {designs[d].get("rtl_sources") for d in ("exact_s0", "approx_path")}
     t_exact, t_approx = ex["critical_path_ns"], ap["critical_path_ns"]
     ratio = t_exact["median"] / t_approx["median"]
     cycles = math.ceil(ratio)
@@ -347,7 +351,7 @@ def latency(designs: dict, date: str) -> dict:
         "exact_cycles": cycles,
         "cycles_range": [math.ceil(t_exact["min"] / t_approx["max"]),
                          math.ceil(t_exact["max"] / t_approx["min"])],
-        "date": date,
+        "date": date, "rtl_sources": sources.pop() if len(sources) == 1 else None,
         "source": (f"measured by make fpga, {date}: exact path {t_exact['median']:.1f} ns / "
                    f"approximate path {t_approx['median']:.1f} ns on ECP5-85F"),
     }

@@ -4,13 +4,14 @@ rounded up; docs/fpga.md), with a line saying which of the two a report used."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import NamedTuple
 
 from .paths import build_root
 
-__all__ = ["ExactCycles", "ASSUMED", "fpga_report_path", "measured_exact_cycles",
+__all__ = ["ExactCycles", "ASSUMED", "fpga_report_path", "rtl_sources_digest", "measured_exact_cycles",
            "resolve_exact_cycles", "exact_cycles_arg"]
 
 #: The source of a value given as an integer.
@@ -28,6 +29,20 @@ def fpga_report_path() -> Path:
     return build_root() / "fpga" / "fpga.json"
 
 
+def rtl_sources_digest() -> str:
+    """SHA-256 of the RTL's sources (``canna.hw`` and ``canna.spec``): a measurement made on other
+    sources is stale (conservative: any edit there asks for ``make fpga`` again)."""
+    import canna.hw
+    import canna.spec
+    h = hashlib.sha256()
+    for package in (canna.hw, canna.spec):
+        root = Path(package.__file__).parent
+        for f in sorted(root.glob("*.py")):
+            h.update(f"{package.__name__}/{f.name}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def measured_exact_cycles(path=None, option: str = "--exact-cycles") -> ExactCycles:
     """The ``exact_cycles`` measured by ``make fpga``; ``ValueError`` (one line, naming
     ``option``) when the report is missing or holds no measurement."""
@@ -37,9 +52,13 @@ def measured_exact_cycles(path=None, option: str = "--exact-cycles") -> ExactCyc
     try:
         latency = json.loads(path.read_text())["latency"]
         value, source = latency["exact_cycles"], latency["source"]
+        measured_on = latency.get("rtl_sources")
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{option} measured: {path} holds no exact_cycles measurement "
                          f"(run `make fpga` again)") from None
+    if measured_on != rtl_sources_digest():
+        raise ValueError(f"{option} measured: {path} was measured on other RTL sources (hw/ or spec/ "
+                         f"changed since; run `make fpga` again)")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{option} measured: {path} has exact_cycles {value!r}, not an integer >= 1 "
                          f"(run `make fpga` again)")

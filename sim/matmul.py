@@ -317,9 +317,13 @@ def sgd_update_prepare(w: np.ndarray, v: np.ndarray, g, momentum: float, lr: flo
                        config: CFPUConfig, *, columns: bool = False, nonzero: bool = False,
                        native: bool | None = None) -> Prepared:
     """The SGD update with classic momentum, in place (``v *= momentum; v -= lr * g; w += v``,
-    float32, rounded as those NumPy operations round), then :func:`prepare` of the new ``w``
-    for ``config``: one pass in C, which transforms each row while the update has it in cache.
-    ``w`` and ``v`` are C-contiguous float32 arrays of one shape, ``g`` a float32 array of it."""
+    float32, rounded as those NumPy operations round with Python-float scalars: ``momentum`` and
+    ``lr`` are taken as Python floats, so a NumPy float64 scalar does not turn the update into
+    float64 arithmetic on one path only; a NaN stays NaN, its payload bits may differ), then
+    :func:`prepare` of the new ``w`` for ``config``: one pass in C, which transforms each row
+    while the update has it in cache. ``w`` and ``v`` are C-contiguous float32 arrays of one
+    shape, ``g`` a float32 array of it."""
+    momentum, lr = float(momentum), float(lr)
     lib = _Kernels.get() if native in (None, True) else None
     g = np.asarray(g)
     fused = (lib is not None and config.enabled and w.ndim == 2 and w.dtype == v.dtype == g.dtype == np.float32

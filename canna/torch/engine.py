@@ -191,10 +191,11 @@ def _lib():
 def native_conv_available(x: torch.Tensor) -> bool:
     """Whether a convolution on ``x`` may take the native route: a CPU tensor, the C kernels
     built, and PyTorch's float32 convolutions at full precision (oneDNN's ``fp32_precision``
-    left at its IEEE default)."""
+    left at its IEEE default, no autocast: under it the native convolution runs in bfloat16)."""
     conv = getattr(torch.backends.mkldnn, "conv", None)
     precision = getattr(conv, "fp32_precision", "none") if conv is not None else "none"
-    return x.device.type == "cpu" and _lib() is not None and precision in ("none", "ieee")
+    return (x.device.type == "cpu" and _lib() is not None and precision in ("none", "ieee")
+            and not torch.is_autocast_enabled(x.device.type))
 
 
 def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = False) -> Prepared:
@@ -212,11 +213,17 @@ def first_is_safe(a: torch.Tensor, prep: Prepared) -> bool:
     product near overflow (``MAX_SAFE_EXPONENT_SUM``). False: take the im2col route."""
     bits = as_numpy(a).reshape(-1, a.shape[-1]).view(np.uint32)
     if not prep.config.enabled:
-        return _lib().max_finite_exponent(bits) + int(prep.stats[4]) <= MAX_SAFE_EXPONENT_SUM
+        # an inf or NaN would meet the padding zeros only in im2col (0 * inf = NaN): that route
+        finite = not _has_non_finite(bits) and not _has_non_finite(prep.original.view(np.uint32))
+        return finite and _lib().max_finite_exponent(bits) + int(prep.stats[4]) <= MAX_SAFE_EXPONENT_SUM
     if prep.quick is None:      # dual, or a checked element with inf, NaN or no power of two
         return False
     zeros = _zeros_u32(bits.shape[1])
     return _lib().scan_first_quick(bits.view(np.float32), zeros, *prep.quick) >= 0
+
+
+def _has_non_finite(bits: np.ndarray) -> bool:
+    return bool(((bits & 0x7F800000) == 0x7F800000).any())
 
 
 _ZEROS: dict = {}

@@ -507,19 +507,25 @@ def _plans(config, n: int) -> list:
 
 def convert(model: nn.Module, config=None, *, path: str = "auto") -> nn.Module:
     """Replace every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` (in place; ``model`` itself
-    when it is one) by its CFPU layer with the same parameters (copied). ``config``: one plan
-    for every layer (anything :meth:`LayerPlan.of` takes), a list of them (one per layer, in
-    module order) or an :class:`~canna.nn.mlp.ArithPlan` with one row per layer. Returns the
-    model. Layers that already are CFPU layers get their plan set instead."""
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d))]
-    plans = _plans(config, len(targets))
-    out = model
-    for (name, old), plan in zip(targets, plans):
+    when it is one) by its CFPU layer holding the same Parameter objects (tied weights stay tied;
+    a module used twice becomes one CFPU layer used twice). ``config``: one plan for every layer
+    (anything :meth:`LayerPlan.of` takes), a list of them (one per distinct layer, in module
+    order) or an :class:`~canna.nn.mlp.ArithPlan` with one row per layer. Returns the model.
+    Layers that already are CFPU layers get their plan set instead."""
+    uses = [(name, m) for name, m in model.named_modules(remove_duplicate=False)
+            if isinstance(m, (nn.Linear, nn.Conv2d))]
+    distinct = list({id(m): m for _, m in uses}.values())
+    twins = {}
+    for old, plan in zip(distinct, _plans(config, len(distinct))):
         if isinstance(old, _CFPULayer):
             old.plan, old.path = plan, path
+        else:
+            twins[id(old)] = _cfpu_twin(old, plan, path)
+    out = model
+    for name, old in uses:
+        new = twins.get(id(old))
+        if new is None:
             continue
-        new = _cfpu_twin(old, plan, path)
         if name == "":
             out = new
         else:
@@ -536,7 +542,7 @@ def _cfpu_twin(old: nn.Module, plan: LayerPlan, path: str) -> nn.Module:
                          old.dilation, old.groups, padding_mode=old.padding_mode, **kw)
     else:
         new = CFPULinear(old.in_features, old.out_features, **kw)
-    new.load_state_dict(old.state_dict())
+    new.weight, new.bias = old.weight, old.bias    # the same Parameters, not copies
     new.train(old.training)
     return new
 

@@ -115,3 +115,14 @@ def test_cli_bad_option():
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["python -m canna.formal: error: --only no-such-proof: "
                                              "no proof has that in its name"]
+
+
+def test_frozen_clock_is_refused(tmp_path, monkeypatch):
+    """A harness whose clock is not the design's input (the bug that once made every proof pass
+    vacuously: the registers stay, frozen) is refused by the guard, not proved."""
+    from canna.formal import harness
+    monkeypatch.setattr(harness._Harness, "ports", property(lambda self: []))
+    hit_proof = next(p for p in FAST if p.name.startswith("hit-rule"))
+    with pytest.raises(RuntimeError, match="no verdict"):
+        proofs.run_proof(hit_proof, tmp_path, mutant="last-tuning-bit-ignored")
+    print("hit proof with the clock off the ports: refused (no verdict), not passed")

@@ -6,16 +6,28 @@ import pytest
 
 from canna.cli import main
 from canna.sim.fpga_timing import (ASSUMED, ExactCycles, fpga_report_path, measured_exact_cycles,
-                                   resolve_exact_cycles)
+                                   resolve_exact_cycles, rtl_sources_digest)
 
 SOURCE = "measured by make fpga, test report"
 
 
-def write_report(build, cycles=3, source=SOURCE):
+def write_report(build, cycles=3, source=SOURCE, rtl=None):
     path = build / "fpga" / "fpga.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"latency": {"exact_cycles": cycles, "source": source}}))
+    path.write_text(json.dumps({"latency": {"exact_cycles": cycles, "source": source,
+                                            "rtl_sources": rtl or rtl_sources_digest()}}))
     return path
+
+
+def test_a_measurement_of_other_rtl_is_refused(tmp_path):
+    """A report measured on other hw/ or spec/ sources (or a partial run mixing two) is stale."""
+    for rtl in ("0" * 64, None):
+        path = tmp_path / "fpga.json"
+        path.write_text(json.dumps({"latency": {"exact_cycles": 7, "source": "old", "rtl_sources": rtl}}))
+        with pytest.raises(ValueError, match=r"^--exact-cycles measured: .* was measured on other RTL "
+                                             r"sources \(hw/ or spec/ changed since; run `make fpga` again\)$"):
+            resolve_exact_cycles("measured", path=path)
+    print("stale and mixed measurements: refused in one line")
 
 
 def test_integers_are_assumed():
