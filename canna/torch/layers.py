@@ -279,8 +279,9 @@ class _CFPUConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, layer, padding):
+        # saved before .contiguous(): a copy would hide an in-place change made before backward
+        ctx.save_for_backward(x.detach(), weight.detach())
         x, weight = x.detach().contiguous(), weight.detach().contiguous()
-        ctx.save_for_backward(x, weight)
         ctx.layer, ctx.padding, ctx.preps, ctx.patches = layer, padding, {}, None
         plan = layer.plan
         n, _, h, w = x.shape
@@ -312,7 +313,7 @@ class _CFPUConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
+        x, weight = (t.contiguous() for t in ctx.saved_tensors)
         grad = grad.contiguous()
         want_w, want_x = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
         grad_x = grad_w = None

@@ -1,6 +1,7 @@
 """Cases a review found on the fast routes: exact mode with inf/NaN and padding zeros, autocast,
 convert on tied weights and reused modules, the fused SGD update given NumPy scalars."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,3 +87,20 @@ def test_fused_update_takes_numpy_scalars_as_floats():
     assert np.array_equal(v1.view(np.uint32), v2.view(np.uint32))
     assert np.array_equal(p1.checked.view(np.uint32), p2.checked.view(np.uint32))
     print("fused vs NumPy update with np.float64 lr/momentum: w, v and the transform bit-identical")
+
+
+def test_weight_changed_in_place_before_backward_is_refused():
+    """As in nn.Conv2d: a weight changed in place between forward and backward is an error, also
+    for a channels_last weight (whose contiguous copy once hid the change)."""
+    cases = 0
+    for channels_last in (False, True):
+        m = CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3))
+        if channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        y = m(torch.randn(2, 2, 6, 6).requires_grad_(True))
+        with torch.no_grad():
+            m.weight.mul_(2)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()
+        cases += 1
+    print(f"in-place weight change before backward: refused in {cases} layouts")
