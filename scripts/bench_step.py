@@ -224,20 +224,9 @@ def main(argv=None) -> int:
     for batch in args.batches:
         threads = blas_threads(SIZES, batch) if args.blas_threads == "auto" else args.blas_threads
         times, cpu = measure(DRIVERS[args.driver](x, y, batch, threads), rounds, sample_s)
-        row = {"batch": batch, "seconds": {k: stats(v) for k, v in times.items()},
-               "ratio": ratios(times), "cpu_seconds": {k: stats(v) for k, v in cpu.items()},
-               "cpu_ratio": ratios(cpu),
-               "blas_threads": threads or "library", "goal": GOALS.get(batch)}
-        row["met"] = None if row["goal"] is None else {k: v["median"] <= row["goal"] for k, v in row["ratio"].items()}
-        rows.append(row)
-        goal = "" if row["goal"] is None else f"; goal (median) <= {row['goal']}: " + ", ".join(
-            f"{k} {'met' if ok else 'NOT met'}" for k, ok in row["met"].items())
-        ms = ", ".join(f"{k} {1e3 * v['median']:.2f}" for k, v in row["seconds"].items())
-        text = "; ".join(f"{k} / native {v['min']:.3f} / {v['median']:.3f} / {v['max']:.3f}"
-                         for k, v in row["ratio"].items())
-        cpu_text = ", ".join(f"{k} {v['median']:.3f}" for k, v in row["cpu_ratio"].items())
-        print(f"  batch {batch:4d}: ms per step (median) {ms}; min / median / max {text}{goal}; "
-              f"CPU-time ratios (median) {cpu_text}", flush=True)
+        row, text = paired_row(times, cpu, GOALS.get(batch))
+        rows.append({"batch": batch, **row, "blas_threads": threads or "library"})
+        print(f"  batch {batch:4d}: {text}", flush=True)
     load_end = os.getloadavg()
     print(f"  load average {load_end[0]:.2f} at the end (the other core's jobs slow both sides, "
           f"not always equally)")
@@ -250,6 +239,23 @@ def main(argv=None) -> int:
               "goals": {str(k): v for k, v in GOALS.items()}, "batches": rows}
     save_report(args.json, report)
     return 0
+
+
+def paired_row(times: dict, cpu: dict, goal: float | None) -> tuple[dict, str]:
+    """One batch's figures from :func:`measure`'s wall and CPU times per side (every bench of a
+    training step reports them so), and their line of text."""
+    row = {"seconds": {k: stats(v) for k, v in times.items()}, "ratio": ratios(times),
+           "cpu_seconds": {k: stats(v) for k, v in cpu.items()}, "cpu_ratio": ratios(cpu),
+           "goal": goal, "met": None if goal is None else
+           {k: v["median"] <= goal for k, v in ratios(times).items()}}
+    goal_text = "" if goal is None else f"; goal (median) <= {goal}: " + ", ".join(
+        f"{k} {'met' if ok else 'NOT met'}" for k, ok in row["met"].items())
+    ms = ", ".join(f"{k} {1e3 * v['median']:.2f}" for k, v in row["seconds"].items())
+    text = "; ".join(f"{k} / native {v['min']:.3f} / {v['median']:.3f} / {v['max']:.3f}"
+                     for k, v in row["ratio"].items())
+    cpu_text = ", ".join(f"{k} {v['median']:.3f}" for k, v in row["cpu_ratio"].items())
+    return row, (f"ms per step (median) {ms}; min / median / max {text}{goal_text}; "
+                 f"CPU-time ratios (median) {cpu_text}")
 
 
 def save_report(path, report: dict) -> None:

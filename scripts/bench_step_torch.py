@@ -45,8 +45,8 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 # scripts/ is this script's first import path: the NumPy driver's bench shares its helpers.
-from bench_step import (OneLineParser, batch_list, blas_info, load_inputs, measure, positive, ratios,
-                        save_report, stats)
+from bench_step import (OneLineParser, batch_list, blas_info, load_inputs, measure, paired_row, positive,
+                        save_report)
 from canna.spec.array import ArrayGeometry
 from canna.spec.config import CFPUConfig
 from canna.torch import attach_counters, convert
@@ -150,20 +150,9 @@ def main(argv=None) -> int:
         for kind in args.models:
             for batch in args.batches:
                 times, cpu = measure(sides(kind, x, y, batch), rounds, sample_s)
-                row = {"model": kind, "batch": batch, "seconds": {k: stats(v) for k, v in times.items()},
-                       "ratio": ratios(times), "cpu_ratio": ratios(cpu), "goal": GOALS.get(batch)}
-                row["met"] = None if row["goal"] is None else {
-                    k: v["median"] <= row["goal"] for k, v in row["ratio"].items()}
-                rows.append(row)
-                goal = "" if row["goal"] is None else f"; goal (median) <= {row['goal']}: " + ", ".join(
-                    f"{k} {'met' if ok else 'NOT met'}" for k, ok in row["met"].items())
-                ms = ", ".join(f"{k} {1e3 * v['median']:.2f}" for k, v in row["seconds"].items())
-                text = "; ".join(f"{k} {v['min']:.2f} / {v['median']:.2f} / {v['max']:.2f}"
-                                 for k, v in row["ratio"].items())
-                cpu_text = ", ".join(f"{k} {v['median']:.2f}" for k, v in row["cpu_ratio"].items())
-                print(f"  {kind:5s} batch {batch:4d}: ms per step (median) {ms}; / native "
-                      f"min / median / max: {text}{goal}; CPU-time ratios (median) {cpu_text}",
-                      flush=True)
+                row, text = paired_row(times, cpu, GOALS.get(batch))
+                rows.append({"model": kind, "batch": batch, **row})
+                print(f"  {kind:5s} batch {batch:4d}: {text}", flush=True)
     load_end = os.getloadavg()
     print(f"  load average {load_end[0]:.2f} at the end (other jobs slow both sides, not always equally)")
     report = {"command": " ".join(["bench_step_torch.py", *(argv if argv is not None else sys.argv[1:])]),
