@@ -7,8 +7,9 @@ forward and backward, equal bit for bit to the golden CFPU model (docs/torch.md)
     counters = attach_counters(model)                # products and hits per layer and phase
 """
 from .engine import matmul
-from .layers import (CFPUConv2d, CFPULinear, LayerPlan, attach_counters, cfpu_layers, cfpu_matmul,
-                     convert, follow_gta, set_level)
+from .conv import CFPUConv2d
+from .layers import CFPULinear, LayerPlan, cfpu_matmul
+from .model import attach_counters, cfpu_layers, convert, follow_gta, set_level
 
 __all__ = ["matmul", "cfpu_matmul", "LayerPlan", "CFPULinear", "CFPUConv2d", "convert",
            "cfpu_layers", "attach_counters", "set_level", "follow_gta"]

@@ -3,7 +3,7 @@ uniform and GTA arithmetic (``canna train --framework torch``).
 
 The run is :func:`canna.nn.train.train`'s, in PyTorch: the same :class:`~canna.nn.train.TrainConfig`,
 the same shuffle (``(seed, 1, epoch)``), SGD with momentum, validation after every epoch, the
-same GTA controller (:func:`~canna.torch.layers.follow_gta` sets the level before each step),
+same GTA controller (:func:`~canna.torch.model.follow_gta` sets the level before each step),
 the same counters (:class:`~canna.nn.mlp.Counters` with the lane array's accounting), the
 same results dict, hardware block and progress bar, and the same checkpoints and resume: a
 resumed run takes exactly the steps of the uninterrupted one, bit for bit (the checkpoint holds
@@ -35,7 +35,9 @@ from canna.nn.mlp import MLP, Counters
 from canna.nn.train import (TrainConfig, _config_differences, _fresh_iterations, _IterationLog,
                             _iteration_shapes, _new_epoch_stats, _Run)
 
-from .layers import CFPUConv2d, CFPULinear, attach_counters, cfpu_layers, follow_gta, set_level
+from .conv import CFPUConv2d
+from .layers import CFPULinear
+from .model import attach_counters, cfpu_layers, follow_gta, set_level
 
 __all__ = ["MODELS", "OUTPUT_FILES", "mlp", "load_numpy_mlp", "lenet", "build_model", "train_step",
            "TorchTrainState", "train_torch"]
@@ -124,7 +126,7 @@ def _inputs(x: np.ndarray, model: nn.Module) -> torch.Tensor:
 def train_step(model: nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
     """One SGD step (forward, cross-entropy, backward, update) on the model's current plans;
     returns ``(logits, loss)``. What a training-step benchmark times: the CFPU layers set with
-    :func:`~canna.torch.layers.set_level` (None: exact), counters attached or not."""
+    :func:`~canna.torch.model.set_level` (None: exact), counters attached or not."""
     logits = model(x)
     loss = F.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ from canna.sim import golden
 from canna.sim import matmul as mm
 from canna.spec.array import ArrayGeometry
 from canna.spec.config import EXACT, CFPUConfig
-from canna.torch import CFPUConv2d, attach_counters, layers
+from canna.torch import CFPUConv2d, attach_counters, conv
 
 CONFIGS = {"exact": EXACT, "b0": CFPUConfig.approx(0, "b"), "b3": CFPUConfig.approx(3, "b")}
 SHAPES = {"lenet": dict(in_channels=3, out_channels=4, kernel_size=5, padding=2),
@@ -29,7 +29,7 @@ class Spy:
 
     def __init__(self, monkeypatch):
         self.calls = []
-        conv2d, backward = F.conv2d, layers._convolution_backward
+        conv2d, backward = F.conv2d, conv._convolution_backward
 
         def forward_spy(*args, **kw):
             self.calls.append(("forward", args))
@@ -42,7 +42,7 @@ class Spy:
                 self.calls.append(("backward", (None, weight, grad)))
             return backward(ctx, grad, x, weight, want_x, want_w)
         monkeypatch.setattr(F, "conv2d", forward_spy)
-        monkeypatch.setattr(layers, "_convolution_backward", backward_spy)
+        monkeypatch.setattr(conv, "_convolution_backward", backward_spy)
 
 
 def _twins(kw, config, rng, data, geometry, special=None):

@@ -1,0 +1,298 @@
+"""``CFPUConv2d``: ``nn.Conv2d`` whose products are its im2col matmul's, on the CFPU.
+
+A convolution is the three matmuls of :mod:`canna.torch.layers` on its im2col patches
+(``F.unfold``), one per group: ``x`` is the patches ``(batch * positions, in/groups * kh * kw)``
+and ``W`` the group's weight reshaped to ``(in/groups * kh * kw, out/groups)``; unfold's
+backward (fold) sums the patch gradients. Where nothing in a phase is risky (matmul_fast's
+rules) the convolution instead runs as one PyTorch convolution on the transformed checked
+operand, the same products (the native route, docs/torch.md), its counts from box sums over
+indicator maps rather than patches.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import engine
+from .engine import as_numpy
+from .layers import _CFPULayer, _describe, _phase
+
+__all__ = ["CFPUConv2d"]
+
+class CFPUConv2d(nn.Conv2d, _CFPULayer):
+    """``nn.Conv2d`` (every argument, groups included) whose products are the im2col matmul's,
+    on the CFPU (``config``: see :meth:`LayerPlan.of`)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None, *, config=None, path: str = "auto"):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         bias, padding_mode, device, dtype)
+        self._init_cfpu(config, path)
+        #: False: every phase on the im2col route (True: the native convolution where it is safe).
+        self.native_conv = True
+        #: phase -> "native" or "im2col": the route each phase of the last step took.
+        self.routes: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native:
+            return nn.Conv2d.forward(self, x)
+        if x.dim() == 3:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        padding = self.padding
+        if self.padding_mode != "zeros" or isinstance(padding, str):   # 'same', or not zeros
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+            padding = (0, 0)
+        self.routes = {}
+        y = _CFPUConv.apply(x, self.weight, self, tuple(padding))
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1, 1, 1)
+        return y
+
+    # Each phase takes the native route (one PyTorch convolution on the transformed checked
+    # operand: every product the CFPU's, because a hit's operand is an exact power of two) when
+    # nothing in it is risky, else the im2col route (the matmuls of the module docstring).
+    def _native_ok(self, x: torch.Tensor) -> bool:
+        return (self.native_conv and self.hook is None and self.groups == 1 and self.path != "tensor"
+                and engine.native_conv_available(x))
+
+    def _book(self, phase, config, products, hits, nonzero, operands) -> None:
+        """Count a phase computed natively; the accounting (and the recorder) need the im2col
+        operands, which ``operands()`` builds only then (an extra cost, docs/torch.md)."""
+        counters = self.counters
+        if counters is None:
+            return
+        if counters.geometry is None and counters.recorder is None:
+            counters.add(self.index, phase, products, int(hits), int(nonzero))
+            return
+        a, b = operands()
+        counters.count(self.index, phase, as_numpy(a), as_numpy(b), config,
+                       engine.MatmulResult(None, products, int(hits), None, int(nonzero)))
+
+    def _patches(self, x, padding):
+        """im2col: (groups, batch * positions, in/groups * kh * kw)."""
+        cols = F.unfold(x, self.kernel_size, self.dilation, padding, self.stride)
+        n, ck, positions = cols.shape
+        g = self.groups
+        return cols.reshape(n, g, ck // g, positions).permute(1, 0, 3, 2).reshape(g, n * positions, ck // g)
+
+    def _group_weight(self, weight):
+        return weight.reshape(self.groups, self.out_channels // self.groups, -1)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, plan={_describe(self.plan)}"
+
+
+class _CFPUConv(torch.autograd.Function):
+    """A CFPUConv2d's three phases, each on its native or its im2col route."""
+
+    @staticmethod
+    def forward(ctx, x, weight, layer, padding):
+        # saved before .contiguous(): a copy would hide an in-place change made before backward
+        ctx.save_for_backward(x.detach(), weight.detach())
+        x, weight = x.detach().contiguous(), weight.detach().contiguous()
+        ctx.layer, ctx.padding, ctx.preps, ctx.patches = layer, padding, {}, None
+        plan = layer.plan
+        n, _, h, w = x.shape
+        oh, ow = (_out_size(s, p, d, k, st) for s, p, d, k, st in
+                  zip((h, w), padding, layer.dilation, layer.kernel_size, layer.stride))
+        ctx.out_hw = (oh, ow)
+        cfg = plan.forward
+        if layer._native_ok(x) and plan.checked_right("forward"):
+            prep = _weight_prep(ctx, weight, cfg, layer)
+            if engine.first_is_safe(x, prep):
+                layer.routes["forward"] = "native"
+                mw = _checked_tensor(prep, weight)
+                with torch.backends.nnpack.flags(enabled=False):    # products as formed: no Winograd
+                    y = F.conv2d(x, mw, None, layer.stride, padding, layer.dilation)
+                if layer.counters is not None:
+                    cnt = _window_counts(x, layer, padding, (oh, ow))        # per (c, kh, kw)
+                    hits = int(cnt @ prep.qualifying_cols) if cfg.enabled else 0
+                    nonzero = int(cnt @ prep.nonzero_cols)
+                    layer._book("forward", cfg, y.numel() * prep.shape[1], hits, nonzero,
+                                lambda: (layer._patches(x, padding)[0], weight.reshape(weight.shape[0], -1).t()))
+                return y
+        layer.routes["forward"] = "im2col"
+        patches = ctx.patches = layer._patches(x, padding)
+        wg = layer._group_weight(weight)
+        hook = layer._hook()
+        y = torch.stack([_phase(patches[i], wg[i].t(), plan, "forward", layer.path, hook)
+                         for i in range(layer.groups)])
+        return y.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, layer.out_channels, oh, ow)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = (t.contiguous() for t in ctx.saved_tensors)
+        grad = grad.contiguous()
+        want_w, want_x = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
+        grad_x = grad_w = None
+        nat_w = _native_gradient(ctx, x, weight, grad) if want_w else None
+        nat_x = _native_backward(ctx, x, weight, grad) if want_x else None
+        if nat_w is not None or nat_x is not None:    # both native phases in one PyTorch call
+            gx, gw = _convolution_backward(ctx, grad, x if nat_w is None else nat_w[0],
+                                           weight if nat_x is None else nat_x[0],
+                                           nat_x is not None, nat_w is not None)
+            grad_x, grad_w = (gx if nat_x is not None else None), (gw if nat_w is not None else None)
+        if want_w:                       # the NumPy driver's order: weight gradient first
+            if nat_w is None:
+                grad_w = _conv_gradient(ctx, x, weight, grad)
+            else:
+                nat_w[1]()
+        if want_x:
+            if nat_x is None:
+                grad_x = _conv_backward(ctx, x, weight, grad)
+            else:
+                nat_x[1]()
+        return grad_x, grad_w, None, None
+
+
+def _convolution_backward(ctx, grad, x, weight, want_x: bool, want_w: bool):
+    """PyTorch's convolution backward (what ``nn.Conv2d`` runs): the input gradient from
+    ``weight``, the weight gradient from ``x``, in one call."""
+    layer = ctx.layer
+    with torch.backends.nnpack.flags(enabled=False):      # products as formed: no Winograd
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, layer.stride, ctx.padding, layer.dilation, False, (0, 0), 1,
+            (want_x, want_w, False))
+    return gx, gw
+
+
+def _weight_prep(ctx, weight, config, layer):
+    """The weight transformed for ``config``, once per step for the phases that agree on it."""
+    prep = ctx.preps.get(config)
+    if prep is None:
+        prep = ctx.preps[config] = engine.prepare_checked(weight, config, nonzero=layer.counters is not None)
+    return prep
+
+
+def _checked_tensor(prep, like):
+    """The transformed checked operand (M(b) policy b, b itself exact) in ``like``'s shape."""
+    return torch.from_numpy(prep.checked).reshape(like.shape)
+
+
+def _nonzero(x):
+    """1.0 where ``x`` is nonzero, else 0.0 (float32; ``x`` finite, as on the native route).
+    Sums over a channel or a batch are exact in float32 (below 2^24); longer ones use float64."""
+    return x.abs().sign()
+
+
+def _box_sums(p, size, gap, stride, count):
+    """Sums over windows of ``p`` (counts, ``(..., H, W)``): ``size`` elements spaced ``gap``
+    apart per axis, a window every ``stride``, ``count`` windows per axis. With no gaps four
+    lookups in the integral image, else a ones convolution (float64)."""
+    if tuple(gap) == (1, 1):      # the integral image in float64: exact at any size
+        s = F.pad(p.double().cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+        r0, c0 = (slice(0, st * (n - 1) + 1, st) for n, st in zip(count, stride))
+        r1, c1 = (slice(k, k + st * (n - 1) + 1, st) for k, n, st in zip(size, count, stride))
+        return s[..., r1, c1] - s[..., r0, c1] - s[..., r1, c0] + s[..., r0, c0]
+    lead, p = p.shape[:-2], p.double()
+    ones = torch.ones(1, 1, *size, dtype=p.dtype)
+    out = F.conv2d(p.reshape(-1, 1, *p.shape[-2:]), ones, None, stride, 0, gap)
+    return out[..., :count[0], :count[1]].reshape(*lead, *count)
+
+
+def _padded(p, padding):
+    return F.pad(p, (padding[1], padding[1], padding[0], padding[0]))
+
+
+def _window_counts(x, layer, padding, out_hw):
+    """Per (c, kh, kw), the nonzero elements of the im2col column (c, kh, kw) summed over batch
+    and positions (on the native route every element is finite): box sums of the output's size,
+    spaced by the stride, over the batch-summed indicator."""
+    s = _padded(_nonzero(x).sum(dim=0), padding)                             # (C, H, W)
+    box = _box_sums(s, out_hw, layer.stride, layer.dilation, layer.kernel_size)
+    return box.reshape(-1).round().long().numpy()
+
+
+def _grad_groups(grad, g):
+    n, out, oh, ow = grad.shape
+    return grad.reshape(n, g, out // g, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, out // g)
+
+
+def _native_gradient(ctx, x, weight, grad):
+    """The weight gradient ``patches.T @ delta`` (input checked) on the native route: the
+    transformed input, for ``convolution_backward``, and what books the phase; None: im2col."""
+    layer, padding = ctx.layer, ctx.padding
+    plan, cfg = layer.plan, layer.plan.gradient
+    if not layer._native_ok(x) or plan.checked_right("gradient"):
+        return None
+    prep = engine.prepare_checked(x, cfg)
+    if not engine.first_is_safe(grad, prep):
+        return None
+    layer.routes["gradient"] = "native"
+
+    def book():
+        if layer.counters is None:
+            return
+        per_pos = _nonzero(grad).sum(dim=1).reshape(-1).double()            # per output position
+        maps = [_nonzero(x).sum(dim=1)]
+        if cfg.enabled:
+            maps.append(engine.hit_mask(x, cfg).sum(dim=1, dtype=torch.float32))
+        win = _box_sums(_padded(torch.stack(maps), padding), layer.kernel_size, layer.dilation,
+                        layer.stride, ctx.out_hw).reshape(len(maps), -1).double()   # per patch
+        nonzero = torch.dot(per_pos, win[0])
+        hits = torch.dot(per_pos, win[1]) if cfg.enabled else 0
+        layer._book("gradient", cfg, grad.numel() * weight[0].numel(), hits, nonzero,
+                    lambda: (_grad_groups(grad, 1)[0].t(), _patches_of(ctx, x)[0]))
+    return _checked_tensor(prep, x), book
+
+
+def _conv_gradient(ctx, x, weight, grad):
+    """The weight gradient on the im2col route."""
+    layer = ctx.layer
+    layer.routes["gradient"] = "im2col"
+    patches, gg = _patches_of(ctx, x), _grad_groups(grad, layer.groups)
+    hook = layer._hook()
+    gw = torch.stack([_phase(patches[i].t(), gg[i], layer.plan, "gradient", layer.path, hook).t()
+                      for i in range(layer.groups)])
+    return gw.reshape(weight.shape)
+
+
+def _patches_of(ctx, x):
+    if ctx.patches is None:
+        ctx.patches = ctx.layer._patches(x, ctx.padding)
+    return ctx.patches
+
+
+def _native_backward(ctx, x, weight, grad):
+    """The backward error ``delta @ W.T`` folded onto the input (weight checked) on the native
+    route: the transformed weight and what books the phase; None: im2col."""
+    layer = ctx.layer
+    plan, cfg = layer.plan, layer.plan.backward
+    if not layer._native_ok(x) or not plan.checked_right("backward"):
+        return None
+    prep = _weight_prep(ctx, weight, cfg, layer)
+    if not engine.first_is_safe(grad, prep):
+        return None
+    layer.routes["backward"] = "native"
+
+    def book():
+        if layer.counters is None:
+            return
+        per_channel = _nonzero(grad).sum(dim=(0, 2, 3), dtype=torch.float64).round().long().numpy()
+        hits = int(per_channel @ prep.qualifying) if cfg.enabled else 0
+        nonzero = int(per_channel @ prep.nonzero_rows)
+        layer._book("backward", cfg, grad.numel() * weight[0].numel(), hits, nonzero,
+                    lambda: (_grad_groups(grad, 1)[0], weight.reshape(weight.shape[0], -1)))
+    return _checked_tensor(prep, weight), book
+
+
+def _conv_backward(ctx, x, weight, grad):
+    """The backward error on the im2col route: the patch gradients, folded."""
+    layer, padding = ctx.layer, ctx.padding
+    layer.routes["backward"] = "im2col"
+    gg, wg = _grad_groups(grad, layer.groups), layer._group_weight(weight)
+    hook = layer._hook()
+    gp = torch.stack([_phase(gg[i], wg[i], layer.plan, "backward", layer.path, hook)
+                      for i in range(layer.groups)])                      # (g, n * positions, per group)
+    n, (oh, ow) = x.shape[0], ctx.out_hw
+    cols = gp.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, -1, oh * ow)
+    return F.fold(cols, x.shape[2:], layer.kernel_size, layer.dilation, padding, layer.stride)
+
+
+def _out_size(size, pad, dilation, kernel, stride) -> int:
+    return math.floor((size + 2 * pad - dilation * (kernel - 1) - 1) / stride) + 1
