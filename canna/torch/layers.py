@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from canna.nn.backends import OPERANDS
 from canna.nn.mlp import DEFAULT_CHECKED, PHASES, ArithPlan, Counters
-from canna.sim.matmul import prepare
+from canna.sim.matmul import MatmulResult, Prepared, _Kernels, matmul_fast, prepare
 from canna.spec.config import EXACT, CFPUConfig
 
 from . import engine
@@ -89,51 +90,111 @@ def _phase(left, right, plan: LayerPlan, phase: str, path: str, hook, prepared=N
            transposed: bool = False):
     """``left @ right`` for ``phase``, with the plan's checked operand as the CFPU's ``b``
     (:func:`canna.nn.backends.oriented`'s rule: else ``(right.T @ left.T).T``); ``prepared``:
-    ``b`` already transformed. ``b`` may stay a transposed view (the engine takes it without a
-    copy); ``a`` is made contiguous once, for the engine and the counters alike."""
+    ``b`` already transformed. ``b`` may stay a transposed view (taken without a copy); ``a``
+    is made contiguous once, for the engine and the counters alike. ``transposed``: see
+    :func:`canna.torch.engine.matmul` (the ``numpy`` path)."""
     config = plan.config(phase)
     right_checked = plan.checked_right(phase)
     a, b = (left, right) if right_checked else (right.t(), left.t())
     a = a.contiguous()
-    r = engine.matmul(a, b, config, path=path, prepared=prepared, transposed=transposed)
+    if _lean(path, a):
+        r = _numpy_matmul(a, b, engine._check(a, b, config), prepared, counting=hook is not None)
+    else:
+        r = engine.matmul(a, b, config, path=path, prepared=prepared, transposed=transposed)
     if hook is not None:
         hook(phase, a, b, config, r)
     return r.value if right_checked else r.value.t()
 
 
-def _shared_weight(b, plan: LayerPlan, path: str, counting: bool):
-    """The weight ``b.T`` (``(out, in)``, contiguous) transformed once for the forward phase
-    (as its transpose: no copy) and the backward phase, where both check it under one
-    configuration on the ``numpy`` path; else None (each phase transforms its own)."""
-    if (engine.resolve_path(path, b) != "numpy" or plan.forward != plan.backward
-            or not (plan.checked_right("forward") and plan.checked_right("backward"))):
-        return None
-    w = b.detach().t()
-    if not w.is_contiguous():
-        return None
-    return prepare(w.numpy(), plan.forward, columns=True, nonzero=counting)
+def _lean(path: str, a: torch.Tensor) -> bool:
+    """``auto`` on a CPU tensor: matmul_fast's transforms and rules with PyTorch's GEMM
+    (:func:`_numpy_matmul`); an explicit ``numpy`` keeps NumPy's BLAS, whose sums are the NumPy
+    driver's bit for bit."""
+    return path == "auto" and a.device.type == "cpu"
 
 
-class _CFPUMatmul(torch.autograd.Function):
+def _numpy_matmul(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: Prepared | None,
+                  counting: bool) -> MatmulResult:
+    """The ``numpy`` path of :func:`canna.torch.engine.matmul` (``a`` contiguous), with its
+    common case kept lean: where matmul_fast's lean-path scan of ``a`` says every product is a
+    plain float32 multiply with the transformed ``b``, the GEMM is PyTorch's on that transform
+    (the same products, summed by the framework into a C-contiguous result, as ``nn.Linear``'s
+    are); elsewhere (risky elements, dual, exact mode, PyTorch set to round float32 GEMM
+    operands) matmul_fast itself, NumPy's BLAS summing."""
+    prep = prepared if prepared is not None else prepare(engine.numpy_view(b), config, nonzero=counting)
+    a_np = a.detach().numpy()
+    scan = _lean_scan(a_np, prep) if _float32_gemm() else None
+    if scan is None:
+        r = matmul_fast(a_np, prep)
+        return r._replace(value=torch.from_numpy(r.value))
+    hits, nonzero = scan
+    checked = torch.from_numpy(prep.checked)
+    if torch.is_autocast_enabled("cpu"):       # autocast would run the GEMM in bfloat16
+        with torch.autocast("cpu", enabled=False):
+            value = torch.mm(a.detach(), checked)
+    else:
+        value = torch.mm(a.detach(), checked)
+    return MatmulResult(value, a_np.size * prep.shape[1], hits, None, nonzero)
+
+
+def _lean_scan(a: np.ndarray, prep: Prepared):
+    """``(hits, nonzero or None)`` of ``a @ prep`` from matmul_fast's lean-path scan
+    (:func:`~canna.sim.matmul._matmul_quick`), or None where that path does not apply."""
+    lib = _Kernels.get()
+    if lib is None or prep.quick is None:
+        return None
+    if prep.nonzero_u32 is None:
+        hits, nonzero = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick), None
+    else:
+        hits, nonzero = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
+    return None if hits < 0 else (hits, nonzero)
+
+
+def _float32_gemm() -> bool:
+    """Whether PyTorch's CPU GEMMs keep float32 operands (no bfloat16 or TF32 rounding asked for
+    by ``set_float32_matmul_precision`` or oneDNN's ``fp32_precision``)."""
+    mkldnn = getattr(torch.backends.mkldnn, "matmul", None)
+    return (torch.get_float32_matmul_precision() == "highest"
+            and getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee"))
+
+
+def _shared_weight(weight, plan: LayerPlan, path: str, counting: bool):
+    """The weight (``(out, in)``, contiguous) transformed once for the forward phase (as its
+    transpose: no copy) and the backward phase, where both check it under one configuration
+    on the ``numpy`` path; else None (each phase transforms its own)."""
+    if (engine.resolve_path(path, weight) != "numpy" or plan.forward != plan.backward
+            or not (plan.checked_right("forward") and plan.checked_right("backward"))
+            or not weight.is_contiguous()):
+        return None
+    return prepare(weight.detach().numpy(), plan.forward, columns=True, nonzero=counting)
+
+
+class _CFPULinearFn(torch.autograd.Function):
+    """``x @ weight.T (+ bias)``, ``weight`` ``(out, in)`` as nn.Linear's: one autograd node for
+    the layer's three phases (and its bias), as nn.Linear has one."""
+
     @staticmethod
-    def forward(ctx, a, b, plan, path, hook):
-        ctx.save_for_backward(a, b)
+    def forward(ctx, x, weight, bias, plan, path, hook):
+        ctx.save_for_backward(x, weight)
         ctx.plan, ctx.path, ctx.hook = plan, path, hook
-        ctx.prep = _shared_weight(b, plan, path, hook is not None)
+        ctx.prep = _shared_weight(weight, plan, path, hook is not None)
         fwd = None if ctx.prep is None else ctx.prep.T
-        # M(W) @ x.T rather than x @ M(W).T: OpenBLAS runs it 1.3-1.5x faster (784x500, batch 32).
-        return _phase(a, b, plan, "forward", path, hook, fwd, transposed=fwd is not None)
+        # numpy path: M(W) @ x.T rather than x @ M(W).T, OpenBLAS runs it 1.3-1.5x faster
+        y = _phase(x, weight.t(), plan, "forward", path, hook, fwd, transposed=fwd is not None and not _lean(path, x))
+        return y if bias is None else y + bias
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved_tensors
+        x, weight = ctx.saved_tensors
         plan, path, hook = ctx.plan, ctx.path, ctx.hook
-        grad_a = grad_b = None
+        grad_x = grad_w = grad_bias = None
         if ctx.needs_input_grad[1]:      # the NumPy driver's order: weight gradient first
-            grad_b = _phase(a.t(), grad, plan, "gradient", path, hook)
+            grad_w = _phase(x.t(), grad, plan, "gradient", path, hook).t()
         if ctx.needs_input_grad[0]:
-            grad_a = _phase(grad, b.t(), plan, "backward", path, hook, ctx.prep)
-        return grad_a, grad_b, None, None, None
+            grad_x = _phase(grad, weight, plan, "backward", path, hook, ctx.prep)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_w, grad_bias, None, None, None
 
 
 def cfpu_matmul(a: torch.Tensor, b: torch.Tensor, config=None, *, path: str = "auto",
@@ -143,7 +204,7 @@ def cfpu_matmul(a: torch.Tensor, b: torch.Tensor, config=None, *, path: str = "a
     checked operand (``a`` plays the input, ``b`` the weight). ``config``: anything
     :meth:`LayerPlan.of` takes. ``hook(phase, a, b, config, result)`` sees every matmul as the
     engine got it (``b`` checked). ``path``: see :mod:`canna.torch.engine`."""
-    return _CFPUMatmul.apply(a, b, LayerPlan.of(config), path, hook)
+    return _CFPULinearFn.apply(a, b.t(), None, LayerPlan.of(config), path, hook)
 
 
 class _CFPULayer:
@@ -175,8 +236,6 @@ class _CFPULayer:
                 hook(self, phase, a, b, config, r)
         return seen
 
-    def _matmul(self, x, w):
-        return cfpu_matmul(x, w, self.plan, path=self.path, hook=self._hook())
 
 
 class CFPULinear(nn.Linear, _CFPULayer):
@@ -190,11 +249,9 @@ class CFPULinear(nn.Linear, _CFPULayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.native:
             return nn.Linear.forward(self, x)
-        lead = x.shape[:-1]
-        y = self._matmul(x.reshape(-1, self.in_features), self.weight.t())
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        if x.dim() == 2:
+            return _CFPULinearFn.apply(x, self.weight, self.bias, self.plan, self.path, self._hook())
+        return self.forward(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, plan={_describe(self.plan)}"
