@@ -60,7 +60,7 @@ PLANS = {"b3": ArithPlan.uniform(3, 3), "dual0": ArithPlan.uniform(3, 0, "dual")
 
 @pytest.mark.parametrize("name", PLANS)
 def test_numpy_path_agrees_bit_for_bit(name):
-    """On the CPU's default path both drivers hand the same engine the same operands: every
+    """On the ``numpy`` path both drivers hand the same engine the same operands: every
     operand (up to the sign of zeros, see :func:`_same`), product, hit count and lane-array
     counter is equal, and so are the logits and weight gradients."""
     plan = PLANS[name]
@@ -86,18 +86,20 @@ def test_numpy_path_agrees_bit_for_bit(name):
           f"counters and outputs equal bit for bit")
 
 
+@pytest.mark.parametrize("path", ["auto", "tensor"])
 @pytest.mark.parametrize("name", PLANS)
-def test_tensor_path_agrees_per_phase(cfpu, name):
-    """The pure-tensor path sums with torch.matmul, so later operands differ from the NumPy
-    driver's by rounding; per phase, on the operands the torch layer used, the NumPy driver's
-    backend gives the same hit count, both equal to the golden one, every product is golden
-    and both outputs are within the summation bound of the reference."""
+def test_torch_sums_agree_per_phase(cfpu, name, path):
+    """The default CPU path (PyTorch's GEMM on matmul_fast's transform) and the pure-tensor path
+    sum with PyTorch, so later operands differ from the NumPy driver's by rounding; per phase,
+    on the operands the torch layer used, the NumPy driver's backend gives the same hit count,
+    both equal to the golden one, every product is golden and both outputs are within the
+    summation bound of the reference."""
     plan = PLANS[name]
     rng = np.random.default_rng(31)
     model = MLP(SIZES, seed=5)
     x = np.maximum(rng.standard_normal((11, SIZES[0])), 0).astype(np.float32)
     y = rng.integers(0, SIZES[-1], 11)
-    net = convert(load_numpy_mlp(mlp(SIZES), model), plan, path="tensor")
+    net = convert(load_numpy_mlp(mlp(SIZES), model), plan, path=path)
     calls = []
     for i, m in enumerate(cfpu_layers(net)):
         m.hook = lambda m, phase, a, b, config, r, i=i: calls.append(
@@ -111,7 +113,7 @@ def test_tensor_path_agrees_per_phase(cfpu, name):
         assert config == plan.config(layer, phase)
         r = backend.matmul(np.ascontiguousarray(a), b, config)
         assert r.hits == hits, (layer, phase)
-        products += cfpu.check_call(np.ascontiguousarray(a), b, config, value, hits, "tensor")
+        products += cfpu.check_call(np.ascontiguousarray(a), b, config, value, hits, path)
         cfpu.check_call(np.ascontiguousarray(a), b, config, r.value, r.hits, "numpy")
-    print(f"{name}: {len(calls)} tensor-path matmuls, {products} products golden, hit counts "
+    print(f"{name}: {len(calls)} {path}-path matmuls, {products} products golden, hit counts "
           f"equal to the NumPy backend's, outputs within the summation bound")
