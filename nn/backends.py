@@ -45,9 +45,9 @@ class Backend:
     on_geometry : optional ``(ArrayGeometry) -> Backend``: the same backend for another lane
         array (a backend that runs the array itself and reports its counters in
         ``MatmulResult.lane``); None when the geometry does not change what it computes.
-    strided : True when ``matmul`` (and ``prepare``) take a transposed view (``W.T``,
-        F-contiguous) as ``b`` without copying it (BLAS reads it in place); the others get
-        C-contiguous operands.
+    strided : True when ``matmul`` (and ``prepare``) take transposed views (``W.T``, ``delta.T``:
+        F-contiguous) as ``a`` and ``b`` without copying them (BLAS reads them in place); the
+        others get C-contiguous operands.
     matmul_t : optional ``(a, b, config) -> MatmulResult`` whose value is ``(a @ b).T``,
         C-contiguous, computed in that layout (the weight gradient with its left operand
         checked) instead of transposed by a copy; None: ``matmul`` and a copy.
@@ -199,8 +199,9 @@ def oriented(left: np.ndarray, right, checked_right: bool = True, strided: bool 
     """The operands ``(a, b)`` the CFPU multiplies for ``left @ right``: ``(left, right)`` when
     ``right`` is the checked operand, else ``(right.T, left.T)`` (so that ``left`` is the ``b``
     operand; the products are the same pairs, the operands swap roles). C-contiguous float32;
-    a prepared ``right`` (not an ndarray) passes through, and so does a float32 transposed
-    view as ``b`` when ``strided`` (:attr:`Backend.strided`)."""
+    a prepared ``right`` (not an ndarray) passes through, and so do float32 transposed views
+    when ``strided`` (:attr:`Backend.strided`): ``W.T`` as ``b``, and ``delta.T`` as ``a`` of
+    the weight gradient (the textbook ``x.T @ delta``, no transposing copy)."""
     if checked_right:
         if not isinstance(right, np.ndarray) or (strided and right.dtype == np.float32
                                                  and right.flags.f_contiguous):
@@ -208,15 +209,22 @@ def oriented(left: np.ndarray, right, checked_right: bool = True, strided: bool 
         else:
             b = np.ascontiguousarray(right, dtype=np.float32)
         return np.ascontiguousarray(left, dtype=np.float32), b
-    return (np.ascontiguousarray(right.T, dtype=np.float32),
-            np.ascontiguousarray(left.T, dtype=np.float32))
+    a = right.T
+    if not (strided and a.dtype == np.float32 and a.flags.f_contiguous):
+        a = np.ascontiguousarray(a, dtype=np.float32)
+    return a, np.ascontiguousarray(left.T, dtype=np.float32)
 
 
 def checked_matmul(backend: Backend, left: np.ndarray, right: np.ndarray, config: CFPUConfig,
-                   checked_right: bool = True, count: Callable | None = None) -> MatmulResult:
+                   checked_right: bool = True, count: Callable | None = None,
+                   prepared=None) -> MatmulResult:
     """``left @ right`` with ``right`` (default) or ``left`` as the CFPU's checked operand
-    (:func:`oriented`); ``count(a, b, config, result)`` sees the operands the backend got."""
+    (:func:`oriented`); ``count(a, b, config, result)`` sees the operands the backend got.
+    ``prepared``: the checked operand as the backend's ``b`` (``right``, or ``left.T``), made
+    by ``backend.prepare`` for ``config``, taken in its place."""
     a, b = oriented(left, right, checked_right, backend.strided)
+    if prepared is not None:
+        b = prepared
     if not checked_right and backend.matmul_t is not None:
         r = backend.matmul_t(a, b, config)       # value: left @ right, no transposing copy
     else:

@@ -205,6 +205,8 @@ class Counters:
                      nonzero_products(a, b) if r.nonzero is None else r.nonzero)
             return
         operand = self._accounting_operand(b, config)
+        if not a.flags.c_contiguous:     # the weight gradient's delta.T: the engine packs rows
+            a = np.ascontiguousarray(a)
         t = account_matmul(a, operand, None if isinstance(operand, AccountingOperand) else config,
                            self.geometry)
         self.add(layer, phase, r.products, r.hits, t.products - t.bypassed)   # = nonzero_products
@@ -434,10 +436,15 @@ class MLP:
         delta = (delta / n).astype(np.float32)
         gw = [None] * self.n_layers
         gb = [None] * self.n_layers
+        # the gradient's checked input prepared here, so the transform counts its nonzero elements
+        prepare_x = (backend.prepare is not None and backend.strided and backend.matmul_t is not None
+                     and not plan.checked_right("gradient"))
         for i in reversed(range(self.n_layers)):
             cfg = plan.config(i, "gradient")
-            r = checked_matmul(backend, cache.inputs[i].T, delta, cfg, plan.checked_right("gradient"),
-                               _counter(counters, i, "gradient"))
+            x = cache.inputs[i]
+            px = backend.prepare(x, cfg, nonzero=counters is not None) if prepare_x and cfg.enabled else None
+            r = checked_matmul(backend, x.T, delta, cfg, plan.checked_right("gradient"),
+                               _counter(counters, i, "gradient"), px)
             gw[i] = r.value
             gb[i] = delta.sum(axis=0)
             if i == 0:

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from canna.files import write_json
+from canna.nn.backends import get_backend
 from canna.nn.mlp import MLP, ArithPlan, Counters
 from canna.nn.train import blas_threads, sgd_step
 from canna.spec.array import ArrayGeometry
@@ -125,6 +126,7 @@ def numpy_driver(x, y, batch: int, threads) -> dict:
         velocity = [np.zeros_like(p) for p in initial]
         it = [0]
         carry = {}      # as training: the update prepares the next step's weights where it can
+        initial_carry = initial_transforms(model, plan, backend, count)
 
         def step():
             i = it[0]
@@ -138,12 +140,15 @@ def numpy_driver(x, y, batch: int, threads) -> dict:
         def reset():
             """Back to the initial network (untimed, before every sample): hundreds of steps on
             a few batches would overfit them, and vanishing errors turn subnormal, which no
-            real training step sees at this stage."""
+            real training step sees at this stage. The carry goes back to the initial weights'
+            transforms, so that every timed step finds what a training step finds: the
+            previous update's transforms."""
             for p, p0 in zip(model.weights + model.biases, initial):
                 np.copyto(p, p0)
             for v in velocity:
                 v[...] = 0.0
             carry.clear()
+            carry.update(initial_carry)
             it[0] = 0
         step.reset = reset
         return step
@@ -152,6 +157,22 @@ def numpy_driver(x, y, batch: int, threads) -> dict:
     return {"native": side(ArithPlan.exact(L), "native", None, False),
             "approx": side(approx, "golden-fast", None, True),
             "approx+acc": side(approx, "golden-fast", ArrayGeometry(), True)}
+
+
+def initial_transforms(model: MLP, plan: ArithPlan, backend: str, counted: bool) -> dict:
+    """What a step's update would carry to the next step (``sgd_step(carry=...)``) had it just
+    made ``model``'s weights: layer -> ``(prepared, columns, nonzero)``, as
+    :meth:`MLP.forward` takes it; empty for a backend without a fused update."""
+    be = get_backend(backend)
+    if be.update_prepare is None or not plan.checked_right("forward"):
+        return {}
+    out = {}
+    for i, w in enumerate(model.weights):
+        cfg = plan.config(i, "forward")
+        if cfg.enabled:
+            share = MLP._shares_transform(plan, i)
+            out[i] = (be.prepare(w, cfg, columns=share, nonzero=counted), share, counted)
+    return out
 
 
 DRIVERS = {"numpy": numpy_driver}

@@ -356,6 +356,9 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
  * nq32 holds nq (each <= n, the columns of the checked operand) as uint32: the per-row sums run
  * on 32-bit lanes, over chunks short enough that they cannot overflow. Magnitudes rather than
  * exponents: min(mag - 1) skips zeros (they wrap to the top) and max(mag) needs no test. */
+static int64_t quick_verdict(int64_t hits, uint32_t mag_min1, uint32_t mag_max, int64_t cols,
+                             int32_t q_lo, int32_t q_hi, int32_t b_e_max);
+
 static inline __attribute__((always_inline)) int64_t
 scan_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32, int64_t n,
            int32_t q_lo, int32_t q_hi, int32_t b_e_max, const uint32_t *nz32, int64_t *nonzero)
@@ -384,6 +387,14 @@ scan_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32, 
     }
     if (nonzero)
         *nonzero = nonz;
+    return quick_verdict(hits, mag_min1, mag_max, cols, q_lo, q_hi, b_e_max);
+}
+
+/* scan_quick's answer from the first operand's magnitude range (min(mag - 1), max(mag)) over a
+ * matmul of inner size cols: the hit count, or -1 where the lean path does not apply. */
+static int64_t quick_verdict(int64_t hits, uint32_t mag_min1, uint32_t mag_max, int64_t cols,
+                             int32_t q_lo, int32_t q_hi, int32_t b_e_max)
+{
     if (mag_min1 == EMPTY_LO)                     /* all zeros */
         return hits;
     const int32_t e_lo = (int32_t)((mag_min1 + 1u) >> 23), e_hi = (int32_t)(mag_max >> 23);
@@ -409,6 +420,48 @@ int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, co
     if (nz32)
         return scan_quick(a, rows, cols, nq32, n, q_lo, q_hi, b_e_max, nz32, nonzero);
     return scan_quick(a, rows, cols, nq32, n, q_lo, q_hi, b_e_max, 0, nonzero);
+}
+
+/* scan_quick for a first operand given as its transpose at (C-contiguous, rows = the matmul's
+ * inner size K, cols = the first operand's rows M: the weight gradient's delta.T read as delta,
+ * without a transposing copy). Row k of at holds column k of a, so its nonzero elements each
+ * meet nq32[k] qualifying and nz32[k] nonzero finite elements of the checked operand's row k. */
+static inline __attribute__((always_inline)) int64_t
+scan_quick_t(const uint32_t *at, int64_t rows, int64_t cols, const uint32_t *nq32, int32_t q_lo,
+             int32_t q_hi, int32_t b_e_max, const uint32_t *nz32, int64_t *nonzero)
+{
+    uint32_t mag_min1 = EMPTY_LO, mag_max = 0;
+    int64_t hits = 0, nonz = 0;
+    for (int64_t k = 0; k < rows; k++) {
+        const uint32_t *restrict src = at + k * cols;
+        int64_t c = 0;
+        for (int64_t i0 = 0; i0 < cols; i0 += 0x7FFFFFFF) {   /* 32-bit lanes for the count */
+            const int64_t i1 = cols - i0 < 0x7FFFFFFF ? cols : i0 + 0x7FFFFFFF;
+            uint32_t ci = 0;
+            for (int64_t i = i0; i < i1; i++) {
+                uint32_t mag = src[i] & 0x7FFFFFFFu;
+                mag_min1 = min_u(mag_min1, mag - 1u);
+                mag_max = max_u(mag_max, mag);
+                ci -= MASK(mag != 0u);
+            }
+            c += ci;
+        }
+        hits += c * (int64_t)nq32[k];
+        if (nz32)
+            nonz += c * (int64_t)nz32[k];
+    }
+    if (nonzero)
+        *nonzero = nonz;
+    return quick_verdict(hits, mag_min1, mag_max, rows, q_lo, q_hi, b_e_max);
+}
+
+int64_t canna_scan_first_quick_t(const uint32_t *at, int64_t rows, int64_t cols, const uint32_t *nq32,
+                                 int32_t q_lo, int32_t q_hi, int32_t b_e_max, const uint32_t *nz32,
+                                 int64_t *nonzero)
+{
+    if (nz32)
+        return scan_quick_t(at, rows, cols, nq32, q_lo, q_hi, b_e_max, nz32, nonzero);
+    return scan_quick_t(at, rows, cols, nq32, q_lo, q_hi, b_e_max, 0, nonzero);
 }
 
 /* The largest exponent field among the finite ones of n binary32 bit patterns (0 when none). */

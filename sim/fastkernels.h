@@ -16,6 +16,9 @@ int64_t canna_scan_first(const uint32_t *a, int64_t rows, int64_t cols, int t, i
 int64_t canna_scan_first_quick(const uint32_t *a, int64_t rows, int64_t cols, const uint32_t *nq32,
                                int64_t n, int32_t q_lo, int32_t q_hi, int32_t b_e_max,
                                const uint32_t *nz32, int64_t *nonzero);
+int64_t canna_scan_first_quick_t(const uint32_t *at, int64_t rows, int64_t cols, const uint32_t *nq32,
+                                 int32_t q_lo, int32_t q_hi, int32_t b_e_max, const uint32_t *nz32,
+                                 int64_t *nonzero);
 void canna_sgd_transform(float *w, float *v, const float *g, double momentum, double lr,
                          int64_t rows, int64_t cols, int t, int dual, uint32_t *mq, uint32_t *wn,
                          int64_t *nq, int64_t *nn, uint32_t *row_flags, int32_t *stats,

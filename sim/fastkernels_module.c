@@ -198,14 +198,14 @@ static PyObject *scan_first(PyObject *self, PyObject *args)
 
 /* The lean path's one call, so it takes the shape from `a` itself and declines (-1) rather than
  * raises when `a` is not a C-contiguous 2-D float32 matrix with len(nq32) columns: the caller's
- * general path then checks and reports. */
-static PyObject *scan_first_quick(PyObject *self, PyObject *args)
+ * general path then checks and reports. `transposed`: `a` is the first operand's transpose
+ * (len(nq32) rows; scan_first_quick_t). */
+static PyObject *quick(PyObject *args, const char *format, int transposed)
 {
     long long n_checked;
     int q_lo, q_hi, b_e_max;
     PyObject *a, *nq32, *nz32 = Py_None;
-    if (!PyArg_ParseTuple(args, "OOLiii|O:scan_first_quick", &a, &nq32, &n_checked, &q_lo, &q_hi,
-                          &b_e_max, &nz32))
+    if (!PyArg_ParseTuple(args, format, &a, &nq32, &n_checked, &q_lo, &q_hi, &b_e_max, &nz32))
         return NULL;
     Buf b[3];
     b[2].held = 0;
@@ -213,8 +213,8 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
         release(b, 1);
         return NULL;
     }
-    const Py_ssize_t cols = b[0].view.len / 4;
-    if (take(nz32, &b[2], "nz32", 4, cols * 4, 0, 1) < 0) {
+    const Py_ssize_t k_dim = b[0].view.len / 4;
+    if (take(nz32, &b[2], "nz32", 4, k_dim * 4, 0, 1) < 0) {
         release(b, 1);
         release(b + 2, 1);
         return NULL;
@@ -224,12 +224,16 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
     if (!b[1].held)
         PyErr_Clear();
     else if (b[1].view.ndim == 2 && b[1].view.itemsize == 4 && b[1].view.format != NULL
-             && strcmp(b[1].view.format, "f") == 0 && b[1].view.shape[1] == cols) {
-        const Py_ssize_t rows = b[1].view.shape[0];
+             && strcmp(b[1].view.format, "f") == 0 && b[1].view.shape[transposed ? 0 : 1] == k_dim) {
+        const Py_ssize_t other = b[1].view.shape[transposed ? 1 : 0];
+        const uint32_t *nz = b[2].held ? DATA(b[2], uint32_t) : NULL;
         Py_BEGIN_ALLOW_THREADS
-        hits = canna_scan_first_quick(DATA(b[1], uint32_t), rows, cols, DATA(b[0], uint32_t),
-                                      n_checked, q_lo, q_hi, b_e_max,
-                                      b[2].held ? DATA(b[2], uint32_t) : NULL, &nonzero);
+        if (transposed)
+            hits = canna_scan_first_quick_t(DATA(b[1], uint32_t), k_dim, other, DATA(b[0], uint32_t),
+                                            q_lo, q_hi, b_e_max, nz, &nonzero);
+        else
+            hits = canna_scan_first_quick(DATA(b[1], uint32_t), other, k_dim, DATA(b[0], uint32_t),
+                                          n_checked, q_lo, q_hi, b_e_max, nz, &nonzero);
         Py_END_ALLOW_THREADS
     }
     const int with_nonzero = b[2].held;
@@ -237,6 +241,16 @@ static PyObject *scan_first_quick(PyObject *self, PyObject *args)
     if (with_nonzero)   /* (hits, products of two nonzero finite operands); hits -1: declined */
         return Py_BuildValue("(LL)", (long long)hits, (long long)nonzero);
     return PyLong_FromLongLong(hits);
+}
+
+static PyObject *scan_first_quick(PyObject *self, PyObject *args)
+{
+    return quick(args, "OOLiii|O:scan_first_quick", 0);
+}
+
+static PyObject *scan_first_quick_t(PyObject *self, PyObject *args)
+{
+    return quick(args, "OOLiii|O:scan_first_quick_t", 1);
 }
 
 static PyObject *max_finite_exponent(PyObject *self, PyObject *args)
@@ -299,6 +313,9 @@ static PyMethodDef methods[] = {
     {"scan_first_quick", scan_first_quick, METH_VARARGS,
      "scan_first_quick(a, nq32, n, q_lo, q_hi, b_e_max[, nz32]) -> hits, or -1: take the general path; "
      "with nz32: (hits, nonzero products)"},
+    {"scan_first_quick_t", scan_first_quick_t, METH_VARARGS,
+     "scan_first_quick_t(at, nq32, n, q_lo, q_hi, b_e_max[, nz32]): scan_first_quick of a first "
+     "operand given as its C-contiguous transpose at (len(nq32) rows)"},
     {"max_finite_exponent", max_finite_exponent, METH_VARARGS,
      "max_finite_exponent(x) -> the largest exponent field of the finite binary32 patterns in x"},
     {"count_nonzero_finite", count_nonzero_finite, METH_VARARGS,

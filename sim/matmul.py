@@ -197,6 +197,10 @@ class Prepared:
     nonzero_rows, nonzero_cols : per-row (``prepare(..., nonzero=True)``) and per-column
         (``nonzero=True, columns=True``, policy b) counts of nonzero finite elements, from
         which the lean path counts the products that are not bypassed; else None.
+    qualifying_u32, nonzero_u32 : ``qualifying`` and ``nonzero_rows`` as uint32 for the lean
+        path's scan (each count is at most N); made from them when not given.
+    cols_u32 : ``(qualifying_cols, nonzero_cols)`` as uint32 (the kernel's own counts), which
+        become :attr:`T`'s ``qualifying_u32`` and ``nonzero_u32``; None: converted there.
     """
 
     config: CFPUConfig
@@ -211,14 +215,15 @@ class Prepared:
     qualifying_cols: np.ndarray | None = None
     nonzero_rows: np.ndarray | None = None
     nonzero_cols: np.ndarray | None = None
-    # ``qualifying`` (and ``nonzero_rows``) as uint32 for the quick scan (each count is at most N)
-    qualifying_u32: np.ndarray = field(init=False, repr=False, compare=False)
-    nonzero_u32: np.ndarray | None = field(init=False, repr=False, compare=False)
+    qualifying_u32: np.ndarray | None = field(default=None, repr=False, compare=False)
+    nonzero_u32: np.ndarray | None = field(default=None, repr=False, compare=False)
+    cols_u32: tuple | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "qualifying_u32", self.qualifying.astype(np.uint32))
-        object.__setattr__(self, "nonzero_u32", None if self.nonzero_rows is None
-                           else self.nonzero_rows.astype(np.uint32))
+        if self.qualifying_u32 is None:
+            object.__setattr__(self, "qualifying_u32", self.qualifying.astype(np.uint32))
+        if self.nonzero_u32 is None and self.nonzero_rows is not None:
+            object.__setattr__(self, "nonzero_u32", self.nonzero_rows.astype(np.uint32))
 
     @property
     def shape(self) -> tuple:
@@ -238,14 +243,16 @@ class Prepared:
                             np.zeros(n, np.uint32), self.stats, **nonzero)
         if self.quick is None or self.qualifying_cols is None:
             return None
+        q32, nz32 = self.cols_u32 or (None, None)
         return Prepared(self.config, self.original.T, self.checked.T, None, self.qualifying_cols,
                         np.zeros(n, np.int64), np.zeros(n, np.uint32), self.stats,
-                        self.quick._replace(n=k_dim), self.qualifying, **nonzero)
+                        QuickScan(k_dim, *self.quick[1:]), self.qualifying, **nonzero,
+                        qualifying_u32=q32, nonzero_u32=nz32)
 
 
 def _quick_scan(n: int, dual: bool, row_flags: np.ndarray, stats: np.ndarray) -> QuickScan | None:
     """The lean path's arguments, or None where it cannot apply (dual, or a flagged row)."""
-    if dual or np.count_nonzero(row_flags):
+    if dual or row_flags.any():
         return None
     pow2_lo, pow2_hi, _, _, e_max = stats.tolist()   # ExponentStats' order, without its cost
     return QuickScan(n, pow2_lo, pow2_hi, e_max)
@@ -306,11 +313,24 @@ def prepare(b, config: CFPUConfig = EXACT, *, native: bool | None = None,
         nz32 = np.empty(n, np.uint32) if nonzero and cols32 is not None else None
         lib.transform_checked(bits, k_dim, n, t, dual, mq, wn, qualifying, nonqualifying,
                               row_flags, stats, cols32, nz_rows, nz32)
-        qual_cols = None if cols32 is None else cols32.astype(np.int64)
-        nz_cols = None if nz32 is None else nz32.astype(np.int64)
+        return _prepared(config, b, mq, wn, qualifying, nonqualifying, row_flags, stats, cols32,
+                         nz_rows, nz32)
     quick = _quick_scan(n, dual, row_flags, stats)
     return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
                     qualifying, nonqualifying, row_flags, stats, quick, qual_cols, nz_rows, nz_cols)
+
+
+def _prepared(config, b, mq, wn, qualifying, nonqualifying, row_flags, stats, cols32, nz_rows,
+              nz32) -> Prepared:
+    """The :class:`Prepared` of the kernels' outputs (``cols32``, ``nz32``: their uint32
+    per-column counts or None, kept for :attr:`Prepared.T`)."""
+    quick = _quick_scan(b.shape[1], wn is not None, row_flags, stats)
+    return Prepared(config, b, mq.view(np.float32), None if wn is None else wn.view(np.float32),
+                    qualifying, nonqualifying, row_flags, stats, quick,
+                    None if cols32 is None else cols32.astype(np.int64), nz_rows,
+                    None if nz32 is None else nz32.astype(np.int64),
+                    nonzero_u32=None if nz_rows is None else nz_rows.astype(np.uint32),
+                    cols_u32=None if cols32 is None else (cols32, nz32))
 
 
 def sgd_update_prepare(w: np.ndarray, v: np.ndarray, g, momentum: float, lr: float,
@@ -346,14 +366,11 @@ def sgd_update_prepare(w: np.ndarray, v: np.ndarray, g, momentum: float, lr: flo
     cols32 = np.empty(n, np.uint32) if columns and not dual else None
     nz_rows = np.empty(k_dim, np.int64) if nonzero else None
     nz32 = np.empty(n, np.uint32) if nonzero and cols32 is not None else None
-    lib.sgd_transform(w, v, np.ascontiguousarray(g), float(momentum), float(lr), k_dim, n,
+    lib.sgd_transform(w, v, np.ascontiguousarray(g), momentum, lr, k_dim, n,
                       config.tuning_bits, dual, mq, wn, qualifying, nonqualifying, row_flags, stats,
                       cols32, nz_rows, nz32)
-    quick = _quick_scan(n, dual, row_flags, stats)
-    return Prepared(config, w, mq.view(np.float32), None if wn is None else wn.view(np.float32),
-                    qualifying, nonqualifying, row_flags, stats, quick,
-                    None if cols32 is None else cols32.astype(np.int64), nz_rows,
-                    None if nz32 is None else nz32.astype(np.int64))
+    return _prepared(config, w, mq, wn, qualifying, nonqualifying, row_flags, stats, cols32,
+                     nz_rows, nz32)
 
 
 def count_nonzero_finite(x, axis: int, *, native: bool | None = None) -> np.ndarray:
@@ -413,16 +430,21 @@ def _matmul_quick(a, prep: Prepared, transposed: bool = False) -> MatmulResult |
     then nothing is risky, every nonzero element of ``a`` is normal, its hit count is exact, and
     the GEMM raises no overflow or invalid flag (given a BLAS that raises none spuriously, as
     some old OpenBLAS builds did), so it runs without ``np.errstate`` (which costs
-    more than the kernel). It also declines an ``a`` that is not a C-contiguous 2-D float32
-    ndarray with K columns. None: take the general path (which also reports bad input)."""
+    more than the kernel). It also declines an ``a`` that is not a C- or F-contiguous 2-D
+    float32 ndarray with K columns (an F-contiguous one, the weight gradient's ``delta.T``, is
+    scanned as its transpose: no copy). None: take the general path (which also reports bad
+    input)."""
     lib = _Kernels.get()
     if lib is None or type(a) is not np.ndarray:
         return None
+    scan, scanned = lib.scan_first_quick, a
+    if not a.flags.c_contiguous and a.flags.f_contiguous:
+        scan, scanned = lib.scan_first_quick_t, a.T
     nonzero = None
     if prep.nonzero_u32 is None:
-        hits = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick)   # -1: declined
+        hits = scan(scanned, prep.qualifying_u32, *prep.quick)   # -1: declined
     else:
-        hits, nonzero = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
+        hits, nonzero = scan(scanned, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
     if hits < 0:
         return None
     y = np.matmul(prep.checked.T, a.T) if transposed else np.matmul(a, prep.checked)

@@ -135,3 +135,20 @@ def test_fused_update_and_transform_change_nothing(name, plan):
     assert sorted(carry) == enabled
     print(f"{name}: 4 steps with the fused update bit-identical to NumPy's update ({c1.total_hits} hits, "
           f"{len(carry)} layers carried)")
+
+
+def test_weight_gradient_reads_delta_in_place():
+    """On a strided backend the weight gradient ``x.T @ delta`` gets ``delta.T`` as a view (no
+    transposing copy), native and golden-fast alike; a backend that is not strided gets a
+    C-contiguous copy."""
+    from canna.nn.backends import oriented
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((9, 6)).astype(np.float32)
+    delta = rng.standard_normal((9, 4)).astype(np.float32)
+    a, b = oriented(x.T, delta, checked_right=False, strided=True)
+    assert np.shares_memory(a, delta) and a.flags.f_contiguous and np.shares_memory(b, x)
+    a2, _ = oriented(x.T, delta, checked_right=False, strided=False)
+    assert a2.flags.c_contiguous and not np.shares_memory(a2, delta) and np.array_equal(a, a2)
+    for name in ("native", "golden-fast"):
+        assert get_backend(name).strided
+    print("weight gradient: delta.T as a view on strided backends, a copy otherwise")

@@ -67,3 +67,31 @@ def test_missing_fashion_mnist_is_one_line(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and "--data fashion-mnist" in lines[0]
     print(f"missing dataset: exit 2, {lines[0]!r}")
+
+
+def test_reset_carries_the_initial_transforms():
+    """After a reset the carry holds the initial weights' transforms (what a training step finds
+    from the update before it): steps from it are bit-identical to steps that prepare afresh."""
+    import numpy as np
+    from canna.nn.mlp import MLP, ArithPlan, Counters
+    from canna.nn.train import sgd_step
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 8)
+    plan = ArithPlan.uniform(3, 4, "b")
+    runs = []
+    for carried in (False, True):
+        model = MLP(bench_step.SIZES, seed=0)
+        velocity = [np.zeros_like(p) for p in model.weights + model.biases]
+        carry = bench_step.initial_transforms(model, plan, "golden-fast", True) if carried else {}
+        assert sorted(carry) == ([0, 1, 2] if carried else [])
+        c = Counters(3)
+        for i in range(2):
+            sgd_step(model, velocity, x, y, plan, "golden-fast", c, lr=0.01, momentum=0.9, dropout=0.5,
+                     rng=np.random.default_rng(i), carry=carry)
+        runs.append((model.weights + velocity, c))
+    (p0, c0), (p1, c1) = runs
+    assert all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(p0, p1))
+    assert np.array_equal(c0.hits, c1.hits) and np.array_equal(c0.nonzero, c1.nonzero)
+    assert bench_step.initial_transforms(MLP([4, 3, 2]), ArithPlan.exact(2), "native", False) == {}
+    print(f"reset carry: 2 steps bit-identical with and without it ({int(c1.hits.sum())} hits)")

@@ -335,14 +335,19 @@ def test_quick_scan_hit_count_in_short_chunks():
 
 
 def test_quick_path_and_general_path_agree():
-    """matmul_fast takes policy b's lean path for a C-contiguous float32 ``a``; any other layout
-    takes the general path (full scan). Same hit count, same values up to summation order."""
+    """matmul_fast takes policy b's lean path for a C- or F-contiguous float32 ``a``; any other
+    layout takes the general path (full scan). Same hit count, same values up to summation order."""
     rng = np.random.default_rng(10)
     a, b = nn_like(rng, 20, 64, 9)
     prep = mm.prepare(b, CFPUConfig.approx(3, "b"))
-    assert mm._matmul_quick(a, prep) is not None and mm._matmul_quick(np.asfortranarray(a), prep) is None
-    quick, general = mm.matmul_fast(a, prep), mm.matmul_fast(np.asfortranarray(a), prep)
+    spaced = np.zeros((40, 64), np.float32)
+    spaced[::2] = a
+    strided = spaced[::2]                   # neither C- nor F-contiguous
+    assert mm._matmul_quick(a, prep) is not None and mm._matmul_quick(np.asfortranarray(a), prep) is not None
+    assert mm._matmul_quick(strided, prep) is None
+    quick, general = mm.matmul_fast(a, prep), mm.matmul_fast(strided, prep)
     assert quick.hits == general.hits == mm.matmul_reference(a, b, prep.config).hits
+    assert quick.hits == mm.matmul_fast(np.asfortranarray(a), prep).hits
     assert np.allclose(quick.value, general.value, rtol=1e-5, atol=1e-6)
     print(f"quick and general paths: {quick.products} products, {quick.hits} hits each")
 

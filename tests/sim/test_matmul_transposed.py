@@ -203,3 +203,64 @@ def test_sgd_update_prepare_is_the_update_then_prepare(config, kind, native):
                                                            np.asarray(y).view(np.uint8)), name
     print(f"{config.describe()} {kind} {'C' if native else 'NumPy'}: fused update of {w.size} weights "
           f"bit-identical, transform equal to prepare()")
+
+
+@pytest.mark.parametrize("t", [0, 4, 22])
+@pytest.mark.parametrize("kind", ["relu", "zeros", "subnormal", "inf", "huge"])
+def test_lean_scan_of_a_transposed_view(t, kind):
+    """The weight gradient's ``delta.T`` (an F-contiguous view) is scanned as its transpose
+    (``scan_first_quick_t``): the same verdict, hits and nonzero products as scanning a copy,
+    and matmul_fast on the view gives the copy's value bit for bit and its counts."""
+    rng = np.random.default_rng(t + 7)
+    x = np.clip(rng.standard_normal((23, 19)), 0, 6).astype(np.float32)   # the checked input
+    x[4] = 0.0
+    delta = (rng.standard_normal((23, 11)) * 1e-3).astype(np.float32)
+    delta[:, 3] = 0.0
+    delta[7, :] = 0.0
+    if kind == "zeros":
+        delta[...] = 0.0
+    elif kind == "subnormal":
+        delta[2, 5] = np.float32(1e-41)
+    elif kind == "inf":
+        delta[9, 1] = np.inf
+    elif kind == "huge":
+        delta[1, 1] = np.float32(3e38)
+    lib = mm._Kernels.get()
+    prep = mm.prepare(x, CFPUConfig.approx(t, "b"), nonzero=True)
+    view, copy = delta.T, np.ascontiguousarray(delta.T)
+    assert view.flags.f_contiguous and not view.flags.c_contiguous
+    for nz in ((), (prep.nonzero_u32,)):
+        got = lib.scan_first_quick_t(delta, prep.qualifying_u32, *prep.quick, *nz)
+        assert got == lib.scan_first_quick(copy, prep.qualifying_u32, *prep.quick, *nz)
+    declined = lib.scan_first_quick(copy, prep.qualifying_u32, *prep.quick) < 0
+    assert declined == (kind in ("subnormal", "inf", "huge"))
+    r_view = mm.matmul_fast(view, prep, transposed=True)
+    r_copy = mm.matmul_fast(copy, prep, transposed=True)
+    ref = mm.matmul_reference(copy, x, prep.config)
+    assert np.array_equal(r_view.value.view(np.uint32), r_copy.value.view(np.uint32))
+    assert r_view.value.flags.c_contiguous
+    assert (r_view.hits, r_view.products) == (r_copy.hits, r_copy.products) == (ref.hits, ref.products)
+    if not declined:
+        assert r_view.nonzero == r_copy.nonzero == int(mm.count_nonzero_finite(copy, 0) @ prep.nonzero_rows)
+    print(f"t={t} {kind}: transposed-view scan {'declined' if declined else 'lean'}, {r_view.hits} hits "
+          f"of {r_view.products} as the copy's and the reference's")
+
+
+def test_transposed_prepared_takes_the_kernels_uint32_counts():
+    """Prepared.T's lean-path counts are the kernel's uint32 column counts, equal to the int64
+    ones it reports (no conversion on the way)."""
+    rng = np.random.default_rng(3)
+    w = with_specials(rng, 41, 37)
+    w[[3, 9, 17]] = 0.5                 # no inf, NaN or overflow: T exists
+    for fused in (False, True):
+        if fused:
+            v, g = np.zeros_like(w), (rng.standard_normal(w.shape) * 1e-3).astype(np.float32)
+            p = mm.sgd_update_prepare(w, v, g, 0.9, 0.01, CFPUConfig.approx(4, "b"), columns=True, nonzero=True)
+        else:
+            p = mm.prepare(w, CFPUConfig.approx(4, "b"), columns=True, nonzero=True)
+        t = p.T
+        assert t.qualifying_u32.dtype == t.nonzero_u32.dtype == np.uint32
+        assert np.array_equal(t.qualifying_u32, p.qualifying_cols) and np.array_equal(t.nonzero_u32, p.nonzero_cols)
+        assert np.array_equal(t.qualifying, p.qualifying_cols) and t.qualifying.dtype == np.int64
+        assert np.array_equal(p.nonzero_u32, p.nonzero_rows)
+    print("Prepared.T: uint32 column counts of the kernel, equal to the int64 ones (2 paths)")
