@@ -90,14 +90,17 @@ def _phase(left, right, plan: LayerPlan, phase: str, path: str, hook, prepared=N
            transposed: bool = False):
     """``left @ right`` for ``phase``, with the plan's checked operand as the CFPU's ``b``
     (:func:`canna.nn.backends.oriented`'s rule: else ``(right.T @ left.T).T``); ``prepared``:
-    ``b`` already transformed. ``b`` may stay a transposed view (taken without a copy); ``a``
-    is made contiguous once, for the engine and the counters alike. ``transposed``: see
+    ``b`` already transformed. ``b`` may stay a transposed view (taken without a copy), and so
+    may ``a`` on the lean route (the weight gradient's ``delta.T``); elsewhere ``a`` is made
+    contiguous once, for the engine and the counters alike. ``transposed``: see
     :func:`canna.torch.engine.matmul` (the ``numpy`` path)."""
     config = plan.config(phase)
     right_checked = plan.checked_right(phase)
     a, b = (left, right) if right_checked else (right.t(), left.t())
-    a = a.contiguous()
-    if _lean(path, a):
+    lean = _lean(path, a)
+    if not (lean and a.t().is_contiguous()):      # the lean route scans a transposed view in place
+        a = a.contiguous()
+    if lean:
         r = _numpy_matmul(a, b, engine._check(a, b, config), prepared, counting=hook is not None)
     else:
         r = engine.matmul(a, b, config, path=path, prepared=prepared, transposed=transposed)
@@ -115,7 +118,7 @@ def _lean(path: str, a: torch.Tensor) -> bool:
 
 def _numpy_matmul(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: Prepared | None,
                   counting: bool) -> MatmulResult:
-    """The ``numpy`` path of :func:`canna.torch.engine.matmul` (``a`` contiguous), with its
+    """The ``numpy`` path of :func:`canna.torch.engine.matmul` (``a`` C- or F-contiguous), with its
     common case kept lean: where matmul_fast's lean-path scan of ``a`` says every product is a
     plain float32 multiply with the transformed ``b``, the GEMM is PyTorch's on that transform
     (the same products, summed by the framework into a C-contiguous result, as ``nn.Linear``'s
@@ -143,10 +146,13 @@ def _lean_scan(a: np.ndarray, prep: Prepared):
     lib = _Kernels.get()
     if lib is None or prep.quick is None:
         return None
+    scan = lib.scan_first_quick
+    if not a.flags.c_contiguous and a.flags.f_contiguous:    # a transposed view: scanned in place
+        scan, a = lib.scan_first_quick_t, a.T
     if prep.nonzero_u32 is None:
-        hits, nonzero = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick), None
+        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick), None
     else:
-        hits, nonzero = lib.scan_first_quick(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
+        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
     return None if hits < 0 else (hits, nonzero)
 
 
