@@ -50,6 +50,9 @@
  * The decoupled count reuses the exact and base counts per output: no GEMM is added. In the
  * words evaluated product by product the no-skip bits are the full rule's "not a hit".
  *
+ * Narrow K (at most NARROW_W words, SIMD build): narrow() below counts the same sums with 8
+ * tiles of a row per vector and a loop over the lanes (see there).
+ *
  * Built by canna.sim.native.build_shared with -march=native: AVX-512 (F, BW, VL, VPOPCNTDQ)
  * where the CPU has it, portable scalar C otherwise (or with -DCANNA_ACC_SCALAR).
  */
@@ -249,6 +252,55 @@ INLINE int pack_bt_rows(int64_t K, int64_t N, const uint32_t* T, const int enabl
     ranges_out(g, ranges);
     return sub_or != 0;
 }
+
+/* pack_b_rows for exact mode and policy b when B has no subnormal (the common case; returns 0
+ * when it has one, then nothing it wrote counts), with a cheaper classification that holds
+ * without subnormals: q = nz and the top t+1 fraction bits all equal, i.e. no bit of
+ * x ^ (x << 1) set in 23-t .. 22; the ranges of p = e + m1 from those of v = 2e + m1 = y >> 23
+ * (p is non-decreasing in v). Rows are streamed as pack_b_rows does (B comes cold from the
+ * update: read down its columns it cost more than the classification saves). bcls zeroed. */
+INLINE int pack_b_words(int64_t K, int64_t N, const uint32_t* B, const int enabled, int t,
+                        int64_t npad, uint64_t* bcls, int32_t* ranges) {
+    const int64_t WN = BSTRIDE((K + 63) / 64, npad);
+    const __m512i one = _mm512_set1_epi32(1), lim = _mm512_set1_epi32((int)0xFEFFFFFFu);
+    const __m512i qbits = _mm512_set1_epi32((int)(((1u << t) - 1u) << (23 - t)));
+    __m512i y1min = _mm512_set1_epi32(-1);
+    __m512i vmin = _mm512_set1_epi32(0x7FFFFFFF), vmax = _mm512_set1_epi32(-1);
+    for (int64_t k = 0; k < K; ++k) {
+        const __m512i bit = _mm512_set1_epi64((long long)(1ull << (k & 63)));
+        const uint32_t* row = B + k * N;
+        uint64_t* dst0 = bcls + (k >> 6) * npad;
+        for (int64_t j0 = 0; j0 < N; j0 += 16) {
+            const __m512i x = _mm512_maskz_loadu_epi32(tail16(N - j0), row + j0);
+            const __m512i y = _mm512_slli_epi32(x, 1), y1 = _mm512_sub_epi32(y, one);
+            const __mmask16 nz = _mm512_cmplt_epu32_mask(y1, lim);
+            y1min = _mm512_min_epu32(y1min, y1);   /* zero lanes give 2^32 - 1 */
+            __mmask16 m[2] = {nz, 0};
+            if (enabled) {
+                const __mmask16 q = _mm512_mask_testn_epi32_mask(nz, _mm512_xor_si512(x, y), qbits);
+                const __m512i v = _mm512_srli_epi32(y, 23);
+                vmin = _mm512_mask_min_epi32(vmin, q, vmin, v);
+                vmax = _mm512_mask_max_epi32(vmax, q, vmax, v);
+                m[1] = (__mmask16)(nz & ~q);
+            }
+            for (int c = 0; c < 1 + enabled; ++c) {
+                uint64_t* dst = dst0 + c * WN + j0;
+                const __m512i lo = _mm512_loadu_si512(dst), hi = _mm512_loadu_si512(dst + 8);
+                _mm512_storeu_si512(dst, _mm512_mask_or_epi64(lo, (__mmask8)m[c], lo, bit));
+                _mm512_storeu_si512(dst + 8, _mm512_mask_or_epi64(hi, (__mmask8)(m[c] >> 8), hi, bit));
+            }
+        }
+    }
+    if ((uint32_t)_mm512_reduce_min_epu32(y1min) < 0x00FFFFFFu) return 0;   /* a subnormal */
+    ranges[0] = ranges[2] = EMPTY_LO;
+    ranges[1] = ranges[3] = EMPTY_HI;
+    const int32_t lo = _mm512_reduce_min_epi32(vmin), hi = _mm512_reduce_max_epi32(vmax);
+    if (enabled && hi >= 0) {
+        ranges[0] = (lo >> 1) + (lo & 1);
+        ranges[1] = (hi >> 1) + (hi & 1);
+    }
+    return 1;
+}
 #endif
 
 /* Classes of B (K x N bit patterns, B[k][j] at B[k * sk + j * sj]: sj = 1 or sk = 1) per
@@ -268,11 +320,18 @@ static void pack_b(int64_t K, int64_t N, const uint32_t* B, int64_t sk, int64_t 
                    int32_t* pc_nz, int32_t* info) {
     const int64_t W = (K + 63) / 64;
     const int nb = !enabled ? 1 : dual ? 3 : 2;
-    memset(bcls, 0, sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad)));
     int32_t rg[4] = {EMPTY_LO, EMPTY_HI, EMPTY_LO, EMPTY_HI};
     int any_sub = 0;
 #if ACC_SIMD
-    if (sj == 1) {
+    const size_t bytes = sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad));
+    memset(bcls, 0, bytes);
+    /* exact mode and policy b, row-major: the cheaper packer first (it gives up on a subnormal) */
+    const int packed = sj == 1 && !dual && (enabled ? pack_b_words(K, N, B, 1, t, npad, bcls, rg)
+                                                    : pack_b_words(K, N, B, 0, t, npad, bcls, rg));
+    if (!packed && sj == 1 && !dual) memset(bcls, 0, bytes);
+    if (packed) {
+        /* no subnormal (any_sub = 0) */
+    } else if (sj == 1) {
         if (!enabled) any_sub = pack_b_rows(K, N, B, 0, t, 0, npad, bcls, rg);
         else if (!dual) any_sub = pack_b_rows(K, N, B, 1, t, 0, npad, bcls, rg);
         else any_sub = pack_b_rows(K, N, B, 1, t, 1, npad, bcls, rg);
@@ -282,6 +341,7 @@ static void pack_b(int64_t K, int64_t N, const uint32_t* B, int64_t sk, int64_t 
         else any_sub = pack_bt_rows(K, N, B, 1, t, 1, npad, bcls, rg);
     }
 #else
+    memset(bcls, 0, sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad)));   /* here too */
     for (int64_t k = 0; k < K; ++k) {
         const int64_t w = k >> 6;
         const uint64_t bit = 1ull << (k & 63);
@@ -1064,6 +1124,242 @@ static uint64_t direct_word(const uint32_t* A, const uint32_t* B, int64_t bsk, i
     return word;
 }
 
+/* ---- narrow K (a few words: the weight gradient's K = batch): vectors over tiles ---------- */
+
+#if ACC_SIMD
+/* Words of k up to which canna_acc_run takes the narrow path (no hard words, at most
+ * NARROW_LANES lanes): where a tile's counts are a few popcounts, the wide path's count
+ * buffers, range-OR tables and per-tile horizontal maxima cost more than the counts. Here 8
+ * tiles of a row go in the 8 slots of a vector and the loop runs over the lanes: a tile's
+ * maximum, minimum and OR over its lanes are element-wise, and B's words of one lane over
+ * consecutive tiles (stride `lanes` in B) are copied contiguous once per call (narrow_t). */
+#define NARROW_W 4
+#define NARROW_LANES 64
+static int acc_narrow = 1;
+
+/* The narrow path's sums (as canna_acc_run's): decoupled maxima of exact and base counts,
+ * lockstep steps of both, no-skip lockstep steps and the sum over tiles of the fewest hits. */
+typedef struct { int64_t max_e, max_b, steps_e, steps_b, ns_steps, min_hits; } narrow_out_t;
+
+/* One row's run of n whole tiles (row constant A words), W, np, has_ns and bz compile-time
+ * constants. T[p], Tnz: B's ex classes and nz class at the run's offset, [w][l][q] with Q
+ * tiles per lane; acc: [0] max_e, [1] max_b, [2] steps_e, [3] steps_b, [4] no-skip steps,
+ * [5] fewest hits. bz = 0 (B has no zero/inf/NaN): every lane's base count is pc, A's row's
+ * nonzero count, its base bits A's nz row (added by the caller), and Tnz is not read. */
+INLINE void narrow_run(const int W, const int np, const int has_ns, const int bz, int64_t L,
+                       int64_t Q, int64_t n, int64_t pc, const uint64_t* const* ar,
+                       const uint64_t* anz, const uint64_t* vmask, const uint64_t* const* T,
+                       const uint64_t* Tnz, __m512i* lacc_e, __m512i* lacc_b, __m512i* acc) {
+    __m512i av[3][NARROW_W], nzv[NARROW_W], zav[NARROW_W], vmv[NARROW_W];
+    for (int w = 0; w < W; ++w) {
+        nzv[w] = _mm512_set1_epi64((long long)anz[w]);
+        vmv[w] = _mm512_set1_epi64((long long)vmask[w]);
+        zav[w] = _mm512_andnot_si512(nzv[w], vmv[w]);
+        for (int p = 0; p < np; ++p) av[p][w] = _mm512_set1_epi64((long long)ar[p][w]);
+    }
+    for (int64_t q0 = 0; q0 < n; q0 += 8) {
+        const __mmask8 qm = n - q0 >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (n - q0)) - 1u);
+        __m512i mx_e = _mm512_setzero_si512(), mx_b = mx_e, mn_h = _mm512_set1_epi64(INT64_MAX);
+        const __m512i cb = _mm512_set1_epi64(pc);    /* the base count where bz = 0 */
+        __m512i or_e[NARROW_W], or_b[NARROW_W], and_b[NARROW_W];
+        for (int w = 0; w < W; ++w) {
+            or_e[w] = or_b[w] = _mm512_setzero_si512();
+            and_b[w] = _mm512_set1_epi64(-1);
+        }
+        for (int64_t l = 0; l < L; ++l) {
+            __m512i ce = _mm512_setzero_si512(), cbl = bz ? ce : cb;
+            for (int w = 0; w < W; ++w) {
+                const int64_t ix = (w * L + l) * Q + q0;
+                if (bz) {
+                    const __m512i bn = _mm512_maskz_loadu_epi64(qm, Tnz + ix);
+                    const __m512i bb = _mm512_and_si512(nzv[w], bn);
+                    cbl = _mm512_add_epi64(cbl, _mm512_popcnt_epi64(bb));
+                    or_b[w] = _mm512_or_si512(or_b[w], bb);
+                    if (has_ns) and_b[w] = _mm512_and_si512(and_b[w], bn);
+                }
+                if (np) {
+                    __m512i e = _mm512_and_si512(av[0][w], _mm512_maskz_loadu_epi64(qm, T[0] + ix));
+                    for (int p = 1; p < np; ++p)
+                        e = _mm512_or_si512(e, _mm512_and_si512(av[p][w], _mm512_maskz_loadu_epi64(qm, T[p] + ix)));
+                    ce = _mm512_add_epi64(ce, _mm512_popcnt_epi64(e));
+                    or_e[w] = _mm512_or_si512(or_e[w], e);
+                }
+            }
+            if (bz) {
+                lacc_b[l] = _mm512_add_epi64(lacc_b[l], cbl);
+                mx_b = _mm512_max_epi64(mx_b, cbl);
+            }
+            if (np) {
+                lacc_e[l] = _mm512_add_epi64(lacc_e[l], ce);
+                mx_e = _mm512_max_epi64(mx_e, ce);
+                if (has_ns && bz) mn_h = _mm512_min_epi64(mn_h, _mm512_sub_epi64(cbl, ce));
+            }
+        }
+        /* slots beyond the run hold zero words: they add nothing but to the no-skip sums */
+        if (bz) {
+            acc[1] = _mm512_add_epi64(acc[1], mx_b);
+            for (int w = 0; w < W; ++w) acc[3] = _mm512_add_epi64(acc[3], _mm512_popcnt_epi64(or_b[w]));
+        }
+        if (has_ns && !bz) mn_h = _mm512_sub_epi64(cb, mx_e);     /* the fewest hits: pc - max */
+        if (np) {
+            acc[0] = _mm512_add_epi64(acc[0], mx_e);
+            for (int w = 0; w < W; ++w) acc[2] = _mm512_add_epi64(acc[2], _mm512_popcnt_epi64(or_e[w]));
+        }
+        if (has_ns) {
+            acc[5] = _mm512_mask_add_epi64(acc[5], qm, acc[5], mn_h);
+            for (int w = 0; w < W; ++w) {   /* bypass bits: valid & (~nzA | ~AND_l nzB) */
+                const __m512i slow = !bz ? _mm512_or_si512(or_e[w], zav[w])
+                                         : _mm512_or_si512(or_e[w], _mm512_or_si512(
+                                               zav[w], _mm512_andnot_si512(and_b[w], vmv[w])));
+                acc[4] = _mm512_mask_add_epi64(acc[4], qm, acc[4], _mm512_popcnt_epi64(slow));
+            }
+        }
+    }
+}
+
+/* One tile that is not in a run (it wraps across rows, is padded, or N < lanes): nv lanes
+ * from flat output f0, lane by lane. */
+static void narrow_tile(int64_t W, int64_t N, int64_t npad, int64_t f0, int64_t nv, const pairs_t* ex,
+                        const uint64_t* anz, const uint64_t* bnz, const uint64_t* vmask,
+                        int has_ns, int64_t* lane_e, int64_t* lane_b, narrow_out_t* o) {
+    uint64_t or_e[NARROW_W] = {0}, or_b[NARROW_W] = {0}, zb[NARROW_W] = {0};
+    int64_t mx_e = 0, mx_b = 0, mn_h = INT64_MAX, r = f0 / N, j = f0 % N;
+    for (int64_t l = 0; l < nv; ++l) {
+        int64_t ce = 0, cb = 0;
+        for (int64_t w = 0; w < W; ++w) {
+            const uint64_t a = anz[r * W + w], bn = bnz[w * npad + j], bb = a & bn;
+            cb += __builtin_popcountll(bb);
+            or_b[w] |= bb;
+            zb[w] |= vmask[w] & ~bb;
+            uint64_t e = 0;
+            for (int p = 0; p < ex->np; ++p) e |= ex->a[p][r * W + w] & ex->b[p][w * npad + j];
+            ce += __builtin_popcountll(e);
+            or_e[w] |= e;
+        }
+        lane_b[l] += cb;
+        lane_e[l] += ce;
+        mx_b = cb > mx_b ? cb : mx_b;
+        mx_e = ce > mx_e ? ce : mx_e;
+        mn_h = cb - ce < mn_h ? cb - ce : mn_h;
+        if (++j == N) { j = 0; ++r; }
+    }
+    o->max_b += mx_b;
+    o->max_e += mx_e;
+    for (int64_t w = 0; w < W; ++w) {
+        o->steps_b += __builtin_popcountll(or_b[w]);
+        o->steps_e += __builtin_popcountll(or_e[w]);
+        if (has_ns) o->ns_steps += __builtin_popcountll(or_e[w] | zb[w]);
+    }
+    if (has_ns) o->min_hits += mn_h;
+}
+
+INLINE void narrow_rows(const int W, const int np, const int has_ns, const int bz, int64_t M,
+                        int64_t N, int64_t L, const pairs_t* ex, const uint64_t* anz,
+                        const int32_t* pc_nza, const uint64_t* vmask, const uint64_t* tb,
+                        const int64_t* toff, const int* ex_b, int64_t* lane_b, narrow_out_t* o,
+                        __m512i* lacc_e, __m512i* lacc_b, __m512i* acc) {
+    for (int64_t r = 0; r < M; ++r) {
+        const int64_t off = (L - (r * N) % L) % L;
+        if (off + L > N) continue;
+        const int64_t Q = (N - off) / L;
+        const uint64_t* ar[3];
+        const uint64_t* T[3];
+        for (int p = 0; p < np; ++p) {
+            ar[p] = ex->a[p] + r * W;
+            T[p] = tb + toff[ex_b[p] * L + off];
+        }
+        narrow_run(W, np, has_ns, bz, L, Q, Q, pc_nza[r], ar, anz + r * W, vmask, T,
+                   bz ? tb + toff[off] : NULL, lacc_e, lacc_b, acc);
+        if (!bz) {   /* every lane's base bits are A's nz row: pc_nza[r] steps and counts */
+            o->max_b += Q * pc_nza[r];
+            o->steps_b += Q * pc_nza[r];
+            for (int64_t l = 0; l < L; ++l) lane_b[l] += Q * pc_nza[r];
+        }
+    }
+}
+
+/* The narrow path of canna_acc_run (W <= NARROW_W, no hard words, L <= NARROW_LANES): the same
+ * sums into lane_e, lane_b and *o. Returns 0, or -1 when memory ran out. */
+static int narrow(int64_t M, int64_t N, int64_t K, int64_t L, int64_t npad, int64_t WN,
+                  const pairs_t* ex, const int* ex_b, const uint64_t* anz, const int32_t* pc_nza,
+                  const uint64_t* bcls, int has_ns, int bz, int64_t* lane_e, int64_t* lane_b,
+                  narrow_out_t* o) {
+    const int64_t W = (K + 63) / 64, outputs = M * N;
+    uint64_t vmask[NARROW_W];
+    for (int64_t w = 0; w < W; ++w) vmask[w] = valid_word(K, w);
+    /* the offsets (first run column mod L) the rows use, and B's classes at each, [w][l][q] */
+    int used_cls[3] = {bz, 0, 0};
+    for (int p = 0; p < ex->np; ++p) used_cls[ex_b[p]] = 1;
+    int64_t* toff = (int64_t*)malloc(sizeof(int64_t) * (size_t)(3 * L));
+    __m512i* lacc = (__m512i*)aligned_alloc(64, sizeof(__m512i) * (size_t)(2 * L));
+    uint64_t* tb = NULL;
+    int rc = -1;
+    if (!toff || !lacc) goto done;
+    for (int64_t i = 0; i < 3 * L; ++i) toff[i] = -1;
+    int64_t size = 0;
+    for (int64_t r = 0; r < M && r < L; ++r) {   /* offsets repeat with period L in r */
+        const int64_t off = (L - (r * N) % L) % L;
+        if (off + L > N || toff[off] >= 0) continue;
+        for (int c = 0; c < 3; ++c)
+            if (used_cls[c]) { toff[c * L + off] = size; size += W * L * ((N - off) / L); }
+    }
+    tb = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(size > 0 ? size : 1));
+    if (!tb) goto done;
+    for (int64_t off = 0; off < L; ++off)
+        for (int c = 0; c < 3; ++c) {
+            if (toff[c * L + off] < 0) continue;
+            const int64_t Q = (N - off) / L;
+            const uint64_t* b = bcls + c * WN;
+            uint64_t* t = tb + toff[c * L + off];
+            for (int64_t w = 0; w < W; ++w)
+                for (int64_t l = 0; l < L; ++l)
+                    for (int64_t q = 0; q < Q; ++q) t[(w * L + l) * Q + q] = b[w * npad + off + q * L + l];
+        }
+    __m512i* lacc_e = lacc;
+    __m512i* lacc_b = lacc + L;
+    for (int64_t l = 0; l < 2 * L; ++l) lacc[l] = _mm512_setzero_si512();
+    __m512i acc[6];
+    for (int i = 0; i < 6; ++i) acc[i] = _mm512_setzero_si512();
+#define ROWS(w, np, ns, bz) narrow_rows(w, np, ns, bz, M, N, L, ex, anz, pc_nza, vmask, tb, toff, \
+                                        ex_b, lane_b, o, lacc_e, lacc_b, acc)
+#define ROWS_NP(w, ns, bz) do { switch (ex->np) { \
+        case 0: ROWS(w, 0, ns, bz); break; case 1: ROWS(w, 1, ns, bz); break; \
+        case 2: ROWS(w, 2, ns, bz); break; default: ROWS(w, 3, ns, bz); } } while (0)
+#define ROWS_W(ns, bz) do { switch (W) { \
+        case 1: ROWS_NP(1, ns, bz); break; case 2: ROWS_NP(2, ns, bz); break; \
+        case 3: ROWS_NP(3, ns, bz); break; default: ROWS_NP(4, ns, bz); } } while (0)
+    if (has_ns) { if (bz) ROWS_W(1, 1); else ROWS_W(1, 0); }
+    else { if (bz) ROWS_W(0, 1); else ROWS_W(0, 0); }
+#undef ROWS_W
+#undef ROWS_NP
+#undef ROWS
+    for (int64_t l = 0; l < L; ++l) {
+        lane_e[l] += _mm512_reduce_add_epi64(lacc_e[l]);
+        lane_b[l] += _mm512_reduce_add_epi64(lacc_b[l]);
+    }
+    o->max_e += _mm512_reduce_add_epi64(acc[0]);
+    o->max_b += _mm512_reduce_add_epi64(acc[1]);
+    o->steps_e += _mm512_reduce_add_epi64(acc[2]);
+    o->steps_b += _mm512_reduce_add_epi64(acc[3]);
+    o->ns_steps += _mm512_reduce_add_epi64(acc[4]);
+    o->min_hits += _mm512_reduce_add_epi64(acc[5]);
+    /* the tiles outside the runs: those starting in a row after its run (or in a row too
+     * short for one) */
+    for (int64_t r = 0; r < M; ++r) {
+        const int64_t off = (L - (r * N) % L) % L;
+        const int64_t s0 = off + L > N ? off : off + (N - off) / L * L;
+        for (int64_t s = s0; s < N; s += L) {
+            const int64_t f0 = r * N + s, nv = (f0 + L < outputs) ? L : outputs - f0;
+            narrow_tile(W, N, npad, f0, nv, ex, anz, bcls, vmask, has_ns, lane_e, lane_b, o);
+        }
+    }
+    rc = 0;
+done:
+    free(toff); free(lacc); free(tb);
+    return rc;
+}
+#endif
+
 /* ---- the whole account ------------------------------------------------------------------ */
 
 /* Account Y = A @ B (A: M x K, B: K x N bit patterns, B[k][j] at B[k * bsk + j * bsj],
@@ -1098,16 +1394,15 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
     int32_t* pc_nza = (int32_t*)malloc(sizeof(int32_t) * (size_t)M);
     uint8_t* hard = (uint8_t*)malloc((size_t)W);
     int64_t* hlist = (int64_t*)malloc(sizeof(int64_t) * (size_t)W);
-    int32_t* cex = (int32_t*)malloc(sizeof(int32_t) * (size_t)(max_rows * N));
-    int32_t* cbase = (int32_t*)malloc(sizeof(int32_t) * (size_t)(max_rows * N));
+    int32_t *cex = NULL, *cbase = NULL;    /* the wide path's count buffers */
+    uint64_t* own_tabs = NULL;
     uint64_t* tmp = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(4 * seg_cap * W));
     seg_t* segs = (seg_t*)malloc(sizeof(seg_t) * (size_t)seg_cap);
     term_t* terms = (term_t*)malloc(sizeof(term_t) * (size_t)(3 * seg_cap));
     zterm_t* zterms = (zterm_t*)malloc(sizeof(zterm_t) * (size_t)seg_cap);
     uint64_t* vmask = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)W);
     int rc = -1;
-    if (!acls || !pc_nza || !hard || !hlist || !cex || !cbase || !tmp || !segs || !terms || !zterms ||
-        !vmask)
+    if (!acls || !pc_nza || !hard || !hlist || !tmp || !segs || !terms || !zterms || !vmask)
         goto done;
 
     int32_t ar[4];
@@ -1150,14 +1445,44 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
             ex.a[ex.np] = acls + 3 * MW; ex.b[ex.np] = bcls + 2 * WN; ex_b[ex.np++] = 2;
         }
     }
-    set_tabs_t st_ex, st_base;
-    set_tabs(&st_ex, &ex, ex_b, tabs, N, W);
-    set_tabs(&st_base, &base, base_b, tabs, N, W);
     /* no-skip: without any zero/inf/NaN operand it is the CFPU's own count (fast = hit);
      * exact mode has no hits (it is the plain count) */
     const int with_ns = enabled && (any_spec_a || any_spec_b);
     ns_t nsx = {NULL, {NULL, NULL}, NULL, vmask, popacc_zero(), 0, 0};
-    ns_t* ns = NULL;
+    ns_t* ns = with_ns ? &nsx : NULL;
+    popacc_t pop_e = popacc_zero(), pop_b = popacc_zero();
+    int64_t pop_b1 = 0, pop_hard = 0, max_e = 0, max_b = 0;
+    int64_t* lane_e = out + ACC_OUT_HEAD;
+    int64_t* lane_b = out + ACC_OUT_HEAD + L;
+#if ACC_SIMD
+    if (acc_narrow && !nhard && W <= NARROW_W && L <= NARROW_LANES) {
+        const pairs_t none = {{0}, {0}, 0};
+        narrow_out_t no = {0, 0, 0, 0, 0, 0};
+        if (narrow(M, N, K, L, npad, BSTRIDE(W, npad), enabled ? &ex : &none, ex_b, acls, pc_nza,
+                   bcls, with_ns, any_spec_b != 0, lane_e, lane_b, &no) != 0)
+            goto done;
+        max_e = no.max_e;
+        max_b = no.max_b;
+        pop_b1 = no.steps_b;
+        pop_hard = no.steps_e;      /* added to the exact steps as the hard words' are */
+        nsx.pop_hard = no.ns_steps;
+        nsx.min_hits = no.min_hits;
+        goto counted;
+    }
+#endif
+    if (!tabs) {     /* canna_acc_once left them to the wide path */
+        const int classes = !enabled ? 1 : (dual ? 3 : 2) + (any_spec_b != 0);
+        own_tabs = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(classes * 2 * N * W));
+        if (!own_tabs) goto done;
+        canna_acc_tables(N, W, npad, classes, bcls, lanes, own_tabs);
+        tabs = own_tabs;
+    }
+    cex = (int32_t*)malloc(sizeof(int32_t) * (size_t)(max_rows * N));
+    cbase = (int32_t*)malloc(sizeof(int32_t) * (size_t)(max_rows * N));
+    if (!cex || !cbase) goto done;
+    set_tabs_t st_ex = {0}, st_base = {0};
+    set_tabs(&st_ex, &ex, ex_b, tabs, N, W);
+    set_tabs(&st_base, &base, base_b, tabs, N, W);
     if (with_ns) {
         for (int64_t w = 0; w < W; ++w) vmask[w] = hard[w] ? 0 : valid_word(K, w);
         if (any_spec_a) nsx.nza = acls;   /* class 0: nz, never zeroed */
@@ -1167,15 +1492,10 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
             nsx.zb[1] = nsx.zb[0] + N * W;
             nsx.zb_cls = bcls + zi * WN;
         }
-        ns = &nsx;
     }
     /* base_count(i, j): row constant when B has no zero/inf/NaN, column constant when A has
      * none, else a popcount GEMM */
     const int base_mode = !any_spec_b ? 1 : !any_spec_a ? 2 : 0;
-    popacc_t pop_e = popacc_zero(), pop_b = popacc_zero();
-    int64_t pop_b1 = 0, pop_hard = 0, max_e = 0, max_b = 0;
-    int64_t* lane_e = out + ACC_OUT_HEAD;
-    int64_t* lane_b = out + ACC_OUT_HEAD + L;
     int64_t r = 0, c = 0;   /* row and column of the next tile's first output */
 
     for (int64_t t0 = 0; t0 < tiles; t0 += chunk_tiles) {
@@ -1305,6 +1625,7 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
             ++tt;
         }
     }
+counted: __attribute__((unused));
     if (!enabled) {
         for (int64_t l = 0; l < L; ++l) lane_e[l] = lane_b[l];
         max_e = max_b;
@@ -1340,7 +1661,7 @@ int canna_acc_run(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uint
     rc = 0;
 done:
     free(acls); free(pc_nza); free(hard); free(hlist); free(cex); free(cbase); free(tmp);
-    free(segs); free(terms); free(zterms); free(vmask);
+    free(segs); free(terms); free(zterms); free(vmask); free(own_tabs);
     return rc;
 }
 
@@ -1354,18 +1675,27 @@ int canna_acc_once(int64_t M, int64_t N, int64_t K, const uint32_t* A, const uin
     const int nb = !enabled ? 1 : dual ? 3 : 2;
     uint64_t* bcls = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)((nb + (enabled != 0)) * WN));
     int32_t* pc_nz = (int32_t*)malloc(sizeof(int32_t) * (size_t)N);
-    uint64_t* tabs = NULL;
     int32_t info[6];
     int rc = -1;
     if (!bcls || !pc_nz) goto done;
     pack_b(K, N, B, bsk, bsj, enabled, t, dual, npad, bcls, pc_nz, info);
-    const int classes = !enabled ? 1 : nb + (info[4] != 0);   /* AccountingOperand.classes */
-    tabs = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(classes * 2 * N * W));
-    if (!tabs) goto done;
-    canna_acc_tables(N, W, npad, classes, bcls, lanes, tabs);
+    /* no tables: canna_acc_run builds them where its path needs them (the narrow one does not) */
     rc = canna_acc_run(M, N, K, A, B, bsk, bsj, enabled, t, dual, lanes, exact_cycles, npad, bcls,
-                       pc_nz, info, tabs, out);
+                       pc_nz, info, NULL, out);
 done:
-    free(bcls); free(pc_nz); free(tabs);
+    free(bcls); free(pc_nz);
     return rc;
+}
+
+/* Whether canna_acc_run may take the narrow path (1, the default) or always the wide one (0):
+ * tests and benches compare the two. Returns the previous setting; 0 without SIMD. */
+int canna_acc_set_narrow(int on) {
+#if ACC_SIMD
+    const int was = acc_narrow;
+    acc_narrow = on;
+    return was;
+#else
+    (void)on;
+    return 0;
+#endif
 }

@@ -75,6 +75,12 @@ Prepared operand
     C call, without Python objects around it. A transposed view (``W.T``, F-contiguous) is
     packed from ``W``'s rows in either case, without a copy.
 
+Narrow K (the weight gradient's K = batch, up to 4 words; AVX-512 build, no product-by-product
+    words) takes another path in C: 8 tiles of a row per vector, looping over the lanes, so that
+    a tile's maxima, minimum and OR over its lanes are element-wise (no count buffers, no
+    range-OR tables, no horizontal maxima per tile); the same integers
+    (``tests/sim/test_accounting_paths.py`` checks both paths against the golden model).
+
 Limits
     One configuration for every lane (a list of equal ones is accepted; per-lane configurations
     need :func:`canna.sim.lanes.run_lane_array` or its C twin). Counts per output are int32
@@ -154,6 +160,8 @@ def _load(lib):
     lib.canna_acc_run.restype = ctypes.c_int
     lib.canna_acc_once.argtypes = [i64, i64, i64, p, p, i64, i64, i32, i32, i32, i32, i32, p]
     lib.canna_acc_once.restype = ctypes.c_int
+    lib.canna_acc_set_narrow.argtypes = [ctypes.c_int]
+    lib.canna_acc_set_narrow.restype = ctypes.c_int
     lib.canna_acc_out_head.argtypes = []
     lib.canna_acc_out_head.restype = ctypes.c_int
     if lib.canna_acc_out_head() != _HEAD:
