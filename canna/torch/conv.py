@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from canna.sim.matmul import count_nonzero_finite
+
 from . import engine
 from .engine import as_numpy
 from .layers import _CFPULayer, _describe, _phase
@@ -47,11 +49,8 @@ class CFPUConv2d(nn.Conv2d, _CFPULayer):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             padding = (0, 0)
-        self.routes = {}
-        y = _CFPUConv.apply(x, self.weight, self, tuple(padding))
-        if self.bias is not None:
-            y = y + self.bias.reshape(1, -1, 1, 1)
-        return y
+        self.routes.clear()      # (not a new dict: nn.Module's __setattr__ costs more)
+        return _CFPUConv.apply(x, self.weight, self.bias, self, tuple(padding))
 
     # Each phase takes the native route (one PyTorch convolution on the transformed checked
     # operand: every product the CFPU's, because a hit's operand is an exact power of two) when
@@ -88,55 +87,59 @@ class CFPUConv2d(nn.Conv2d, _CFPULayer):
 
 
 class _CFPUConv(torch.autograd.Function):
-    """A CFPUConv2d's three phases, each on its native or its im2col route."""
+    """A CFPUConv2d's three phases, each on its native or its im2col route, and its bias (as
+    ``nn.Conv2d``: one node, the bias added by the native convolution and its gradient summed
+    by the native backward when one runs)."""
 
     @staticmethod
-    def forward(ctx, x, weight, layer, padding):
+    def forward(ctx, x, weight, bias, layer, padding):
         # saved before .contiguous(): a copy would hide an in-place change made before backward
-        ctx.save_for_backward(x.detach(), weight.detach())
+        ctx.save_for_backward(x, weight)
         x, weight = x.detach().contiguous(), weight.detach().contiguous()
         ctx.layer, ctx.padding, ctx.preps, ctx.patches = layer, padding, {}, None
         plan = layer.plan
-        n, _, h, w = x.shape
-        oh, ow = (_out_size(s, p, d, k, st) for s, p, d, k, st in
-                  zip((h, w), padding, layer.dilation, layer.kernel_size, layer.stride))
-        ctx.out_hw = (oh, ow)
         cfg = plan.forward
-        if layer._native_ok(x) and plan.checked_right("forward"):
+        # the step's decision, for the backward too (float32 only: the kernels read float32 bits)
+        ctx.native_ok = layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
+        if ctx.native_ok and plan.checked_right("forward"):
             prep = _weight_prep(ctx, weight, cfg, layer)
-            if engine.first_is_safe(x, prep):
+            if engine.first_is_safe_all(x.numpy(), [prep])[0]:
                 layer.routes["forward"] = "native"
-                mw = _checked_tensor(prep, weight)
-                with torch.backends.nnpack.flags(enabled=False):    # products as formed: no Winograd
-                    y = F.conv2d(x, mw, None, layer.stride, padding, layer.dilation)
+                with _NoNNPACK():                        # products as formed: no Winograd
+                    y = F.conv2d(x, _checked_tensor(prep, weight), bias, layer.stride, padding, layer.dilation)
                 if layer.counters is not None:
-                    cnt = _window_counts(x, layer, padding, (oh, ow))        # per (c, kh, kw)
+                    cnt = _window_counts(x, layer, padding, y.shape[2:])     # per (c, kh, kw)
                     hits = int(cnt @ prep.qualifying_cols) if cfg.enabled else 0
                     nonzero = int(cnt @ prep.nonzero_cols)
                     layer._book("forward", cfg, y.numel() * prep.shape[1], hits, nonzero,
                                 lambda: (layer._patches(x, padding)[0], weight.reshape(weight.shape[0], -1).t()))
                 return y
         layer.routes["forward"] = "im2col"
+        n, _, h, w = x.shape
+        oh, ow = (_out_size(s, p, d, k, st) for s, p, d, k, st in
+                  zip((h, w), padding, layer.dilation, layer.kernel_size, layer.stride))
         patches = ctx.patches = layer._patches(x, padding)
         wg = layer._group_weight(weight)
         hook = layer._hook()
         y = torch.stack([_phase(patches[i], wg[i].t(), plan, "forward", layer.path, hook)
                          for i in range(layer.groups)])
-        return y.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, layer.out_channels, oh, ow)
+        y = y.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, layer.out_channels, oh, ow)
+        return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = (t.contiguous() for t in ctx.saved_tensors)
+        x, weight = (t.detach().contiguous() for t in ctx.saved_tensors)
         grad = grad.contiguous()
-        want_w, want_x = ctx.needs_input_grad[1], ctx.needs_input_grad[0]
-        grad_x = grad_w = None
-        nat_w = _native_gradient(ctx, x, weight, grad) if want_w else None
-        nat_x = _native_backward(ctx, x, weight, grad) if want_x else None
-        if nat_w is not None or nat_x is not None:    # both native phases in one PyTorch call
-            gx, gw = _convolution_backward(ctx, grad, x if nat_w is None else nat_w[0],
-                                           weight if nat_x is None else nat_x[0],
-                                           nat_x is not None, nat_w is not None)
+        want_x, want_w, want_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        nat_w, nat_x = _native_phases(ctx, x, weight, grad, want_w, want_x)
+        if nat_w is not None or nat_x is not None:    # the native phases and the bias in one call
+            gx, gw, grad_b = _convolution_backward(ctx, grad, x if nat_w is None else nat_w[0],
+                                                   weight if nat_x is None else nat_x[0],
+                                                   nat_x is not None, nat_w is not None, want_b)
             grad_x, grad_w = (gx if nat_x is not None else None), (gw if nat_w is not None else None)
+        elif want_b:
+            grad_b = grad.sum((0, 2, 3))
         if want_w:                       # the NumPy driver's order: weight gradient first
             if nat_w is None:
                 grad_w = _conv_gradient(ctx, x, weight, grad)
@@ -147,37 +150,61 @@ class _CFPUConv(torch.autograd.Function):
                 grad_x = _conv_backward(ctx, x, weight, grad)
             else:
                 nat_x[1]()
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, grad_b, None, None
 
 
-def _convolution_backward(ctx, grad, x, weight, want_x: bool, want_w: bool):
+def _convolution_backward(ctx, grad, x, weight, want_x: bool, want_w: bool, want_b: bool = False):
     """PyTorch's convolution backward (what ``nn.Conv2d`` runs): the input gradient from
-    ``weight``, the weight gradient from ``x``, in one call."""
+    ``weight``, the weight gradient from ``x`` and the bias gradient (a sum), in one call."""
     layer = ctx.layer
-    with torch.backends.nnpack.flags(enabled=False):      # products as formed: no Winograd
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            grad, x, weight, None, layer.stride, ctx.padding, layer.dilation, False, (0, 0), 1,
-            (want_x, want_w, False))
-    return gx, gw
+    with _NoNNPACK():                                    # products as formed: no Winograd
+        return _CONVOLUTION_BACKWARD(
+            grad, x, weight, [weight.shape[0]] if want_b else None, layer.stride, ctx.padding,
+            layer.dilation, False, (0, 0), 1, (want_x, want_w, want_b))
+
+
+_CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default
+
+
+class _NoNNPACK:
+    """NNPACK off inside (it may use Winograd), as ``torch.backends.nnpack.flags(enabled=False)``
+    at a fraction of its cost."""
+
+    def __enter__(self):
+        self.was = torch._C._get_nnpack_enabled()
+        if self.was:
+            torch._C._set_nnpack_enabled(False)
+
+    def __exit__(self, *exc):
+        if self.was:
+            torch._C._set_nnpack_enabled(True)
 
 
 def _weight_prep(ctx, weight, config, layer):
-    """The weight transformed for ``config``, once per step for the phases that agree on it."""
-    prep = ctx.preps.get(config)
+    """The weight transformed for ``config``, once per step for the phases that agree on it
+    (with the counts its phases book only when counting)."""
+    prep = ctx.preps.get(id(config))      # the plan holds its configs: ids stay theirs
     if prep is None:
-        prep = ctx.preps[config] = engine.prepare_checked(weight, config, nonzero=layer.counters is not None)
+        prep = ctx.preps[id(config)] = (engine.transform_lean(weight.numpy(), config) if layer.counters is None
+                                        else engine.prepare_checked(weight, config, nonzero=True))
     return prep
 
 
 def _checked_tensor(prep, like):
     """The transformed checked operand (M(b) policy b, b itself exact) in ``like``'s shape."""
-    return torch.from_numpy(prep.checked).reshape(like.shape)
+    return torch.from_numpy(prep.checked.reshape(like.shape))
 
 
 def _nonzero(x):
     """1.0 where ``x`` is nonzero, else 0.0 (float32; ``x`` finite, as on the native route).
     Sums over a channel or a batch are exact in float32 (below 2^24); longer ones use float64."""
     return x.abs().sign()
+
+
+def _nonzero_over_batch(x):
+    """Per (c, h, w), the samples where ``x`` is nonzero (float32; finite ``x``): one C pass."""
+    counts = count_nonzero_finite(x.numpy().reshape(x.shape[0], -1), 0)
+    return torch.from_numpy(counts.reshape(x.shape[1:])).float()
 
 
 def _box_sums(p, size, gap, stride, count):
@@ -203,7 +230,7 @@ def _window_counts(x, layer, padding, out_hw):
     """Per (c, kh, kw), the nonzero elements of the im2col column (c, kh, kw) summed over batch
     and positions (on the native route every element is finite): box sums of the output's size,
     spaced by the stride, over the batch-summed indicator."""
-    s = _padded(_nonzero(x).sum(dim=0), padding)                             # (C, H, W)
+    s = _padded(_nonzero_over_batch(x), padding)                             # (C, H, W)
     box = _box_sums(s, out_hw, layer.stride, layer.dilation, layer.kernel_size)
     return box.reshape(-1).round().long().numpy()
 
@@ -213,16 +240,29 @@ def _grad_groups(grad, g):
     return grad.reshape(n, g, out // g, oh * ow).permute(1, 0, 3, 2).reshape(g, n * oh * ow, out // g)
 
 
-def _native_gradient(ctx, x, weight, grad):
-    """The weight gradient ``patches.T @ delta`` (input checked) on the native route: the
-    transformed input, for ``convolution_backward``, and what books the phase; None: im2col."""
+def _native_phases(ctx, x, weight, grad, want_w: bool, want_x: bool):
+    """The weight gradient's and the backward error's native routes (``_native_gradient``,
+    ``_native_backward``; None: im2col, or not wanted), ``grad`` scanned once for both."""
+    layer, plan = ctx.layer, ctx.layer.plan
+    if not (ctx.native_ok and engine.conv_precision_ieee()):    # (precision set since the forward?)
+        return None, None
+    prep_x = prep_w = None
+    if want_w and not plan.checked_right("gradient"):
+        prep_x = engine.transform_lean(x.numpy(), plan.gradient)
+    if want_x and plan.checked_right("backward"):
+        prep_w = _weight_prep(ctx, weight, plan.backward, layer)
+    preps = [p for p in (prep_x, prep_w) if p is not None]
+    safe = iter(engine.first_is_safe_all(grad.numpy(), preps))
+    nat_w = _native_gradient(ctx, x, weight, grad, prep_x) if prep_x is not None and next(safe) else None
+    nat_x = _native_backward(ctx, weight, grad, prep_w) if prep_w is not None and next(safe) else None
+    return nat_w, nat_x
+
+
+def _native_gradient(ctx, x, weight, grad, prep):
+    """The weight gradient ``patches.T @ delta`` (input checked, ``prep``) on the native route:
+    the transformed input, for ``convolution_backward``, and what books the phase."""
     layer, padding = ctx.layer, ctx.padding
-    plan, cfg = layer.plan, layer.plan.gradient
-    if not layer._native_ok(x) or plan.checked_right("gradient"):
-        return None
-    prep = engine.prepare_checked(x, cfg)
-    if not engine.first_is_safe(grad, prep):
-        return None
+    cfg = layer.plan.gradient
     layer.routes["gradient"] = "native"
 
     def book():
@@ -233,7 +273,7 @@ def _native_gradient(ctx, x, weight, grad):
         if cfg.enabled:
             maps.append(engine.hit_mask(x, cfg).sum(dim=1, dtype=torch.float32))
         win = _box_sums(_padded(torch.stack(maps), padding), layer.kernel_size, layer.dilation,
-                        layer.stride, ctx.out_hw).reshape(len(maps), -1).double()   # per patch
+                        layer.stride, grad.shape[2:]).reshape(len(maps), -1).double()   # per patch
         nonzero = torch.dot(per_pos, win[0])
         hits = torch.dot(per_pos, win[1]) if cfg.enabled else 0
         layer._book("gradient", cfg, grad.numel() * weight[0].numel(), hits, nonzero,
@@ -258,22 +298,18 @@ def _patches_of(ctx, x):
     return ctx.patches
 
 
-def _native_backward(ctx, x, weight, grad):
-    """The backward error ``delta @ W.T`` folded onto the input (weight checked) on the native
-    route: the transformed weight and what books the phase; None: im2col."""
+def _native_backward(ctx, weight, grad, prep):
+    """The backward error ``delta @ W.T`` folded onto the input (weight checked, ``prep``) on
+    the native route: the transformed weight and what books the phase."""
     layer = ctx.layer
-    plan, cfg = layer.plan, layer.plan.backward
-    if not layer._native_ok(x) or not plan.checked_right("backward"):
-        return None
-    prep = _weight_prep(ctx, weight, cfg, layer)
-    if not engine.first_is_safe(grad, prep):
-        return None
+    cfg = layer.plan.backward
     layer.routes["backward"] = "native"
 
     def book():
         if layer.counters is None:
             return
-        per_channel = _nonzero(grad).sum(dim=(0, 2, 3), dtype=torch.float64).round().long().numpy()
+        n, out = grad.shape[:2]              # nonzero per (sample, channel), one C pass, summed
+        per_channel = count_nonzero_finite(grad.numpy().reshape(n * out, -1), 1).reshape(n, out).sum(axis=0)
         hits = int(per_channel @ prep.qualifying) if cfg.enabled else 0
         nonzero = int(per_channel @ prep.nonzero_rows)
         layer._book("backward", cfg, grad.numel() * weight[0].numel(), hits, nonzero,
@@ -289,7 +325,7 @@ def _conv_backward(ctx, x, weight, grad):
     hook = layer._hook()
     gp = torch.stack([_phase(gg[i], wg[i], layer.plan, "backward", layer.path, hook)
                       for i in range(layer.groups)])                      # (g, n * positions, per group)
-    n, (oh, ow) = x.shape[0], ctx.out_hw
+    n, (oh, ow) = x.shape[0], grad.shape[2:]
     cols = gp.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, -1, oh * ow)
     return F.fold(cols, x.shape[2:], layer.kernel_size, layer.dilation, padding, layer.stride)
 

@@ -17,13 +17,18 @@ Only the summation is the framework's. Two paths, one set of rules:
 """
 from __future__ import annotations
 
+import math
+import threading
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 from canna.sim import golden
-from canna.sim.checked_rules import (MAX_SAFE_EXPONENT_SUM, max_finite_exponent_numpy,
+from canna.sim.checked_rules import (MAX_SAFE_EXPONENT_SUM, ExponentStats, max_finite_exponent_numpy,
                                      scan_first_numpy, transform_checked_numpy)
-from canna.sim.matmul import MatmulResult, Prepared, _Kernels, matmul_fast, matmul_reference, prepare
+from canna.sim.matmul import (MatmulResult, Prepared, QuickScan, _Kernels, matmul_fast, matmul_reference,
+                              prepare)
 from canna.spec.config import CFPUConfig, Policy
 
 __all__ = ["PATHS", "matmul", "TensorPieces", "tensor_pieces"]
@@ -192,17 +197,78 @@ def native_conv_available(x: torch.Tensor) -> bool:
     """Whether a convolution on ``x`` may take the native route: a CPU tensor, the C kernels
     built, and PyTorch's float32 convolutions at full precision (oneDNN's ``fp32_precision``
     left at its IEEE default, no autocast: under it the native convolution runs in bfloat16)."""
+    return (x.is_cpu and _lib() is not None and conv_precision_ieee()
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def conv_precision_ieee() -> bool:
+    """Whether oneDNN's float32 convolutions keep float32 operands (``fp32_precision`` at its
+    IEEE default, no bfloat16 or TF32 rounding)."""
     conv = getattr(torch.backends.mkldnn, "conv", None)
-    precision = getattr(conv, "fp32_precision", "none") if conv is not None else "none"
-    return (x.device.type == "cpu" and _lib() is not None and precision in ("none", "ieee")
-            and not torch.is_autocast_enabled(x.device.type))
+    return (getattr(conv, "fp32_precision", "none") if conv is not None else "none") in ("none", "ieee")
 
 
-def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = False) -> Prepared:
+def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = False,
+                    columns: bool = True) -> Prepared:
     """:func:`canna.sim.matmul.prepare` of the contiguous CPU tensor ``b`` viewed as a matrix
-    (its first dimension the rows), with the per-column facts (``columns=True``)."""
+    (its first dimension the rows), with the per-column facts unless ``columns=False``."""
     b2 = b.detach().reshape(b.shape[0], -1)
-    return prepare(as_numpy(b2), config, columns=True, nonzero=nonzero)
+    return prepare(as_numpy(b2), config, columns=columns, nonzero=nonzero)
+
+
+class Transformed(NamedTuple):
+    """A checked operand transformed for the native convolutions (:func:`transform_lean`):
+    ``checked`` is ``M(b)`` (float32, ``b``'s rows), ``quick`` the lean scan's ranges (None
+    where the lean path cannot serve it: a row with inf, NaN or an unrepresentable power of
+    two), as in :class:`~canna.sim.matmul.Prepared`, whose other facts it goes without."""
+
+    config: CFPUConfig
+    checked: np.ndarray
+    quick: QuickScan | None
+
+
+def transform_lean(b, config: CFPUConfig) -> "Transformed | Prepared":
+    """:func:`prepare_checked` without the counts (what a native convolution needs when nothing
+    is counted) of ``b`` (a contiguous CPU tensor or an ndarray): for policy b the kernel's
+    transform alone, into a :class:`Transformed` (inside a training step ``prepare``'s arrays
+    and checks cost several times the transform of a LeNet weight); exact mode and dual:
+    :func:`prepare_checked` itself."""
+    b2 = _array(b).reshape(b.shape[0], math.prod(b.shape[1:]))      # (-1 fails on an empty batch)
+    if b2.dtype != np.float32:
+        raise TypeError(f"expected a float32 operand, got dtype {b2.dtype}")
+    lib = _lib()
+    if lib is None or not config.enabled or config.policy is Policy.DUAL:
+        return prepare(b2, config)
+    bits = b2.view(np.uint32)
+    rows, cols = bits.shape
+    mq = np.empty_like(bits)
+    nq, nn, flags, stats = _scratch(rows)
+    lib.transform_checked(bits, rows, cols, config.tuning_bits, False, mq, None, nq, nn, flags, stats)
+    quick = None
+    if not np.count_nonzero(flags):
+        pow2_lo, pow2_hi, _, _, e_max = stats.tolist()     # ExponentStats' order
+        quick = QuickScan(cols, pow2_lo, pow2_hi, e_max)
+    return Transformed(config, mq.view(np.float32), quick)
+
+
+def _array(x) -> np.ndarray:
+    return x if type(x) is np.ndarray else as_numpy(x)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(rows: int):
+    """The transform's outputs that :class:`Transformed` drops (per-row counts, row flags,
+    stats), reused per thread (the kernel runs without the GIL)."""
+    cache = getattr(_SCRATCH, "arrays", None)
+    if cache is None:
+        cache = _SCRATCH.arrays = {}
+    arrays = cache.get(rows)
+    if arrays is None:      # one set per row count (a LeNet step has three)
+        arrays = cache[rows] = (np.empty(rows, np.int64), np.empty(rows, np.int64),
+                                np.empty(rows, np.uint32), np.empty(len(ExponentStats._fields), np.int32))
+    return arrays
 
 
 def first_is_safe(a: torch.Tensor, prep: Prepared) -> bool:
@@ -211,15 +277,57 @@ def first_is_safe(a: torch.Tensor, prep: Prepared) -> bool:
     lean-path rule (:func:`~canna.sim.matmul._matmul_quick`: no subnormal, inf or NaN in ``a``,
     no hit's exponent out of range, no product near overflow), elementwise; exact mode: no
     product near overflow (``MAX_SAFE_EXPONENT_SUM``). False: take the im2col route."""
-    bits = as_numpy(a).reshape(-1, a.shape[-1]).view(np.uint32)
-    if not prep.config.enabled:
+    return first_is_safe_all(a, [prep])[0]
+
+
+def first_is_safe_all(a, preps) -> list:
+    """:func:`first_is_safe` of ``a`` (a tensor or an ndarray) against each of ``preps``
+    (:class:`~canna.sim.matmul.Prepared` or :class:`Transformed`), in one pass over ``a`` where
+    every one is approximate and passes: the lean-path scan against the union of their ranges
+    (the lowest and highest power of two, the largest exponent) passes exactly when it passes
+    against each (each of its conditions is monotone in them); else one check per ``prep``."""
+    bits = _scan_rows(_array(a)).view(np.uint32)
+    quick = [p.quick for p in preps if p.config.enabled]
+    if len(quick) == len(preps) and None not in quick:
+        union = quick[0] if len(quick) == 1 else quick[0]._replace(
+            pow2_lo=min(q.pow2_lo for q in quick), pow2_hi=max(q.pow2_hi for q in quick),
+            e_max=max(q.e_max for q in quick))
+        if _scan_quick(bits, union):
+            return [True] * len(preps)
+        if len(quick) == 1:
+            return [False]
+    safe, finite = [], None
+    for prep in preps:
+        if prep.config.enabled:     # quick None: dual, or a checked element with inf, NaN or no power of two
+            safe.append(prep.quick is not None and _scan_quick(bits, prep.quick))
+            continue
         # an inf or NaN would meet the padding zeros only in im2col (0 * inf = NaN): that route
-        finite = not _has_non_finite(bits) and not _has_non_finite(prep.original.view(np.uint32))
-        return finite and _lib().max_finite_exponent(bits) + int(prep.stats[4]) <= MAX_SAFE_EXPONENT_SUM
-    if prep.quick is None:      # dual, or a checked element with inf, NaN or no power of two
-        return False
-    zeros = _zeros_u32(bits.shape[1])
-    return _lib().scan_first_quick(bits.view(np.float32), zeros, *prep.quick) >= 0
+        if finite is None:
+            finite = not _has_non_finite(bits)
+        safe.append(finite and not _has_non_finite(prep.original.view(np.uint32))
+                    and _lib().max_finite_exponent(bits) + int(prep.stats[4]) <= MAX_SAFE_EXPONENT_SUM)
+    return safe
+
+
+#: Row length of the safety scans: the kernel runs fastest on long rows (at batch 100 the error
+#: of LeNet's first convolution, 28 per row, took 4x as long as at 784); the rule is elementwise
+#: but for its sum bound, which grows with the row (log2 of it: 12 at 4096, stricter).
+_SCAN_ROW = 4096
+
+
+def _scan_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` as a matrix whose rows are its trailing dimensions, as many as fit in ``_SCAN_ROW``
+    (at least the last one)."""
+    row = x.shape[-1] if x.ndim else 1
+    for d in reversed(x.shape[:-1]):
+        if row * d > _SCAN_ROW or d == 0:      # (an empty batch keeps its rows)
+            break
+        row *= d
+    return x.reshape(-1, row)
+
+
+def _scan_quick(bits: np.ndarray, quick) -> bool:
+    return _lib().scan_first_quick(bits.view(np.float32), _zeros_u32(bits.shape[1]), *quick) >= 0
 
 
 def _has_non_finite(bits: np.ndarray) -> bool:

@@ -35,12 +35,12 @@ class Spy:
             self.calls.append(("forward", args))
             return conv2d(*args, **kw)
 
-        def backward_spy(ctx, grad, x, weight, want_x, want_w):
+        def backward_spy(ctx, grad, x, weight, want_x, want_w, want_b=False):
             if want_w:
                 self.calls.append(("gradient", (x, None, grad)))
             if want_x:
                 self.calls.append(("backward", (None, weight, grad)))
-            return backward(ctx, grad, x, weight, want_x, want_w)
+            return backward(ctx, grad, x, weight, want_x, want_w, want_b)
         monkeypatch.setattr(F, "conv2d", forward_spy)
         monkeypatch.setattr(conv, "_convolution_backward", backward_spy)
 
