@@ -4,16 +4,21 @@ The semantics are :func:`canna.sim.matmul.matmul_fast`'s (``b`` is the checked o
 replaces ``b``'s element by a power of two, so the GEMM forms the CFPU's product exactly; the
 dual policy runs two GEMMs; the risky elements of ``a`` (subnormals, inf/NaN, exponents at the
 edge of the range) are taken out of the GEMM and their products computed by the golden model.
-Only the summation is the framework's. Two paths, one set of rules:
+Only the summation is the framework's. Three paths, one set of rules:
 
+``cpu``     CPU tensors: :func:`~canna.sim.matmul.matmul_fast`'s transform of ``b`` (its C
+            kernels) and its lean policy-b path's scan of ``a``; where the scan passes,
+            PyTorch's GEMM on the transform (``torch.mm``: PyTorch's sums, C-contiguous
+            results), elsewhere (risky elements, dual, exact mode) matmul_fast itself.
 ``numpy``   CPU tensors: :func:`~canna.sim.matmul.matmul_fast` itself on zero-copy
-            ``.numpy()`` views (its C kernels and lean policy-b path); NumPy's BLAS sums.
+            ``.numpy()`` views (its C kernels and lean policy-b path); NumPy's BLAS sums, the
+            NumPy driver's bit for bit.
 ``tensor``  any device: the rules of :mod:`canna.sim.checked_rules` evaluated with torch
             operations on the tensors' bits (``int32``), ``torch.matmul`` sums; the few risky
             products go through :func:`canna.sim.golden.mul_bits` on the CPU and are added with
             ``index_add_``. Tested on CPU against the ``numpy`` path; untested on CUDA here.
 
-``auto`` (the default) takes ``numpy`` for CPU tensors and ``tensor`` elsewhere.
+``auto`` (the default) takes ``cpu`` for CPU tensors and ``tensor`` elsewhere.
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from canna.spec.config import CFPUConfig, Policy
 
 __all__ = ["PATHS", "matmul", "TensorPieces", "tensor_pieces"]
 
-PATHS = ("auto", "numpy", "tensor")
+PATHS = ("auto", "cpu", "numpy", "tensor")
 #: Risky products computed by the golden model per call of mul_bits (bounds its temporaries).
 _CHUNK = 4096
 
@@ -60,15 +65,20 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, *, path: str = "auto",
-           prepared: Prepared | None = None, transposed: bool = False) -> MatmulResult:
+           prepared: Prepared | None = None, transposed: bool = False,
+           nonzero: bool = False) -> MatmulResult:
     """``a @ b`` (float32 2-D tensors, ``b`` checked) under ``config``: a
     :class:`~canna.sim.matmul.MatmulResult` whose ``value`` is a tensor on ``a``'s device.
     ``prepared``: ``b`` already transformed for ``config`` (:func:`~canna.sim.matmul.prepare`;
-    ``numpy`` path only, else ignored). ``transposed`` (``numpy`` path): the GEMM computes
-    ``M(b).T @ a.T`` (the same products: ``matmul_fast(..., transposed=True)``, faster in
-    OpenBLAS when ``b`` is a transposed view) and ``value`` is its transpose, a view."""
+    ``cpu`` and ``numpy`` paths, else ignored). ``transposed`` (``numpy`` path): the GEMM
+    computes ``M(b).T @ a.T`` (the same products: ``matmul_fast(..., transposed=True)``, faster
+    in OpenBLAS when ``b`` is a transposed view) and ``value`` is its transpose, a view.
+    ``nonzero`` (``cpu`` path): transform ``b`` with its nonzero counts, so that the result
+    counts the nonzero products too (for counters)."""
     config = _check(a, b, config)
     path = resolve_path(path, a)
+    if path == "cpu":
+        return _matmul_cpu(a, b, config, prepared, nonzero)
     if path == "numpy":
         if prepared is None:
             prepared = numpy_view(b)    # a transposed view too: prepare() takes it without a copy
@@ -78,14 +88,62 @@ def matmul(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, *, path: str = 
     return _matmul_tensor(a, b, config)
 
 
+def _matmul_cpu(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: Prepared | None,
+                nonzero: bool) -> MatmulResult:
+    """The ``cpu`` path (``a`` C- or F-contiguous): where matmul_fast's lean-path scan of ``a``
+    says every product is a plain float32 multiply with the transformed ``b``, PyTorch's GEMM
+    on that transform (the same products, summed by the framework into a C-contiguous result,
+    as ``nn.Linear``'s are); elsewhere (risky elements, dual, exact mode, PyTorch set to round
+    float32 GEMM operands) matmul_fast itself, NumPy's BLAS summing."""
+    prep = prepared if prepared is not None else prepare(numpy_view(b), config, nonzero=nonzero)
+    a_np = a.detach().numpy()
+    scan = _lean_scan(a_np, prep) if _float32_gemm() else None
+    if scan is None:
+        r = matmul_fast(a_np, prep)
+        return r._replace(value=torch.from_numpy(r.value))
+    hits, nonzero = scan
+    checked = torch.from_numpy(prep.checked)
+    if torch.is_autocast_enabled("cpu"):       # autocast would run the GEMM in bfloat16
+        with torch.autocast("cpu", enabled=False):
+            value = torch.mm(a.detach(), checked)
+    else:
+        value = torch.mm(a.detach(), checked)
+    return MatmulResult(value, a_np.size * prep.shape[1], hits, None, nonzero)
+
+
+def _lean_scan(a: np.ndarray, prep: Prepared):
+    """``(hits, nonzero or None)`` of ``a @ prep`` from matmul_fast's lean-path scan
+    (:func:`~canna.sim.matmul._matmul_quick`), or None where that path does not apply."""
+    lib = _Kernels.get()
+    if lib is None or prep.quick is None:
+        return None
+    scan = lib.scan_first_quick
+    if not a.flags.c_contiguous and a.flags.f_contiguous:    # a transposed view: scanned in place
+        scan, a = lib.scan_first_quick_t, a.T
+    if prep.nonzero_u32 is None:
+        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick), None
+    else:
+        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
+    return None if hits < 0 else (hits, nonzero)
+
+
+def _float32_gemm() -> bool:
+    """Whether PyTorch's CPU GEMMs keep float32 operands (no bfloat16 or TF32 rounding asked for
+    by ``set_float32_matmul_precision`` or oneDNN's ``fp32_precision``)."""
+    mkldnn = getattr(torch.backends.mkldnn, "matmul", None)
+    return (torch.get_float32_matmul_precision() == "highest"
+            and getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee"))
+
+
 def resolve_path(path: str, a: torch.Tensor) -> str:
-    """``path`` with ``auto`` decided for ``a``'s device (``numpy`` needs a CPU tensor)."""
+    """``path`` with ``auto`` decided for ``a``'s device (``cpu`` and ``numpy`` need a CPU
+    tensor)."""
     if path not in PATHS:
         raise ValueError(f"unknown path {path!r}; known: {', '.join(PATHS)}")
     if path == "auto":
-        return "numpy" if a.device.type == "cpu" else "tensor"
-    if path == "numpy" and a.device.type != "cpu":
-        raise ValueError(f"path 'numpy' needs CPU tensors, got {a.device}")
+        return "cpu" if a.device.type == "cpu" else "tensor"
+    if path in ("cpu", "numpy") and a.device.type != "cpu":
+        raise ValueError(f"path {path!r} needs CPU tensors, got {a.device}")
     return path
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
 from canna.nn.backends import OPERANDS
 from canna.nn.mlp import DEFAULT_CHECKED, PHASES, ArithPlan, Counters
-from canna.sim.matmul import MatmulResult, Prepared, _Kernels, matmul_fast, prepare
+from canna.sim.matmul import prepare
 from canna.spec.config import EXACT, CFPUConfig
 
 from . import engine
@@ -91,84 +90,27 @@ def _phase(left, right, plan: LayerPlan, phase: str, path: str, hook, prepared=N
     """``left @ right`` for ``phase``, with the plan's checked operand as the CFPU's ``b``
     (:func:`canna.nn.backends.oriented`'s rule: else ``(right.T @ left.T).T``); ``prepared``:
     ``b`` already transformed. ``b`` may stay a transposed view (taken without a copy), and so
-    may ``a`` on the lean route (the weight gradient's ``delta.T``); elsewhere ``a`` is made
+    may ``a`` on the ``cpu`` path (the weight gradient's ``delta.T``); elsewhere ``a`` is made
     contiguous once, for the engine and the counters alike. ``transposed``: see
     :func:`canna.torch.engine.matmul` (the ``numpy`` path)."""
     config = plan.config(phase)
     right_checked = plan.checked_right(phase)
     a, b = (left, right) if right_checked else (right.t(), left.t())
-    lean = _lean(path, a)
-    if not (lean and a.t().is_contiguous()):      # the lean route scans a transposed view in place
+    path = engine.resolve_path(path, a)
+    if not (path == "cpu" and a.t().is_contiguous()):     # the cpu path scans a transposed view in place
         a = a.contiguous()
-    if lean:
-        r = _numpy_matmul(a, b, engine._check(a, b, config), prepared, counting=hook is not None)
-    else:
-        r = engine.matmul(a, b, config, path=path, prepared=prepared, transposed=transposed)
+    r = engine.matmul(a, b, config, path=path, prepared=prepared, transposed=transposed,
+                      nonzero=hook is not None)
     if hook is not None:
         hook(phase, a, b, config, r)
     return r.value if right_checked else r.value.t()
 
 
-def _lean(path: str, a: torch.Tensor) -> bool:
-    """``auto`` on a CPU tensor: matmul_fast's transforms and rules with PyTorch's GEMM
-    (:func:`_numpy_matmul`); an explicit ``numpy`` keeps NumPy's BLAS, whose sums are the NumPy
-    driver's bit for bit."""
-    return path == "auto" and a.device.type == "cpu"
-
-
-def _numpy_matmul(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: Prepared | None,
-                  counting: bool) -> MatmulResult:
-    """The ``numpy`` path of :func:`canna.torch.engine.matmul` (``a`` C- or F-contiguous), with its
-    common case kept lean: where matmul_fast's lean-path scan of ``a`` says every product is a
-    plain float32 multiply with the transformed ``b``, the GEMM is PyTorch's on that transform
-    (the same products, summed by the framework into a C-contiguous result, as ``nn.Linear``'s
-    are); elsewhere (risky elements, dual, exact mode, PyTorch set to round float32 GEMM
-    operands) matmul_fast itself, NumPy's BLAS summing."""
-    prep = prepared if prepared is not None else prepare(engine.numpy_view(b), config, nonzero=counting)
-    a_np = a.detach().numpy()
-    scan = _lean_scan(a_np, prep) if _float32_gemm() else None
-    if scan is None:
-        r = matmul_fast(a_np, prep)
-        return r._replace(value=torch.from_numpy(r.value))
-    hits, nonzero = scan
-    checked = torch.from_numpy(prep.checked)
-    if torch.is_autocast_enabled("cpu"):       # autocast would run the GEMM in bfloat16
-        with torch.autocast("cpu", enabled=False):
-            value = torch.mm(a.detach(), checked)
-    else:
-        value = torch.mm(a.detach(), checked)
-    return MatmulResult(value, a_np.size * prep.shape[1], hits, None, nonzero)
-
-
-def _lean_scan(a: np.ndarray, prep: Prepared):
-    """``(hits, nonzero or None)`` of ``a @ prep`` from matmul_fast's lean-path scan
-    (:func:`~canna.sim.matmul._matmul_quick`), or None where that path does not apply."""
-    lib = _Kernels.get()
-    if lib is None or prep.quick is None:
-        return None
-    scan = lib.scan_first_quick
-    if not a.flags.c_contiguous and a.flags.f_contiguous:    # a transposed view: scanned in place
-        scan, a = lib.scan_first_quick_t, a.T
-    if prep.nonzero_u32 is None:
-        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick), None
-    else:
-        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
-    return None if hits < 0 else (hits, nonzero)
-
-
-def _float32_gemm() -> bool:
-    """Whether PyTorch's CPU GEMMs keep float32 operands (no bfloat16 or TF32 rounding asked for
-    by ``set_float32_matmul_precision`` or oneDNN's ``fp32_precision``)."""
-    mkldnn = getattr(torch.backends.mkldnn, "matmul", None)
-    return (torch.get_float32_matmul_precision() == "highest"
-            and getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee"))
-
-
 def _shared_weight(weight, plan: LayerPlan, path: str, counting: bool):
     """The weight (``(out, in)``, contiguous) transformed once for the forward phase (as its
     transpose: no copy) and the backward phase, where both check it under one configuration
-    on the ``numpy`` path; else None (each phase transforms its own)."""
-    if (engine.resolve_path(path, weight) != "numpy" or plan.forward != plan.backward
+    on the CPU (``cpu`` and ``numpy`` paths); else None (each phase transforms its own)."""
+    if (engine.resolve_path(path, weight) not in ("cpu", "numpy") or plan.forward != plan.backward
             or not (plan.checked_right("forward") and plan.checked_right("backward"))
             or not weight.is_contiguous()):
         return None
@@ -186,7 +128,8 @@ class _CFPULinearFn(torch.autograd.Function):
         ctx.prep = _shared_weight(weight, plan, path, hook is not None)
         fwd = None if ctx.prep is None else ctx.prep.T
         # numpy path: M(W) @ x.T rather than x @ M(W).T, OpenBLAS runs it 1.3-1.5x faster
-        y = _phase(x, weight.t(), plan, "forward", path, hook, fwd, transposed=fwd is not None and not _lean(path, x))
+        transposed = fwd is not None and engine.resolve_path(path, x) == "numpy"
+        y = _phase(x, weight.t(), plan, "forward", path, hook, fwd, transposed=transposed)
         return y if bias is None else y + bias
 
     @staticmethod

@@ -75,10 +75,11 @@ def test_tensor_path_equals_numpy_path(cfpu, config, data):
     rng = np.random.default_rng(21)
     a, b = cfpu.draw(rng, (19, 31), data), cfpu.draw(rng, (31, 17), data, 0.05)
     r = {p: engine.matmul(torch.from_numpy(a), torch.from_numpy(b), config, path=p)
-         for p in ("numpy", "tensor")}
-    assert r["numpy"].hits == r["tensor"].hits and r["numpy"].products == r["tensor"].products
+         for p in ("numpy", "cpu", "tensor")}
+    assert r["numpy"].hits == r["cpu"].hits == r["tensor"].hits
+    assert r["numpy"].products == r["cpu"].products == r["tensor"].products
     compared = sum(cfpu.check_call(a, b, config, r[p].value.numpy(), r[p].hits, p) for p in r)
-    print(f"{config.describe()} {data}: both paths {r['numpy'].hits} hits of {a.size * 17}, "
+    print(f"{config.describe()} {data}: all three paths {r['numpy'].hits} hits of {a.size * 17}, "
           f"{compared} GEMM products equal to golden, outputs within the summation bound")
 
 
@@ -88,11 +89,11 @@ def test_overflowing_products_are_inf_on_both_paths():
     a = torch.tensor([[1.0, 1e38]] * 4)
     b = torch.tensor([[-3e38], [4.0]])
     for config in (EXACT, CFPUConfig.approx(0), CFPUConfig.approx(3, "dual")):
-        for path in ("numpy", "tensor"):
+        for path in ("numpy", "cpu", "tensor"):
             v = engine.matmul(a, b, config, path=path).value
             ref = mm.matmul_reference(a.numpy(), b.numpy(), config).value
             assert torch.equal(v, torch.from_numpy(ref)), (config, path, v)
-    print("overflowing products: reference's +inf on both paths, 3 configurations")
+    print("overflowing products: reference's +inf on all three paths, 3 configurations")
 
 
 def test_cfpu_matmul_phases_and_plan():
@@ -120,7 +121,7 @@ def test_cfpu_matmul_phases_and_plan():
     (torch.ones(2, 3), torch.ones(2, 2), "auto", ValueError, r"^shape mismatch: a is \(2, 3\), b is \(2, 2\)"),
     (torch.ones(2, 3), np.ones((3, 2), np.float32), "auto", TypeError, r"^b: expected a torch.Tensor"),
     (torch.ones(3), torch.ones(3, 2), "auto", ValueError, r"^a: expected a 2-D tensor, got shape \(3,\)$"),
-    (torch.ones(2, 3), torch.ones(3, 2), "gpu", ValueError, r"^unknown path 'gpu'; known: auto, numpy, tensor$"),
+    (torch.ones(2, 3), torch.ones(3, 2), "gpu", ValueError, r"^unknown path 'gpu'; known: auto, cpu, numpy, tensor$"),
 ])
 def test_bad_input(a, b, path, exc, message):
     with pytest.raises(exc, match=message):

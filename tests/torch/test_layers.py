@@ -17,7 +17,7 @@ from canna.torch import (CFPUConv2d, CFPULinear, LayerPlan, attach_counters, cfp
                          follow_gta, set_level)
 
 GEOMETRY = ArrayGeometry(4, 3)
-PATHS = ("numpy", "tensor")
+PATHS = ("cpu", "numpy", "tensor")
 
 
 def every_case(test):

@@ -1,4 +1,4 @@
-"""CFPULinear's lean route (the default on CPU): on NN-like operands every phase runs as
+"""CFPULinear on the cpu path (the default on CPU): on NN-like operands every phase runs as
 matmul_fast's scan plus PyTorch's GEMM on the transform, the weight gradient scanning delta.T in
 place; risky operands fall back to matmul_fast. Both give the NumPy path's hit and nonzero counts
 and lane counters, and outputs within the summation bound of each other's reference."""
@@ -11,7 +11,7 @@ import torch
 from canna.sim import matmul as mm
 from canna.spec.array import ArrayGeometry
 from canna.spec.config import CFPUConfig
-from canna.torch import attach_counters, convert, layers
+from canna.torch import attach_counters, convert, engine
 
 
 def _net(path, special=False):
@@ -32,8 +32,8 @@ def _net(path, special=False):
 @pytest.mark.parametrize("special", [False, True])
 def test_lean_route_and_fallback(monkeypatch, special):
     calls = []
-    real = layers.matmul_fast
-    monkeypatch.setattr(layers, "matmul_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = engine.matmul_fast
+    monkeypatch.setattr(engine, "matmul_fast", lambda *a, **k: calls.append(1) or real(*a, **k))
     scans = []
     lib = mm._Kernels.get()
 
