@@ -23,6 +23,7 @@ for the first layer (nothing consumes it).
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,7 +182,9 @@ class Counters:
         self.hits = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
         self.nonzero = np.zeros((n_layers, len(PHASES)), dtype=np.int64)
         self.lane = np.zeros((n_layers, len(PHASES), len(LANE_FIELDS)), dtype=np.int64)
-        self._prepared = {}    # id(prepared weights) -> (them, their accounting operand or None)
+        # prepared weights -> their accounting operand (None: seen once); weak keys, so that a
+        # Counters kept over many training steps does not keep each step's transforms alive
+        self._prepared = weakref.WeakKeyDictionary()
         #: A list to append ``(layer, phase, a, b, config)`` of every matmul to (copies), or None.
         self.recorder: list | None = None
 
@@ -230,15 +233,15 @@ class Counters:
         the backward phase's ``W.T``, is packed from ``W``'s rows)."""
         if isinstance(b, np.ndarray):
             return b
-        entry = self._prepared.get(id(b))
-        if entry is None or entry[0] is not b:      # first sight: not packed for keeps
-            self._prepared[id(b)] = (b, None)
+        if b not in self._prepared:      # first sight: not packed for keeps
+            self._prepared[b] = None
             return b.original
-        if entry[1] is None:
+        packed = self._prepared[b]
+        if packed is None:
             if not accounting_available():
                 return b.original
-            entry = self._prepared[id(b)] = (b, prepare_accounting(b.original, config))
-        return entry[1]
+            packed = self._prepared[b] = prepare_accounting(b.original, config)
+        return packed
 
     def merge(self, other: "Counters") -> None:
         self.products += other.products

@@ -95,6 +95,8 @@ def _matmul_cpu(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: 
     on that transform (the same products, summed by the framework into a C-contiguous result,
     as ``nn.Linear``'s are); elsewhere (risky elements, dual, exact mode, PyTorch set to round
     float32 GEMM operands) matmul_fast itself, NumPy's BLAS summing."""
+    if prepared is not None and prepared.config != config:
+        raise ValueError(f"b was prepared for {prepared.config.describe()}, not {config.describe()}")
     prep = prepared if prepared is not None else prepare(numpy_view(b), config, nonzero=nonzero)
     a_np = a.detach().numpy()
     scan = _lean_scan(a_np, prep) if _float32_gemm() else None
@@ -131,8 +133,16 @@ def _float32_gemm() -> bool:
     """Whether PyTorch's CPU GEMMs keep float32 operands (no bfloat16 or TF32 rounding asked for
     by ``set_float32_matmul_precision`` or oneDNN's ``fp32_precision``)."""
     mkldnn = getattr(torch.backends.mkldnn, "matmul", None)
-    return (torch.get_float32_matmul_precision() == "highest"
-            and getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee"))
+    return getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee") and _precision_highest()
+
+
+def _precision_highest() -> bool:
+    """``torch.get_float32_matmul_precision() == "highest"``; False where that getter refuses to
+    answer (it does once PyTorch's newer ``fp32_precision`` settings were changed)."""
+    try:
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:
+        return False
 
 
 def resolve_path(path: str, a: torch.Tensor) -> str:
@@ -187,8 +197,7 @@ def tensor_pieces(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig) -> Tenso
 
 def _check_precision(a: torch.Tensor) -> None:
     # TF32 or bfloat16 GEMMs round the operands: the products would no longer be the CFPU's.
-    if torch.get_float32_matmul_precision() != "highest" or (
-            a.is_cuda and torch.backends.cuda.matmul.allow_tf32):
+    if not _precision_highest() or (a.is_cuda and torch.backends.cuda.matmul.allow_tf32):
         raise RuntimeError("canna.torch needs full float32 GEMMs: call "
                            "torch.set_float32_matmul_precision('highest') and leave "
                            "torch.backends.cuda.matmul.allow_tf32 False")
@@ -344,6 +353,8 @@ def first_is_safe_all(a, preps) -> list:
     every one is approximate and passes: the lean-path scan against the union of their ranges
     (the lowest and highest power of two, the largest exponent) passes exactly when it passes
     against each (each of its conditions is monotone in them); else one check per ``prep``."""
+    if not preps:
+        return []
     bits = _scan_rows(_array(a)).view(np.uint32)
     quick = [p.quick for p in preps if p.config.enabled]
     if len(quick) == len(preps) and None not in quick:

@@ -1,4 +1,4 @@
-"""Cases a review found on the fast routes: exact mode with inf/NaN and padding zeros, autocast,
+"""Cases reviews found on the fast routes: exact mode with inf/NaN and padding zeros, autocast,
 convert on tied weights and reused modules, the fused SGD update given NumPy scalars."""
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from torch import nn
 from canna.sim import matmul as mm
 from canna.sim.matmul import matmul_reference
 from canna.spec.config import EXACT, CFPUConfig
-from canna.torch import CFPUConv2d, cfpu_layers, convert
+from canna.torch import CFPUConv2d, LayerPlan, cfpu_layers, convert, engine
 
 
 def _conv(native, w, x, gy, config=EXACT):
@@ -104,3 +104,58 @@ def test_weight_changed_in_place_before_backward_is_refused():
             y.sum().backward()
         cases += 1
     print(f"in-place weight change before backward: refused in {cases} layouts")
+
+
+@pytest.mark.parametrize("checked, x_grad, w_grad", [
+    ({"gradient": "delta"}, False, True),                       # a first layer checking delta
+    ({"backward": "delta", "gradient": "delta"}, True, True),
+    (None, False, False)])                                      # only the bias trains
+def test_conv_backward_without_native_candidates(checked, x_grad, w_grad):
+    """A backward whose phases offer the native route no operand (a session review found an
+    IndexError there) runs as nn.Conv2d does, with the same bias gradient."""
+    torch.manual_seed(0)
+    m = CFPUConv2d(3, 4, 3, config=LayerPlan.of(CFPUConfig.approx(4), checked))
+    ref = nn.Conv2d(3, 4, 3)
+    ref.load_state_dict(m.state_dict())
+    for layer in (m, ref):
+        layer.weight.requires_grad_(w_grad)
+    x = torch.randn(2, 3, 8, 8)
+    outs = []
+    for layer in (m, ref):
+        xi = x.clone().requires_grad_(x_grad)
+        layer(xi).sum().backward()
+        outs.append(layer.bias.grad)
+    assert torch.allclose(outs[0], outs[1], rtol=1e-5)
+    assert (m.weight.grad is not None) == w_grad
+    print(f"conv backward, checked {checked}, input grad {x_grad}, weight grad {w_grad}: runs, "
+          f"routes {m.routes}")
+
+
+def test_cpu_path_under_the_new_precision_api():
+    """With oneDNN's matmul set to bfloat16 through PyTorch's newer fp32_precision API (after
+    which the legacy precision getter raises) the cpu path keeps float32 products: it falls back
+    to matmul_fast, whose every product is the golden one."""
+    rng = np.random.default_rng(5)
+    a = np.maximum(rng.standard_normal((6, 9)), 0).astype(np.float32)
+    b = (0.1 * rng.standard_normal((9, 5))).astype(np.float32)
+    config = CFPUConfig.approx(3)
+    want = mm.matmul_fast(a, b, config)
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "bf16"
+        got = engine.matmul(torch.from_numpy(a), torch.from_numpy(b), config, path="cpu")
+    finally:
+        matmul.fp32_precision = before
+    assert got.hits == want.hits
+    assert np.array_equal(got.value.numpy().view(np.uint32), want.value.view(np.uint32))
+    print(f"oneDNN matmul bf16: cpu path fell back to matmul_fast, {got.hits} hits, value bit-equal")
+
+
+def test_cpu_path_refuses_a_transform_for_another_configuration():
+    b = torch.randn(9, 5)
+    prep = mm.prepare(b.numpy(), CFPUConfig.approx(0))
+    for path in ("cpu", "numpy"):
+        with pytest.raises(ValueError, match="^b was prepared for t=0 policy=b, not t=4 policy=b$"):
+            engine.matmul(torch.randn(6, 9), b, CFPUConfig.approx(4), path=path, prepared=prep)
+    print("a transform for t=0 refused for t=4 on the cpu and numpy paths")
