@@ -123,7 +123,8 @@ class _CFPUConv(torch.autograd.Function):
         hook = layer._hook()
         y = torch.stack([_phase(patches[i], wg[i].t(), plan, "forward", layer.path, hook)
                          for i in range(layer.groups)])
-        y = y.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, layer.out_channels, oh, ow)
+        per_group = layer.out_channels // layer.groups       # (not -1: an empty batch has no size)
+        y = y.reshape(layer.groups, n, oh * ow, per_group).permute(1, 0, 3, 2).reshape(n, layer.out_channels, oh, ow)
         return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
     @staticmethod
@@ -326,7 +327,7 @@ def _conv_backward(ctx, x, weight, grad):
     gp = torch.stack([_phase(gg[i], wg[i], layer.plan, "backward", layer.path, hook)
                       for i in range(layer.groups)])                      # (g, n * positions, per group)
     n, (oh, ow) = x.shape[0], grad.shape[2:]
-    cols = gp.reshape(layer.groups, n, oh * ow, -1).permute(1, 0, 3, 2).reshape(n, -1, oh * ow)
+    cols = gp.reshape(layer.groups, n, oh * ow, gp.shape[-1]).permute(1, 0, 3, 2).reshape(n, layer.groups * gp.shape[-1], oh * ow)
     return F.fold(cols, x.shape[2:], layer.kernel_size, layer.dilation, padding, layer.stride)
 
 

@@ -159,3 +159,19 @@ def test_cpu_path_refuses_a_transform_for_another_configuration():
         with pytest.raises(ValueError, match="^b was prepared for t=0 policy=b, not t=4 policy=b$"):
             engine.matmul(torch.randn(6, 9), b, CFPUConfig.approx(4), path=path, prepared=prep)
     print("a transform for t=0 refused for t=4 on the cpu and numpy paths")
+
+
+def test_empty_batch_on_both_conv_routes():
+    """An empty batch runs as in nn.Conv2d on the im2col route too (its reshapes once inferred a
+    size from zero elements)."""
+    cases = 0
+    for native in (True, False):
+        for config in (CFPUConfig.approx(4), CFPUConfig.approx(3, "dual")):
+            m = CFPUConv2d(3, 4, 3, config=config)
+            m.native_conv = native
+            x = torch.randn(0, 3, 8, 8, requires_grad=True)
+            y = m(x)
+            y.sum().backward()
+            assert y.shape == (0, 4, 6, 6) and x.grad.shape == x.shape
+            cases += 1
+    print(f"empty batch: {cases} route/policy cases give nn.Conv2d's shapes")
