@@ -15,8 +15,12 @@ pool, conv 5x5 16 maps, pool, fully connected 120, 84, 10).
                 per layer and phase.
     approx+acc  the same with ``attach_counters(model, ArrayGeometry())``: plus the lane array's
                 accounting (cycles, energy) of every matmul, what ``canna train`` does.
+    py-floor    the plain model with each Linear and Conv2d computing exactly what it computes
+                natively, but through a Python ``torch.autograd.Function`` (``python_floor``):
+                the cost of a layer whose phases are decided in Python, as canna.torch's are,
+                with no transform, scan or count: the floor of approx.
 
-Timing is paired and interleaved (native, approx, approx+cnt, approx+acc, native, ...): each
+Timing is paired and interleaved (native, approx, approx+cnt, approx+acc, py-floor, native, ...): each
 sample is the mean of enough steps to last about --sample-ms, the ratios are taken round by
 round against the same round's native sample, min / median / max over the rounds (also as CPU
 time, which leaves out the time other jobs held the core). One PyTorch
@@ -41,6 +45,7 @@ import sys
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -80,6 +85,61 @@ def plain_model(kind: str) -> nn.Module:
         nn.Linear(120, 84), nn.ReLU(), nn.Dropout(DROPOUT), nn.Linear(84, 10))
 
 
+class _PassThroughLinear(torch.autograd.Function):
+    """nn.Linear's arithmetic through a Python autograd Function: the floor of any layer that
+    decides its GEMMs in Python (as canna.torch's do), with nothing else added."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        return grad @ weight, grad.t() @ x, grad.sum(0)
+
+
+class _PassThroughConv(torch.autograd.Function):
+    """nn.Conv2d's arithmetic (stride 1, no padding arguments beyond ``padding``) through a
+    Python autograd Function, as above."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, bias, 1, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]], (1, 1), ctx.padding, (1, 1), False, (0, 0), 1,
+            tuple(ctx.needs_input_grad[:3]))
+        return gx, gw, gb, None
+
+
+class _FloorLinear(nn.Linear):
+    def forward(self, x):
+        return _PassThroughLinear.apply(x, self.weight, self.bias)
+
+
+class _FloorConv(nn.Conv2d):
+    def forward(self, x):
+        return _PassThroughConv.apply(x, self.weight, self.bias, self.padding)
+
+
+def python_floor(model: nn.Module) -> nn.Module:
+    """``model`` with its Linear and Conv2d layers' arithmetic (native, exact) run through
+    Python autograd Functions (the same Parameters)."""
+    for m in model.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = _FloorLinear
+        elif type(m) is nn.Conv2d:
+            m.__class__ = _FloorConv
+    return model
+
+
 def sides(kind: str, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
     """name -> step function (with an untimed ``reset()``), every side on its own model."""
     xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -92,7 +152,9 @@ def sides(kind: str, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
 
     def side(counters):
         model = copy.deepcopy(base)
-        if counters is not None:
+        if counters == "floor":
+            model, counters = python_floor(model), None
+        elif counters is not None:
             model = convert(model, approx)
             if counters != "none":
                 attach_counters(model, ArrayGeometry() if counters == "acc" else None)
@@ -116,7 +178,7 @@ def sides(kind: str, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
         return step
 
     return {"native": side(None), "approx": side("none"), "approx+cnt": side("cnt"),
-            "approx+acc": side("acc")}
+            "approx+acc": side("acc"), "py-floor": side("floor")}
 
 
 def main(argv=None) -> int:

@@ -15,7 +15,7 @@ try:
     bench = load_script("bench_step_torch")
 finally:
     sys.path.remove(str(SCRIPT.parent))
-SIDES = ("approx", "approx+cnt", "approx+acc")
+SIDES = ("approx", "approx+cnt", "approx+acc", "py-floor")
 
 
 def test_quick_run_writes_the_report(tmp_path):
@@ -56,3 +56,23 @@ def test_bad_options_are_one_line(args, option, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and option in lines[0]
     print(f"{' '.join(args)}: exit 2, {lines[0]!r}")
+
+
+def test_python_floor_computes_what_the_plain_model_computes():
+    """The bench's py-floor side is the plain model's arithmetic through Python Functions: the
+    same outputs bit for bit, the same gradients up to the sums' order."""
+    import copy
+
+    import torch
+    bench = load_script("bench_step_torch")
+    for kind, shape in (("mlp", (8, 784)), ("lenet", (8, 1, 28, 28))):
+        base = bench.plain_model(kind).eval()
+        floor = bench.python_floor(copy.deepcopy(base))
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+        y0, y1 = base(x), floor(x)
+        y0.sum().backward()
+        y1.sum().backward()
+        assert torch.equal(y0, y1), kind
+        for a, b in zip(base.parameters(), floor.parameters()):
+            assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7), kind
+    print("py-floor: mlp and lenet outputs bit-equal to the plain models, gradients equal")
