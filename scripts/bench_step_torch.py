@@ -97,7 +97,9 @@ class _PassThroughLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        return grad @ weight, grad.t() @ x, grad.sum(0)
+        want_x, want_w, want_b = ctx.needs_input_grad
+        return (grad @ weight if want_x else None, grad.t() @ x if want_w else None,
+                grad.sum(0) if want_b else None)
 
 
 class _PassThroughConv(torch.autograd.Function):
