@@ -395,6 +395,19 @@ def _scan_rows(x: np.ndarray) -> np.ndarray:
     return x.reshape(-1, row)
 
 
+def lean_safe(a: np.ndarray, quick: QuickScan) -> bool:
+    """Whether matmul_fast's lean path serves ``a @ b`` (``a`` a C- or F-contiguous float32
+    matrix) for a checked ``b`` with the lean-scan ranges ``quick``: the scan's verdict, which
+    depends on ``a``'s exponent range and ``b``'s ranges only (zero counts are passed: no hits
+    are counted)."""
+    lib = _lib()
+    if a.flags.c_contiguous:
+        return lib.scan_first_quick(a, _zeros_u32(a.shape[1]), *quick) >= 0
+    if a.flags.f_contiguous:        # a transposed view, scanned in place
+        return lib.scan_first_quick_t(a.T, _zeros_u32(a.shape[1]), *quick) >= 0
+    return False
+
+
 def _scan_quick(bits: np.ndarray, quick) -> bool:
     return _lib().scan_first_quick(bits.view(np.float32), _zeros_u32(bits.shape[1]), *quick) >= 0
 

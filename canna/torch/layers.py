@@ -27,7 +27,7 @@ from torch import nn
 from canna.nn.backends import OPERANDS
 from canna.nn.mlp import DEFAULT_CHECKED, PHASES, ArithPlan, Counters
 from canna.sim.matmul import prepare
-from canna.spec.config import EXACT, CFPUConfig
+from canna.spec.config import EXACT, CFPUConfig, Policy
 
 from . import engine
 from .engine import as_numpy
@@ -125,6 +125,10 @@ class _CFPULinearFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, plan, path, hook):
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.path, ctx.hook = plan, path, hook
+        ctx.lean, ctx.prep = _lean_forward(x, weight, plan, path, hook), None
+        if ctx.lean is not None:
+            y = torch.mm(x, ctx.lean[0].t())
+            return y if bias is None else y + bias
         ctx.prep = _shared_weight(weight, plan, path, hook is not None)
         fwd = None if ctx.prep is None else ctx.prep.T
         # numpy path: M(W) @ x.T rather than x @ M(W).T, OpenBLAS runs it 1.3-1.5x faster
@@ -137,13 +141,55 @@ class _CFPULinearFn(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         plan, path, hook = ctx.plan, ctx.path, ctx.hook
         grad_x = grad_w = grad_bias = None
-        if ctx.needs_input_grad[1]:      # the NumPy driver's order: weight gradient first
+        if ctx.lean is not None:
+            grad = grad.contiguous()
+            grad_w, grad_x = _lean_backward(ctx, x, weight, grad)
+        if ctx.needs_input_grad[1] and grad_w is None:   # the NumPy driver's order: gradient first
             grad_w = _phase(x.t(), grad, plan, "gradient", path, hook).t()
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and grad_x is None:
             grad_x = _phase(grad, weight, plan, "backward", path, hook, ctx.prep)
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
         return grad_x, grad_w, grad_bias, None, None, None
+
+
+# The lean branch of a CFPULinear step: nothing counted or hooked, policy b with the default
+# checked operands on the cpu path. The same transforms (the kernel's, without prepare's counts
+# and objects, which cost several times the transform inside a step) and the same GEMMs as the
+# cpu path, so the same bits (tests/torch/test_linear_route.py); a phase whose scan declines
+# takes the general path.
+
+def _lean_forward(x, weight, plan: LayerPlan, path: str, hook):
+    """``(M(weight) as a tensor, its lean-scan ranges)`` where the lean branch serves this
+    forward phase, else None."""
+    cfg = plan.forward
+    if (hook is not None or not cfg.enabled or cfg.policy is not Policy.B or plan.backward != cfg
+            or not plan.gradient.enabled or plan.gradient.policy is not Policy.B
+            or plan.checked != DEFAULT_CHECKED or x.dtype != torch.float32
+            or not x.is_contiguous() or not weight.is_contiguous()
+            or engine.resolve_path(path, x) != "cpu" or engine._lib() is None
+            or not engine._float32_gemm() or torch.is_autocast_enabled("cpu")):
+        return None
+    w = engine.transform_lean(weight.detach().numpy(), cfg)
+    if w.quick is None or not engine.lean_safe(x.detach().numpy(), w.quick._replace(n=weight.shape[0])):
+        return None
+    return torch.from_numpy(w.checked).reshape(weight.shape), w.quick
+
+
+def _lean_backward(ctx, x, weight, grad):
+    """``(grad_w, grad_x)`` of the lean branch, each None where not wanted or where its scan
+    declines (the general path then computes it)."""
+    grad_w = grad_x = None
+    g = grad.detach().numpy()
+    if ctx.needs_input_grad[1]:
+        mx = engine.transform_lean(x.detach().numpy(), ctx.plan.gradient)
+        if mx.quick is not None and engine.lean_safe(g.T, mx.quick._replace(n=x.shape[1])):
+            grad_w = torch.mm(grad.t(), torch.from_numpy(mx.checked))
+    if ctx.needs_input_grad[0]:
+        w, quick = ctx.lean               # the backward phase's configuration is the forward's
+        if engine.lean_safe(g, quick):
+            grad_x = torch.mm(grad, w)
+    return grad_w, grad_x
 
 
 def cfpu_matmul(a: torch.Tensor, b: torch.Tensor, config=None, *, path: str = "auto",

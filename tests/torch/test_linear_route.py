@@ -55,3 +55,47 @@ def test_lean_route_and_fallback(monkeypatch, special):
     print(f"special={special}: {len(scans)} lean scans ({scans.count('scan_first_quick_t')} of delta.T "
           f"in place), {len(calls)} matmul_fast fallbacks, {int(counters.hits.sum())} hits and lane "
           f"counters equal to the numpy path's")
+
+
+def _step(net, x, g, hook):
+    for m in net:
+        if hasattr(m, "hook"):
+            m.hook = hook
+    x = x.clone().requires_grad_(True)
+    y = net(x)
+    y.backward(g)
+    out = [y.detach(), x.grad] + [p.grad.clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("case", ["nn", "subnormal-input", "dual", "mixed-levels"])
+def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
+    """With nothing counted or hooked a CFPULinear takes its lean branch (the kernel's
+    transform, the lean scan, the same GEMMs); with a hook it takes the general cpu path, whose
+    every product tests/torch/test_layers.py checks against the golden model. Both give the same
+    outputs and gradients bit for bit, and the lean branch runs where it should."""
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(torch.nn.Linear(24, 20), torch.nn.ReLU6(), torch.nn.Linear(20, 12))
+    plan = {"dual": CFPUConfig.approx(3, "dual"),
+            "mixed-levels": {"forward": CFPUConfig.approx(2), "backward": CFPUConfig.approx(2),
+                             "gradient": CFPUConfig.approx(5)}}.get(case, CFPUConfig.approx(3))
+    net = convert(net, plan)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(9, 24, generator=g).clamp(min=0)
+    if case == "subnormal-input":
+        x[4, 7] = 1e-40          # layer 1's forward scan declines: the general path for it
+    grad_out = torch.randn(9, 12, generator=g) * 0.1
+    lean_calls = []
+    real = engine.transform_lean
+    monkeypatch.setattr(engine, "transform_lean", lambda *a: lean_calls.append(1) or real(*a))
+    lean = _step(net, x, grad_out, None)
+    monkeypatch.undo()
+    general = _step(net, x, grad_out, lambda *a: None)
+    for a, b in zip(lean, general):
+        assert torch.equal(a, b)
+    # per layer its weight and (gradient phase) its input; layer 1 declined after its weight
+    expected = {"nn": 2 + 2, "subnormal-input": 1 + 2, "dual": 0, "mixed-levels": 2 + 2}[case]
+    assert len(lean_calls) == expected, (case, len(lean_calls))
+    print(f"{case}: {len(lean_calls)} lean transforms; outputs and gradients bit-equal to the "
+          f"general cpu path")
