@@ -157,7 +157,7 @@ class _CFPULinearFn(torch.autograd.Function):
 # checked operands on the cpu path. The same transforms (the kernel's, without prepare's counts
 # and objects, which cost several times the transform inside a step) and the same GEMMs as the
 # cpu path, so the same bits (tests/torch/test_linear_route.py); a phase whose scan declines
-# takes the general path.
+# takes the general path, and so does anything it does not serve (which also reports bad input).
 
 def _lean_forward(x, weight, plan: LayerPlan, path: str, hook):
     """``(M(weight) as a tensor, its lean-scan ranges)`` where the lean branch serves this
@@ -165,8 +165,9 @@ def _lean_forward(x, weight, plan: LayerPlan, path: str, hook):
     cfg = plan.forward
     if (hook is not None or not cfg.enabled or cfg.policy is not Policy.B or plan.backward != cfg
             or not plan.gradient.enabled or plan.gradient.policy is not Policy.B
-            or plan.checked != DEFAULT_CHECKED or x.dtype != torch.float32
-            or not x.is_contiguous() or not weight.is_contiguous()
+            or plan.checked != DEFAULT_CHECKED or x.dtype != torch.float32 or weight.dtype != x.dtype
+            or x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]
+            or weight.device != x.device or not x.is_contiguous() or not weight.is_contiguous()
             or engine.resolve_path(path, x) != "cpu" or engine._lib() is None
             or not engine._float32_gemm() or torch.is_autocast_enabled("cpu")):
         return None

@@ -99,3 +99,16 @@ def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
     assert len(lean_calls) == expected, (case, len(lean_calls))
     print(f"{case}: {len(lean_calls)} lean transforms; outputs and gradients bit-equal to the "
           f"general cpu path")
+
+
+def test_bad_input_still_gets_the_engine_errors():
+    """What the lean branch does not serve goes the general way, which reports it in one line."""
+    from canna.torch import cfpu_matmul
+    config = CFPUConfig.approx(3)
+    cases = [((torch.ones(2, 3), torch.ones(2, 2)), ValueError, r"^shape mismatch: a is \(2, 3\), b is \(2, 2\)"),
+             ((torch.ones(2, 3, dtype=torch.float64), torch.ones(3, 2)), TypeError, "^a: expected a float32 tensor"),
+             ((torch.ones(2, 3), torch.ones(3, 2, dtype=torch.float64)), TypeError, "^b: expected a float32 tensor")]
+    for (a, b), exc, message in cases:
+        with pytest.raises(exc, match=message):
+            cfpu_matmul(a, b, config)
+    print(f"{len(cases)} bad inputs: the engine's one-line errors")
