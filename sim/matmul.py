@@ -423,6 +423,24 @@ def _scan_first(a_bits: np.ndarray, prep: Prepared, native: bool | None):
 _QUIET = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
 
 
+def lean_scan(a: np.ndarray, prep: Prepared):
+    """The lean path's scan of ``a`` against ``prep`` (policy b, ``prep.quick`` set):
+    ``(hits, nonzero products or None)`` where :func:`_matmul_quick` may run the GEMM, else None
+    (also without the C kernels, or for an ``a`` the kernel declines). An F-contiguous ``a``
+    (the weight gradient's ``delta.T``) is scanned as its transpose, without a copy."""
+    lib = _Kernels.get()
+    if lib is None or prep.quick is None:
+        return None
+    scan = lib.scan_first_quick
+    if not a.flags.c_contiguous and a.flags.f_contiguous:
+        scan, a = lib.scan_first_quick_t, a.T
+    if prep.nonzero_u32 is None:
+        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick), None     # -1: declined
+    else:
+        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
+    return None if hits < 0 else (hits, nonzero)
+
+
 def _matmul_quick(a, prep: Prepared, transposed: bool = False) -> MatmulResult | None:
     """Policy b's common case, kept lean (at batch 100 every microsecond beside the GEMM counts):
     one kernel pass over ``a`` and one GEMM. The kernel answers only when no element of ``a`` is
@@ -434,19 +452,12 @@ def _matmul_quick(a, prep: Prepared, transposed: bool = False) -> MatmulResult |
     float32 ndarray with K columns (an F-contiguous one, the weight gradient's ``delta.T``, is
     scanned as its transpose: no copy). None: take the general path (which also reports bad
     input)."""
-    lib = _Kernels.get()
-    if lib is None or type(a) is not np.ndarray:
+    if type(a) is not np.ndarray:
         return None
-    scan, scanned = lib.scan_first_quick, a
-    if not a.flags.c_contiguous and a.flags.f_contiguous:
-        scan, scanned = lib.scan_first_quick_t, a.T
-    nonzero = None
-    if prep.nonzero_u32 is None:
-        hits = scan(scanned, prep.qualifying_u32, *prep.quick)   # -1: declined
-    else:
-        hits, nonzero = scan(scanned, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
-    if hits < 0:
+    scan = lean_scan(a, prep)
+    if scan is None:
         return None
+    hits, nonzero = scan
     y = np.matmul(prep.checked.T, a.T) if transposed else np.matmul(a, prep.checked)
     return MatmulResult(y, a.size * prep.quick.n, hits, None, nonzero)
 

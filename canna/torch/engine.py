@@ -32,8 +32,8 @@ import torch
 from canna.sim import golden
 from canna.sim.checked_rules import (MAX_SAFE_EXPONENT_SUM, ExponentStats, max_finite_exponent_numpy,
                                      scan_first_numpy, transform_checked_numpy)
-from canna.sim.matmul import (MatmulResult, Prepared, QuickScan, _Kernels, matmul_fast, matmul_reference,
-                              prepare)
+from canna.sim.matmul import (MatmulResult, Prepared, QuickScan, _Kernels, _quick_scan, lean_scan,
+                              matmul_fast, matmul_reference, prepare)
 from canna.spec.config import CFPUConfig, Policy
 
 __all__ = ["PATHS", "matmul", "TensorPieces", "tensor_pieces"]
@@ -99,7 +99,7 @@ def _matmul_cpu(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: 
         raise ValueError(f"b was prepared for {prepared.config.describe()}, not {config.describe()}")
     prep = prepared if prepared is not None else prepare(numpy_view(b), config, nonzero=nonzero)
     a_np = a.detach().numpy()
-    scan = _lean_scan(a_np, prep) if _float32_gemm() else None
+    scan = lean_scan(a_np, prep) if _float32_gemm() else None
     if scan is None:
         r = matmul_fast(a_np, prep)
         return r._replace(value=torch.from_numpy(r.value))
@@ -111,22 +111,6 @@ def _matmul_cpu(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: 
     else:
         value = torch.mm(a.detach(), checked)
     return MatmulResult(value, a_np.size * prep.shape[1], hits, None, nonzero)
-
-
-def _lean_scan(a: np.ndarray, prep: Prepared):
-    """``(hits, nonzero or None)`` of ``a @ prep`` from matmul_fast's lean-path scan
-    (:func:`~canna.sim.matmul._matmul_quick`), or None where that path does not apply."""
-    lib = _Kernels.get()
-    if lib is None or prep.quick is None:
-        return None
-    scan = lib.scan_first_quick
-    if not a.flags.c_contiguous and a.flags.f_contiguous:    # a transposed view: scanned in place
-        scan, a = lib.scan_first_quick_t, a.T
-    if prep.nonzero_u32 is None:
-        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick), None
-    else:
-        hits, nonzero = scan(a, prep.qualifying_u32, *prep.quick, prep.nonzero_u32)
-    return None if hits < 0 else (hits, nonzero)
 
 
 def _float32_gemm() -> bool:
@@ -311,11 +295,7 @@ def transform_lean(b, config: CFPUConfig) -> "Transformed | Prepared":
     mq = np.empty_like(bits)
     nq, nn, flags, stats = _scratch(rows)
     lib.transform_checked(bits, rows, cols, config.tuning_bits, False, mq, None, nq, nn, flags, stats)
-    quick = None
-    if not np.count_nonzero(flags):
-        pow2_lo, pow2_hi, _, _, e_max = stats.tolist()     # ExponentStats' order
-        quick = QuickScan(cols, pow2_lo, pow2_hi, e_max)
-    return Transformed(config, mq.view(np.float32), quick)
+    return Transformed(config, mq.view(np.float32), _quick_scan(cols, False, flags, stats))
 
 
 def _array(x) -> np.ndarray:
@@ -361,14 +341,14 @@ def first_is_safe_all(a, preps) -> list:
         union = quick[0] if len(quick) == 1 else quick[0]._replace(
             pow2_lo=min(q.pow2_lo for q in quick), pow2_hi=max(q.pow2_hi for q in quick),
             e_max=max(q.e_max for q in quick))
-        if _scan_quick(bits, union):
+        if lean_safe(bits.view(np.float32), union):
             return [True] * len(preps)
         if len(quick) == 1:
             return [False]
     safe, finite = [], None
     for prep in preps:
         if prep.config.enabled:     # quick None: dual, or a checked element with inf, NaN or no power of two
-            safe.append(prep.quick is not None and _scan_quick(bits, prep.quick))
+            safe.append(prep.quick is not None and lean_safe(bits.view(np.float32), prep.quick))
             continue
         # an inf or NaN would meet the padding zeros only in im2col (0 * inf = NaN): that route
         if finite is None:
@@ -406,10 +386,6 @@ def lean_safe(a: np.ndarray, quick: QuickScan) -> bool:
     if a.flags.f_contiguous:        # a transposed view, scanned in place
         return lib.scan_first_quick_t(a.T, _zeros_u32(a.shape[1]), *quick) >= 0
     return False
-
-
-def _scan_quick(bits: np.ndarray, quick) -> bool:
-    return _lib().scan_first_quick(bits.view(np.float32), _zeros_u32(bits.shape[1]), *quick) >= 0
 
 
 def _has_non_finite(bits: np.ndarray) -> bool:
