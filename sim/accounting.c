@@ -325,23 +325,23 @@ static void pack_b(int64_t K, int64_t N, const uint32_t* B, int64_t sk, int64_t 
 #if ACC_SIMD
     const size_t bytes = sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad));
     memset(bcls, 0, bytes);
-    /* exact mode and policy b, row-major: the cheaper packer first (it gives up on a subnormal) */
-    const int packed = sj == 1 && !dual && (enabled ? pack_b_words(K, N, B, 1, t, npad, bcls, rg)
-                                                    : pack_b_words(K, N, B, 0, t, npad, bcls, rg));
-    if (!packed && sj == 1 && !dual) memset(bcls, 0, bytes);
-    if (packed) {
-        /* no subnormal (any_sub = 0) */
-    } else if (sj == 1) {
+    /* exact mode and policy b, row-major: the cheaper packer first; it gives up on a subnormal,
+     * and then what it wrote is cleared for the full packer (no subnormal: any_sub stays 0) */
+    const int words = sj == 1 && !dual;
+    const int packed = words && (enabled ? pack_b_words(K, N, B, 1, t, npad, bcls, rg)
+                                         : pack_b_words(K, N, B, 0, t, npad, bcls, rg));
+    if (words && !packed) memset(bcls, 0, bytes);
+    if (!packed && sj == 1) {
         if (!enabled) any_sub = pack_b_rows(K, N, B, 0, t, 0, npad, bcls, rg);
         else if (!dual) any_sub = pack_b_rows(K, N, B, 1, t, 0, npad, bcls, rg);
         else any_sub = pack_b_rows(K, N, B, 1, t, 1, npad, bcls, rg);
-    } else {   /* sk == 1: B is the transpose of a row-major N x K matrix */
+    } else if (!packed) {   /* sk == 1: B is the transpose of a row-major N x K matrix */
         if (!enabled) any_sub = pack_bt_rows(K, N, B, 0, t, 0, npad, bcls, rg);
         else if (!dual) any_sub = pack_bt_rows(K, N, B, 1, t, 0, npad, bcls, rg);
         else any_sub = pack_bt_rows(K, N, B, 1, t, 1, npad, bcls, rg);
     }
 #else
-    memset(bcls, 0, sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad)));   /* here too */
+    memset(bcls, 0, sizeof(uint64_t) * (size_t)(nb * BSTRIDE(W, npad)));   /* the packer ORs bits in */
     for (int64_t k = 0; k < K; ++k) {
         const int64_t w = k >> 6;
         const uint64_t bit = 1ull << (k & 63);
