@@ -464,6 +464,74 @@ int64_t canna_scan_first_quick_t(const uint32_t *at, int64_t rows, int64_t cols,
     return scan_quick_t(at, rows, cols, nq32, q_lo, q_hi, b_e_max, 0, nonzero);
 }
 
+/* The lean routes' transform (canna.torch): policy b's transform of n elements (any shape: it
+ * is elementwise), with neither counts nor row facts, in transform_row_common's operations (see
+ * there) less its counts. out[0..2] = the powers of two's exponent range (1000, -1000 when there
+ * is none) and the largest exponent the GEMM sees (as stats[4]); with_mag: out[3..4] = the
+ * magnitude range min(|x| - 1), max(|x|) of the elements themselves (what quick_verdict takes
+ * of a first operand: the same operand may be one in another phase). Returns 0 where
+ * transform_checked would flag a row (an inf or NaN, or a power of two that overflows): the
+ * caller then takes the general path. */
+static inline __attribute__((always_inline)) int
+transform_lean(const uint32_t *restrict src, int64_t n, int t, uint32_t *restrict dq, int64_t *out,
+               const int with_mag)
+{
+    const uint32_t sh = 22u - (uint32_t)t, ones = (1u << (t + 1)) - 1u;
+    const uint32_t step = 1u << sh, upper = (ones - 1u) << sh;
+    uint32_t mag_max = 0, mag_min1 = EMPTY_LO, q_lo = EMPTY_LO, q_hi = EMPTY_HI;
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t x = src[j];
+        uint32_t mag = x & 0x7FFFFFFFu;
+        uint32_t s = x + 0x400000u;
+        uint32_t qual = ~MASK((x & 0x7F800000u) == 0u) & MASK(((x + step) & upper) == 0u);
+        uint32_t pe_top = s << 1;
+        dq[j] = ((s & 0xFF800000u) & qual) | (x & ~qual);
+        mag_max = max_u(mag_max, mag);
+        if (with_mag)
+            mag_min1 = min_u(mag_min1, mag - 1u);
+        q_lo = min_u(q_lo, pe_top | ~qual);
+        q_hi = max_u(q_hi, pe_top & qual);
+    }
+    if (mag_max >= 0x7F800000u || q_hi >= 0xFF000000u)
+        return 0;
+    out[0] = q_lo == EMPTY_LO ? 1000 : (int64_t)(q_lo >> 24);
+    out[1] = q_lo == EMPTY_LO ? -1000 : (int64_t)(q_hi >> 24);
+    out[2] = (int64_t)max_u(mag_max >> 23, q_hi >> 24);
+    if (with_mag) {
+        out[3] = (int64_t)mag_min1;
+        out[4] = (int64_t)mag_max;
+    }
+    return 1;
+}
+
+int canna_transform_lean(const uint32_t *src, int64_t n, int t, uint32_t *dq, int64_t *out, int with_mag)
+{
+    return with_mag ? transform_lean(src, n, t, dq, out, 1) : transform_lean(src, n, t, dq, out, 0);
+}
+
+/* min(|x| - 1) and max(|x|) over n binary32 patterns: a first operand's part of quick_verdict,
+ * in any order (a transposed view is the same elements). */
+void canna_magnitude_range(const uint32_t *x, int64_t n, uint32_t *mag_min1, uint32_t *mag_max)
+{
+    uint32_t lo = EMPTY_LO, hi = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t mag = x[i] & 0x7FFFFFFFu;
+        lo = min_u(lo, mag - 1u);
+        hi = max_u(hi, mag);
+    }
+    *mag_min1 = lo;
+    *mag_max = hi;
+}
+
+/* quick_verdict without the hit count: whether the lean path serves a matmul of inner size k
+ * whose first operand has the magnitude range (mag_min1, mag_max) and whose checked operand
+ * the ranges q_lo, q_hi, b_e_max. */
+int canna_lean_verdict(uint32_t mag_min1, uint32_t mag_max, int64_t k, int32_t q_lo, int32_t q_hi,
+                       int32_t b_e_max)
+{
+    return quick_verdict(0, mag_min1, mag_max, k, q_lo, q_hi, b_e_max) >= 0;
+}
+
 /* The largest exponent field among the finite ones of n binary32 bit patterns (0 when none). */
 uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n)
 {

@@ -23,6 +23,11 @@ void canna_sgd_transform(float *w, float *v, const float *g, double momentum, do
                          int64_t rows, int64_t cols, int t, int dual, uint32_t *mq, uint32_t *wn,
                          int64_t *nq, int64_t *nn, uint32_t *row_flags, int32_t *stats,
                          uint32_t *colq, int64_t *nz, uint32_t *nzc);
+int canna_transform_lean(const uint32_t *src, int64_t n, int t, uint32_t *dq, int64_t *out,
+                         int with_mag);
+void canna_magnitude_range(const uint32_t *x, int64_t n, uint32_t *mag_min1, uint32_t *mag_max);
+int canna_lean_verdict(uint32_t mag_min1, uint32_t mag_max, int64_t k, int32_t q_lo, int32_t q_hi,
+                       int32_t b_e_max);
 uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n);
 void canna_count_nonzero_finite(const uint32_t *x, int64_t rows, int64_t cols, int64_t *row_counts,
                                 uint32_t *col_counts);

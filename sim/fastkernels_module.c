@@ -301,6 +301,169 @@ static PyObject *count_nonzero_finite(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* transform_lean(w, t, mq) -> (pow2_lo, pow2_hi, e_max, mag_min1, mag_max), or None where the
+ * lean branch cannot serve w: canna_transform_lean of w (float32, C-contiguous, any shape) into
+ * mq (as many elements). One call and a tuple: in a training step the Python around a kernel
+ * call costs more than a small kernel. */
+static PyObject *transform_lean(PyObject *self, PyObject *args)
+{
+    PyObject *o[2];
+    int t;
+    if (!PyArg_ParseTuple(args, "OiO:transform_lean", &o[0], &t, &o[1]) || check_shape(0, 0, t) < 0)
+        return NULL;
+    Buf b[2];
+    int n = 0, ok = 1;
+    ok = ok && take(o[0], &b[n++], "w", 4, 0, 0, 0) == 0;
+    ok = ok && take(o[1], &b[n++], "mq", 4, ok ? b[0].view.len : 0, 1, 0) == 0;
+    ok = ok && disjoint(&b[1], "mq", &b[0], "w") == 0;
+    int64_t out[5];
+    int served = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        served = canna_transform_lean(DATA(b[0], uint32_t), b[0].view.len / 4, t, DATA(b[1], uint32_t), out, 1);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, n);
+    if (!ok)
+        return NULL;
+    if (!served)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LLLLL)", (long long)out[0], (long long)out[1], (long long)out[2],
+                         (long long)out[3], (long long)out[4]);
+}
+
+static PyObject *magnitude_range(PyObject *self, PyObject *args)
+{
+    PyObject *x;
+    if (!PyArg_ParseTuple(args, "O:magnitude_range", &x))
+        return NULL;
+    Buf b[1];
+    if (take(x, &b[0], "x", 4, 0, 0, 0) < 0) {
+        release(b, 1);
+        return NULL;
+    }
+    uint32_t lo, hi;
+    Py_BEGIN_ALLOW_THREADS
+    canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);
+    Py_END_ALLOW_THREADS
+    release(b, 1);
+    return Py_BuildValue("(kk)", (unsigned long)lo, (unsigned long)hi);
+}
+
+static PyObject *lean_verdict(PyObject *self, PyObject *args)
+{
+    unsigned long mag_min1, mag_max;
+    long long k;
+    int q_lo, q_hi, b_e_max;
+    if (!PyArg_ParseTuple(args, "kkLiii:lean_verdict", &mag_min1, &mag_max, &k, &q_lo, &q_hi, &b_e_max))
+        return NULL;
+    if (k < 0 || mag_min1 > UINT32_MAX || mag_max > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "lean_verdict: k < 0 or a magnitude beyond 32 bits");
+        return NULL;
+    }
+    return PyBool_FromLong(canna_lean_verdict((uint32_t)mag_min1, (uint32_t)mag_max, k, q_lo, q_hi, b_e_max));
+}
+
+/* A float32 matrix for the lean linear entries: C-contiguous, 2-D, format "f". Returns 1 with
+ * the buffer held, or 0 (nothing held, no exception): the caller's general path serves it. */
+static int take_matrix(PyObject *obj, Buf *b)
+{
+    b->held = PyObject_GetBuffer(obj, &b->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0;
+    if (!b->held) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (b->view.ndim != 2 || b->view.itemsize != 4 || b->view.format == NULL
+        || strcmp(b->view.format, "f") != 0) {
+        release(b, 1);
+        b->held = 0;
+        return 0;
+    }
+    return 1;
+}
+
+/* lean_linear_forward(x, w, t_w, t_x, mw, mx) -> (w's pow2_lo, pow2_hi, e_max, x's pow2_lo,
+ * pow2_hi, e_max), or None: the lean branch of canna.torch's CFPULinear forward, x @ w.T with w
+ * checked, in one call (inside a training step the Python around each kernel call cost more
+ * than the kernels: docs/performance.md). Transforms w (t_w) into mw and, where mx is not None,
+ * x (t_x, for the weight gradient, while x is in cache) into mx; the forward verdict from x's
+ * magnitude range. None where x and w are not C-contiguous float32 matrices with one inner
+ * size, where a transform declines or where the verdict does: the caller's general path then
+ * serves (and reports) it. x's ranges are (1000, -1000, 0) without mx. */
+static PyObject *lean_linear_forward(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *wo, *mwo, *mxo;
+    int t_w, t_x;
+    if (!PyArg_ParseTuple(args, "OOiiOO:lean_linear_forward", &xo, &wo, &t_w, &t_x, &mwo, &mxo)
+        || check_shape(0, 0, t_w) < 0 || check_shape(0, 0, t_x) < 0)
+        return NULL;
+    Buf b[4];
+    if (!take_matrix(xo, &b[0]))
+        Py_RETURN_NONE;
+    if (!take_matrix(wo, &b[1]) || b[1].view.shape[1] != b[0].view.shape[1]) {
+        release(b, 2);
+        Py_RETURN_NONE;
+    }
+    int n = 2, ok = 1;
+    ok = ok && take(mwo, &b[n++], "mw", 4, b[1].view.len, 1, 0) == 0;
+    ok = ok && take(mxo, &b[n++], "mx", 4, b[0].view.len, 1, 1) == 0;
+    for (int i = 0; ok && i < 2; i++)
+        ok = disjoint(&b[2], "mw", &b[i], "an input") == 0 && disjoint(&b[3], "mx", &b[i], "an input") == 0;
+    ok = ok && disjoint(&b[3], "mx", &b[2], "mw") == 0;
+    int64_t ow[5], ox[5] = {1000, -1000, 0, 0, 0};
+    int served = 0;
+    if (ok) {
+        const int64_t k = b[0].view.shape[1];
+        Py_BEGIN_ALLOW_THREADS
+        served = canna_transform_lean(DATA(b[1], uint32_t), b[1].view.len / 4, t_w, DATA(b[2], uint32_t), ow, 0);
+        if (served && b[3].held) {
+            served = canna_transform_lean(DATA(b[0], uint32_t), b[0].view.len / 4, t_x, DATA(b[3], uint32_t), ox, 1);
+        } else if (served) {
+            uint32_t lo, hi;
+            canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);
+            ox[3] = lo;
+            ox[4] = hi;
+        }
+        served = served && canna_lean_verdict((uint32_t)ox[3], (uint32_t)ox[4], k, (int32_t)ow[0],
+                                              (int32_t)ow[1], (int32_t)ow[2]);
+        Py_END_ALLOW_THREADS
+    }
+    release(b, n);
+    if (!ok)
+        return NULL;
+    if (!served)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(LLLLLL)", (long long)ow[0], (long long)ow[1], (long long)ow[2],
+                         (long long)ox[0], (long long)ox[1], (long long)ox[2]);
+}
+
+/* lean_linear_backward(g, ranges, want_w, want_x) -> (gradient served, backward error served):
+ * the verdicts of the lean branch's backward phases, g.T @ M(x) (inner size: g's rows) and
+ * g @ M(w) (inner size: g's columns), from one pass over the error g (its magnitude range);
+ * ranges: lean_linear_forward's. (False, False) where g is not a C-contiguous float32 matrix. */
+static PyObject *lean_linear_backward(PyObject *self, PyObject *args)
+{
+    PyObject *go;
+    long long r[6];
+    int want_w, want_x;
+    if (!PyArg_ParseTuple(args, "O(LLLLLL)pp:lean_linear_backward", &go, &r[0], &r[1], &r[2], &r[3],
+                          &r[4], &r[5], &want_w, &want_x))
+        return NULL;
+    Buf b[1];
+    int ok_w = 0, ok_x = 0;
+    if (take_matrix(go, &b[0])) {
+        const int64_t rows = b[0].view.shape[0], cols = b[0].view.shape[1];
+        Py_BEGIN_ALLOW_THREADS
+        uint32_t lo, hi;
+        canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);
+        ok_w = want_w && canna_lean_verdict(lo, hi, rows, (int32_t)r[3], (int32_t)r[4], (int32_t)r[5]);
+        ok_x = want_x && canna_lean_verdict(lo, hi, cols, (int32_t)r[0], (int32_t)r[1], (int32_t)r[2]);
+        Py_END_ALLOW_THREADS
+        release(b, 1);
+    }
+    return Py_BuildValue("(OO)", ok_w ? Py_True : Py_False, ok_x ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
     {"transform_checked", transform_checked, METH_VARARGS,
      "transform_checked(w, rows, cols, t, dual, mq, wn, nq, nn, row_flags, stats[, qual_cols, nz_rows, nz_cols])"},
@@ -316,6 +479,19 @@ static PyMethodDef methods[] = {
     {"scan_first_quick_t", scan_first_quick_t, METH_VARARGS,
      "scan_first_quick_t(at, nq32, n, q_lo, q_hi, b_e_max[, nz32]): scan_first_quick of a first "
      "operand given as its C-contiguous transpose at (len(nq32) rows)"},
+    {"transform_lean", transform_lean, METH_VARARGS,
+     "transform_lean(w, t, mq) -> (pow2_lo, pow2_hi, e_max, mag_min1, mag_max), or None: policy b's "
+     "transform of w into mq without counts (canna.torch's lean branch)"},
+    {"lean_linear_forward", lean_linear_forward, METH_VARARGS,
+     "lean_linear_forward(x, w, t_w, t_x, mw, mx) -> the ranges, or None: CFPULinear's lean forward "
+     "(transforms of w and, mx not None, of x; the forward verdict)"},
+    {"lean_linear_backward", lean_linear_backward, METH_VARARGS,
+     "lean_linear_backward(g, ranges, want_w, want_x) -> (gradient served, backward error served)"},
+    {"magnitude_range", magnitude_range, METH_VARARGS,
+     "magnitude_range(x) -> (min(|x| - 1), max(|x|)) over the binary32 patterns of x"},
+    {"lean_verdict", lean_verdict, METH_VARARGS,
+     "lean_verdict(mag_min1, mag_max, k, q_lo, q_hi, b_e_max) -> whether the lean path serves a "
+     "matmul of inner size k (scan_first_quick's verdict without the hit count)"},
     {"max_finite_exponent", max_finite_exponent, METH_VARARGS,
      "max_finite_exponent(x) -> the largest exponent field of the finite binary32 patterns in x"},
     {"count_nonzero_finite", count_nonzero_finite, METH_VARARGS,

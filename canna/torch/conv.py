@@ -103,7 +103,7 @@ class _CFPUConv(torch.autograd.Function):
         ctx.native_ok = layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
         if ctx.native_ok and plan.checked_right("forward"):
             prep = _weight_prep(ctx, weight, cfg, layer)
-            if engine.first_is_safe_all(x.numpy(), [prep])[0]:
+            if engine.first_is_safe(x.numpy(), prep, weight[0].numel()):    # K = C kh kw
                 layer.routes["forward"] = "native"
                 with _NoNNPACK():                        # products as formed: no Winograd
                     y = F.conv2d(x, _checked_tensor(prep, weight), bias, layer.stride, padding, layer.dilation)
@@ -252,8 +252,11 @@ def _native_phases(ctx, x, weight, grad, want_w: bool, want_x: bool):
         prep_x = engine.transform_lean(x.numpy(), plan.gradient)
     if want_x and plan.checked_right("backward"):
         prep_w = _weight_prep(ctx, weight, plan.backward, layer)
-    preps = [p for p in (prep_x, prep_w) if p is not None]
-    safe = iter(engine.first_is_safe_all(grad.numpy(), preps))
+    # inner sizes: the weight gradient sums over batch and positions, the backward error over
+    # the output channels and the kernel's positions
+    wanted = [(p, k) for p, k in ((prep_x, grad[:, 0].numel()), (prep_w, weight[:, 0].numel()))
+              if p is not None]
+    safe = iter(engine.first_is_safe_all(grad.numpy(), [p for p, _ in wanted], [k for _, k in wanted]))
     nat_w = _native_gradient(ctx, x, weight, grad, prep_x) if prep_x is not None and next(safe) else None
     nat_x = _native_backward(ctx, weight, grad, prep_w) if prep_w is not None and next(safe) else None
     return nat_w, nat_x

@@ -23,16 +23,15 @@ Only the summation is the framework's. Three paths, one set of rules:
 from __future__ import annotations
 
 import math
-import threading
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from canna.sim import golden
-from canna.sim.checked_rules import (MAX_SAFE_EXPONENT_SUM, ExponentStats, max_finite_exponent_numpy,
+from canna.sim.checked_rules import (MAX_SAFE_EXPONENT_SUM, max_finite_exponent_numpy,
                                      scan_first_numpy, transform_checked_numpy)
-from canna.sim.matmul import (MatmulResult, Prepared, QuickScan, _Kernels, _quick_scan, lean_scan,
+from canna.sim.matmul import (MatmulResult, Prepared, QuickScan, _Kernels, lean_scan,
                               matmul_fast, matmul_reference, prepare)
 from canna.spec.config import CFPUConfig, Policy
 
@@ -111,6 +110,36 @@ def _matmul_cpu(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: 
     else:
         value = torch.mm(a.detach(), checked)
     return MatmulResult(value, a_np.size * prep.shape[1], hits, None, nonzero)
+
+
+def lean_linear_forward(x: torch.Tensor, w: torch.Tensor, bits: tuple, with_x: bool):
+    """The lean branch of ``x @ w.T`` (``w`` checked, CPU tensors): ``(M(w), M(x) or None,
+    ranges)`` as tensors, ``M(x)`` (``with_x``: for the weight gradient) under ``bits[1]``
+    tuning bits, ``M(w)`` under ``bits[0]``; None where the lean path does not serve the forward
+    phase (sim/fastkernels_module.c ``lean_linear_forward``: layout, dtype, the transforms'
+    and the lean scan's verdicts)."""
+    lib = _lib()
+    if lib is None:
+        return None
+    xn, wn = x.detach().numpy(), w.detach().numpy()
+    mw = np.empty(wn.shape, np.float32)
+    mx = np.empty(xn.shape, np.float32) if with_x else None
+    ranges = lib.lean_linear_forward(xn, wn, bits[0], bits[1], mw, mx)
+    if ranges is None:
+        return None
+    return torch.from_numpy(mw), None if mx is None else torch.from_numpy(mx), ranges
+
+
+def lean_linear_verdicts(grad: torch.Tensor, ranges: tuple, want_w: bool, want_x: bool) -> tuple:
+    """Whether the lean path serves the weight gradient ``grad.T @ M(x)`` and the backward error
+    ``grad @ M(w)`` (:func:`lean_linear_forward`'s ``ranges``), from one pass over ``grad``."""
+    return _lib().lean_linear_backward(grad.detach().numpy(), ranges, want_w, want_x)
+
+
+def float32_gemm_now() -> bool:
+    """:func:`_float32_gemm` and no CPU autocast: PyTorch's CPU GEMMs keep float32 operands now
+    (asked on every call: the settings may change between calls)."""
+    return _float32_gemm() and not torch.is_autocast_enabled("cpu")
 
 
 def _float32_gemm() -> bool:
@@ -268,89 +297,65 @@ def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = Fals
 
 
 class Transformed(NamedTuple):
-    """A checked operand transformed for the native convolutions (:func:`transform_lean`):
-    ``checked`` is ``M(b)`` (float32, ``b``'s rows), ``quick`` the lean scan's ranges (None
-    where the lean path cannot serve it: a row with inf, NaN or an unrepresentable power of
-    two), as in :class:`~canna.sim.matmul.Prepared`, whose other facts it goes without."""
+    """A checked operand transformed for the lean routes (:func:`transform_lean`): ``checked``
+    is ``M(b)`` (float32, ``b``'s rows), ``quick`` the lean scan's ranges, ``mag`` ``b``'s own
+    magnitude range (:func:`magnitude_range`: for the phase where ``b`` is the first operand);
+    ``checked``, ``quick`` and ``mag`` are None where the lean path cannot serve ``b`` (an inf,
+    a NaN or an unrepresentable power of two). :class:`~canna.sim.matmul.Prepared` has the
+    same ``config``, ``checked`` and ``quick``, and the counts these go without."""
 
     config: CFPUConfig
-    checked: np.ndarray
+    checked: np.ndarray | None
     quick: QuickScan | None
+    mag: tuple | None
 
 
 def transform_lean(b, config: CFPUConfig) -> "Transformed | Prepared":
-    """:func:`prepare_checked` without the counts (what a native convolution needs when nothing
-    is counted) of ``b`` (a contiguous CPU tensor or an ndarray): for policy b the kernel's
-    transform alone, into a :class:`Transformed` (inside a training step ``prepare``'s arrays
-    and checks cost several times the transform of a LeNet weight); exact mode and dual:
-    :func:`prepare_checked` itself."""
+    """:func:`prepare_checked` without the counts (what a lean route needs when nothing is
+    counted) of ``b`` (a contiguous CPU tensor or an ndarray): for policy b one pass of the C
+    kernel, which returns the ranges (inside a training step ``prepare``'s arrays and checks
+    cost several times the transform); exact mode and dual: :func:`prepare_checked` itself."""
     b2 = _array(b).reshape(b.shape[0], math.prod(b.shape[1:]))      # (-1 fails on an empty batch)
     if b2.dtype != np.float32:
         raise TypeError(f"expected a float32 operand, got dtype {b2.dtype}")
     lib = _lib()
     if lib is None or not config.enabled or config.policy is Policy.DUAL:
         return prepare(b2, config)
-    bits = b2.view(np.uint32)
-    rows, cols = bits.shape
-    mq = np.empty_like(bits)
-    nq, nn, flags, stats = _scratch(rows)
-    lib.transform_checked(bits, rows, cols, config.tuning_bits, False, mq, None, nq, nn, flags, stats)
-    return Transformed(config, mq.view(np.float32), _quick_scan(cols, False, flags, stats))
+    mq = np.empty(b2.shape, np.float32)
+    r = lib.transform_lean(b2, config.tuning_bits, mq)
+    if r is None:
+        return Transformed(config, None, None, None)
+    return Transformed(config, mq, QuickScan(b2.shape[1], r[0], r[1], r[2]), (r[3], r[4]))
 
 
 def _array(x) -> np.ndarray:
     return x if type(x) is np.ndarray else as_numpy(x)
 
 
-_SCRATCH = threading.local()
+def first_is_safe(a: torch.Tensor, prep: Prepared, k: int) -> bool:
+    """Whether every product of an element of ``a`` with the checked operand ``prep`` in a
+    matmul of inner size ``k`` may be formed by a plain float32 multiply and summed without
+    overflow, whatever element of ``prep`` it meets: matmul_fast's lean-path rule
+    (:func:`~canna.sim.matmul._matmul_quick`: no subnormal, inf or NaN in ``a``, no hit's
+    exponent out of range, no product near overflow, no ``k``-term sum near overflow),
+    elementwise; exact mode: no product near overflow (``MAX_SAFE_EXPONENT_SUM``). False: take
+    the im2col route."""
+    return first_is_safe_all(a, [prep], [k])[0]
 
 
-def _scratch(rows: int):
-    """The transform's outputs that :class:`Transformed` drops (per-row counts, row flags,
-    stats), reused per thread (the kernel runs without the GIL)."""
-    cache = getattr(_SCRATCH, "arrays", None)
-    if cache is None:
-        cache = _SCRATCH.arrays = {}
-    arrays = cache.get(rows)
-    if arrays is None:      # one set per row count (a LeNet step has three)
-        arrays = cache[rows] = (np.empty(rows, np.int64), np.empty(rows, np.int64),
-                                np.empty(rows, np.uint32), np.empty(len(ExponentStats._fields), np.int32))
-    return arrays
-
-
-def first_is_safe(a: torch.Tensor, prep: Prepared) -> bool:
-    """Whether every product of an element of ``a`` with the checked operand ``prep`` may be
-    formed by a plain float32 multiply, whatever element of ``prep`` it meets: matmul_fast's
-    lean-path rule (:func:`~canna.sim.matmul._matmul_quick`: no subnormal, inf or NaN in ``a``,
-    no hit's exponent out of range, no product near overflow), elementwise; exact mode: no
-    product near overflow (``MAX_SAFE_EXPONENT_SUM``). False: take the im2col route."""
-    return first_is_safe_all(a, [prep])[0]
-
-
-def first_is_safe_all(a, preps) -> list:
+def first_is_safe_all(a, preps, ks) -> list:
     """:func:`first_is_safe` of ``a`` (a tensor or an ndarray) against each of ``preps``
-    (:class:`~canna.sim.matmul.Prepared` or :class:`Transformed`), in one pass over ``a`` where
-    every one is approximate and passes: the lean-path scan against the union of their ranges
-    (the lowest and highest power of two, the largest exponent) passes exactly when it passes
-    against each (each of its conditions is monotone in them); else one check per ``prep``."""
-    if not preps:
-        return []
-    bits = _scan_rows(_array(a)).view(np.uint32)
-    quick = [p.quick for p in preps if p.config.enabled]
-    if len(quick) == len(preps) and None not in quick:
-        union = quick[0] if len(quick) == 1 else quick[0]._replace(
-            pow2_lo=min(q.pow2_lo for q in quick), pow2_hi=max(q.pow2_hi for q in quick),
-            e_max=max(q.e_max for q in quick))
-        if lean_safe(bits.view(np.float32), union):
-            return [True] * len(preps)
-        if len(quick) == 1:
-            return [False]
-    safe, finite = [], None
-    for prep in preps:
+    (:class:`~canna.sim.matmul.Prepared` or :class:`Transformed`) with the inner sizes ``ks``,
+    in one pass over ``a``: the lean-path verdict depends on ``a``'s magnitude range only."""
+    safe, mag, finite = [], None, None
+    for prep, k in zip(preps, ks, strict=True):
         if prep.config.enabled:     # quick None: dual, or a checked element with inf, NaN or no power of two
-            safe.append(prep.quick is not None and lean_safe(bits.view(np.float32), prep.quick))
+            if prep.quick is not None and mag is None:
+                mag = magnitude_range(a)
+            safe.append(prep.quick is not None and lean_verdict(mag, k, prep.quick))
             continue
         # an inf or NaN would meet the padding zeros only in im2col (0 * inf = NaN): that route
+        bits = _flat(_array(a)).view(np.uint32)
         if finite is None:
             finite = not _has_non_finite(bits)
         safe.append(finite and not _has_non_finite(prep.original.view(np.uint32))
@@ -358,48 +363,38 @@ def first_is_safe_all(a, preps) -> list:
     return safe
 
 
-#: Row length of the safety scans: the kernel runs fastest on long rows (at batch 100 the error
-#: of LeNet's first convolution, 28 per row, took 4x as long as at 784); the rule is elementwise
-#: but for its sum bound, which grows with the row (log2 of it: 12 at 4096, stricter).
-_SCAN_ROW = 4096
+def _flat(x: np.ndarray) -> np.ndarray:
+    """The elements of ``x`` in memory order without a copy where it is C- or F-contiguous
+    (the lean verdicts and the exponent checks do not depend on the order)."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    if x.flags.f_contiguous:
+        return x.T.reshape(-1)
+    return np.ascontiguousarray(x).reshape(-1)
 
 
-def _scan_rows(x: np.ndarray) -> np.ndarray:
-    """``x`` as a matrix whose rows are its trailing dimensions, as many as fit in ``_SCAN_ROW``
-    (at least the last one)."""
-    row = x.shape[-1] if x.ndim else 1
-    for d in reversed(x.shape[:-1]):
-        if row * d > _SCAN_ROW or d == 0:      # (an empty batch keeps its rows)
-            break
-        row *= d
-    return x.reshape(-1, row)
+def magnitude_range(a) -> tuple:
+    """``(min(|a| - 1), max(|a|))`` over the binary32 patterns of ``a`` (a CPU tensor or an
+    ndarray; zeros wrap to the top of the first): what the lean-path verdict reads of a first
+    operand, in one pass of the C kernel."""
+    return _lib().magnitude_range(_flat(_array(a)))
+
+
+def lean_verdict(mag: tuple, k: int, quick: QuickScan) -> bool:
+    """Whether matmul_fast's lean path serves a matmul of inner size ``k`` whose first operand
+    has the magnitude range ``mag`` (:func:`magnitude_range`) and whose checked operand the
+    lean-scan ranges ``quick``: ``scan_first_quick``'s verdict (sim/fastkernels.c
+    ``quick_verdict``), which depends on these alone."""
+    return _lib().lean_verdict(mag[0], mag[1], k, quick.pow2_lo, quick.pow2_hi, quick.e_max)
 
 
 def lean_safe(a: np.ndarray, quick: QuickScan) -> bool:
-    """Whether matmul_fast's lean path serves ``a @ b`` (``a`` a C- or F-contiguous float32
-    matrix) for a checked ``b`` with the lean-scan ranges ``quick``: the scan's verdict, which
-    depends on ``a``'s exponent range and ``b``'s ranges only (zero counts are passed: no hits
-    are counted)."""
-    lib = _lib()
-    if a.flags.c_contiguous:
-        return lib.scan_first_quick(a, _zeros_u32(a.shape[1]), *quick) >= 0
-    if a.flags.f_contiguous:        # a transposed view, scanned in place
-        return lib.scan_first_quick_t(a.T, _zeros_u32(a.shape[1]), *quick) >= 0
-    return False
+    """:func:`lean_verdict` of the matrix ``a`` (inner size ``a.shape[1]``)."""
+    return lean_verdict(magnitude_range(a), a.shape[1], quick)
 
 
 def _has_non_finite(bits: np.ndarray) -> bool:
     return bool(((bits & 0x7F800000) == 0x7F800000).any())
-
-
-_ZEROS: dict = {}
-
-
-def _zeros_u32(n: int) -> np.ndarray:
-    z = _ZEROS.get(n)
-    if z is None:
-        z = _ZEROS[n] = np.zeros(n, np.uint32)
-    return z
 
 
 def hit_mask(x: torch.Tensor, config: CFPUConfig) -> torch.Tensor:

@@ -48,6 +48,12 @@ class LayerPlan:
     def __post_init__(self):
         plan = ArithPlan([{p: getattr(self, p) for p in PHASES}], self.checked)   # the checks
         object.__setattr__(self, "checked", plan.checked)
+        # CFPULinear's lean branch: policy b everywhere, one configuration for the phases that
+        # check the weight, the default checked operands; (forward's, gradient's tuning bits)
+        lean = (all(c.enabled and c.policy is Policy.B for c in (self.forward, self.gradient))
+                and self.backward == self.forward and self.checked == DEFAULT_CHECKED)
+        object.__setattr__(self, "lean_bits", (self.forward.tuning_bits, self.gradient.tuning_bits)
+                           if lean else None)
 
     @classmethod
     def of(cls, config, checked: dict | None = None) -> "LayerPlan":
@@ -122,10 +128,10 @@ class _CFPULinearFn(torch.autograd.Function):
     the layer's three phases (and its bias), as nn.Linear has one."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, plan, path, hook):
+    def forward(ctx, x, weight, bias, plan, path, hook, grad_enabled):
         ctx.save_for_backward(x, weight)
         ctx.plan, ctx.path, ctx.hook = plan, path, hook
-        ctx.lean, ctx.prep = _lean_forward(x, weight, plan, path, hook), None
+        ctx.lean, ctx.prep = _lean_forward(ctx, x, weight, plan, path, hook, grad_enabled), None
         if ctx.lean is not None:
             y = torch.mm(x, ctx.lean[0].t())
             return y if bias is None else y + bias
@@ -143,53 +149,44 @@ class _CFPULinearFn(torch.autograd.Function):
         grad_x = grad_w = grad_bias = None
         if ctx.lean is not None:
             grad = grad.contiguous()
-            grad_w, grad_x = _lean_backward(ctx, x, weight, grad)
+            grad_w, grad_x = _lean_backward(ctx, grad)
         if ctx.needs_input_grad[1] and grad_w is None:   # the NumPy driver's order: gradient first
             grad_w = _phase(x.t(), grad, plan, "gradient", path, hook).t()
         if ctx.needs_input_grad[0] and grad_x is None:
             grad_x = _phase(grad, weight, plan, "backward", path, hook, ctx.prep)
         if ctx.needs_input_grad[2]:
             grad_bias = grad.sum(0)
-        return grad_x, grad_w, grad_bias, None, None, None
+        return grad_x, grad_w, grad_bias, None, None, None, None
 
 
 # The lean branch of a CFPULinear step: nothing counted or hooked, policy b with the default
 # checked operands on the cpu path. The same transforms (the kernel's, without prepare's counts
-# and objects, which cost several times the transform inside a step) and the same GEMMs as the
-# cpu path, so the same bits (tests/torch/test_linear_route.py); a phase whose scan declines
-# takes the general path, and so does anything it does not serve (which also reports bad input).
+# and objects) and the same GEMMs as the cpu path, so the same bits
+# (tests/torch/test_linear_route.py). Every verdict is the lean scan's, from one pass over each
+# operand (its magnitude range): the input's comes with its transform for the weight gradient,
+# made in the forward while the input is in cache, and the error's serves both backward phases.
+# One C call per direction (inside a step the Python around each kernel call cost more than the
+# kernels). A phase whose verdict declines takes the general path, and so does anything the
+# branch does not serve (which also reports bad input).
 
-def _lean_forward(x, weight, plan: LayerPlan, path: str, hook):
-    """``(M(weight) as a tensor, its lean-scan ranges)`` where the lean branch serves this
-    forward phase, else None."""
-    cfg = plan.forward
-    if (hook is not None or not cfg.enabled or cfg.policy is not Policy.B or plan.backward != cfg
-            or not plan.gradient.enabled or plan.gradient.policy is not Policy.B
-            or plan.checked != DEFAULT_CHECKED or x.dtype != torch.float32 or weight.dtype != x.dtype
-            or x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]
-            or weight.device != x.device or not x.is_contiguous() or not weight.is_contiguous()
-            or engine.resolve_path(path, x) != "cpu" or engine._lib() is None
-            or not engine._float32_gemm() or torch.is_autocast_enabled("cpu")):
+def _lean_forward(ctx, x, weight, plan: LayerPlan, path: str, hook, grad_enabled: bool):
+    """``(M(weight), M(x) or None, the ranges)`` where the lean branch serves this forward phase
+    (``M(x)`` where the weight gradient will be wanted), else None."""
+    bits = plan.lean_bits
+    if (bits is None or hook is not None or path not in ("auto", "cpu") or not (x.is_cpu and weight.is_cpu)
+            or not engine.float32_gemm_now()):
         return None
-    w = engine.transform_lean(weight.detach().numpy(), cfg)
-    if w.quick is None or not engine.lean_safe(x.detach().numpy(), w.quick._replace(n=weight.shape[0])):
-        return None
-    return torch.from_numpy(w.checked).reshape(weight.shape), w.quick
+    return engine.lean_linear_forward(x, weight, bits, grad_enabled and ctx.needs_input_grad[1])
 
 
-def _lean_backward(ctx, x, weight, grad):
-    """``(grad_w, grad_x)`` of the lean branch, each None where not wanted or where its scan
+def _lean_backward(ctx, grad):
+    """``(grad_w, grad_x)`` of the lean branch, each None where not wanted or where its verdict
     declines (the general path then computes it)."""
-    grad_w = grad_x = None
-    g = grad.detach().numpy()
-    if ctx.needs_input_grad[1]:
-        mx = engine.transform_lean(x.detach().numpy(), ctx.plan.gradient)
-        if mx.quick is not None and engine.lean_safe(g.T, mx.quick._replace(n=x.shape[1])):
-            grad_w = torch.mm(grad.t(), torch.from_numpy(mx.checked))
-    if ctx.needs_input_grad[0]:
-        w, quick = ctx.lean               # the backward phase's configuration is the forward's
-        if engine.lean_safe(g, quick):
-            grad_x = torch.mm(grad, w)
+    w, mx, ranges = ctx.lean
+    want_w = ctx.needs_input_grad[1] and mx is not None
+    ok_w, ok_x = engine.lean_linear_verdicts(grad, ranges, want_w, ctx.needs_input_grad[0])
+    grad_w = torch.mm(grad.t(), mx) if ok_w else None
+    grad_x = torch.mm(grad, w) if ok_x else None      # the backward phase's configuration is the forward's
     return grad_w, grad_x
 
 
@@ -200,7 +197,8 @@ def cfpu_matmul(a: torch.Tensor, b: torch.Tensor, config=None, *, path: str = "a
     checked operand (``a`` plays the input, ``b`` the weight). ``config``: anything
     :meth:`LayerPlan.of` takes. ``hook(phase, a, b, config, result)`` sees every matmul as the
     engine got it (``b`` checked). ``path``: see :mod:`canna.torch.engine`."""
-    return _CFPULinearFn.apply(a, b.t(), None, LayerPlan.of(config), path, hook)
+    return _CFPULinearFn.apply(a, b.t(), None, LayerPlan.of(config), path, hook,
+                                torch.is_grad_enabled())
 
 
 class _CFPULayer:
@@ -246,7 +244,8 @@ class CFPULinear(nn.Linear, _CFPULayer):
         if self.native:
             return nn.Linear.forward(self, x)
         if x.dim() == 2:
-            return _CFPULinearFn.apply(x, self.weight, self.bias, self.plan, self.path, self._hook())
+            return _CFPULinearFn.apply(x, self.weight, self.bias, self.plan, self.path, self._hook(),
+                                       torch.is_grad_enabled())
         return self.forward(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -1,7 +1,6 @@
-"""The native convolution route's lean pieces: the transform without counts (transform_lean) is
-prepare()'s, the one safety scan of an operand against several transformed ones (the union of
-their ranges) decides as one scan per operand, the scans' long rows decide as the layer's own
-rows, the bias rides in the native convolutions, and NNPACK is off inside them."""
+"""The lean routes' pieces: the transform without counts (transform_lean) is prepare()'s, the
+verdicts from one pass over an operand (its magnitude range) are the lean scan's at each inner
+size, the bias rides in the native convolutions, and NNPACK is off inside them."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,20 +25,37 @@ def _scaled(rng, shape, log2_scale, cfpu, special=False):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.describe())
 def test_transform_lean_is_prepare(cfpu, config):
+    """Policy b: the kernel's M(b) bits and lean-path ranges are prepare()'s where prepare's
+    lean path serves ``b`` and both decline together elsewhere; ``mag`` is ``b``'s magnitude
+    range. Exact mode and dual: prepare() itself."""
     rng = np.random.default_rng(31)
-    cases = 0
-    for shape in ((4, 3, 5, 5), (7, 33), (2, 1, 28, 28)):
-        for data in ("nn", "special", "edge"):
-            b = _scaled(rng, shape, 120 if data == "edge" else 0, cfpu, data == "special")
-            ref = mm.prepare(b.reshape(shape[0], -1), config)
+    cases = declined = 0
+    for shape in ((4, 3, 5, 5), (7, 33), (2, 1, 28, 28), (0, 5)):
+        for data in ("nn", "special", "edge", "top"):
+            b = _scaled(rng, shape, {"edge": 120, "top": 127}.get(data, 0), cfpu, data == "special")
+            ref = mm.prepare(b.reshape(shape[0], int(np.prod(shape[1:]))), config)
             for operand in (b, torch.from_numpy(b)):
                 got = engine.transform_lean(operand, config)
-                assert np.array_equal(got.checked.view(np.uint32), ref.checked.view(np.uint32))
                 assert got.quick == ref.quick and got.config == config
+                if got.quick is not None or not isinstance(got, engine.Transformed):
+                    assert np.array_equal(got.checked.view(np.uint32), ref.checked.view(np.uint32))
+                else:
+                    assert got.checked is None and got.mag is None
+                    declined += 1
+                if isinstance(got, engine.Transformed) and got.quick is not None:
+                    assert got.mag == _mag(b)
                 cases += 1
+    assert declined or not config.enabled or config.policy.name == "DUAL"
     with pytest.raises(TypeError, match="float32"):
         engine.transform_lean(np.ones((2, 3)), config)
-    print(f"transform_lean {config.describe()}: {cases} operands as prepare() (M(b) bits, lean-path ranges)")
+    print(f"transform_lean {config.describe()}: {cases} operands as prepare() (M(b) bits, lean-path "
+          f"ranges), {declined} declined by both")
+
+
+def _mag(x) -> tuple:
+    """The magnitude range in NumPy: min(|x| - 1) (zeros wrap to the top) and max(|x|)."""
+    m = np.asarray(x, np.float32).view(np.uint32).reshape(-1) & np.uint32(0x7FFFFFFF)
+    return int((m - np.uint32(1)).min(initial=0xFFFFFFFF)), int(m.max(initial=0))
 
 
 def _kernel_verdict(a2: np.ndarray, prep) -> bool:
@@ -48,53 +64,59 @@ def _kernel_verdict(a2: np.ndarray, prep) -> bool:
     return lib.scan_first_quick(a2, np.zeros(a2.shape[1], np.uint32), *prep.quick) >= 0
 
 
-def test_one_scan_against_several_is_one_scan_each(cfpu):
+def test_verdicts_from_the_magnitude_range_are_the_scans(cfpu):
+    """The lean verdict from one pass (the operand's magnitude range) is the lean scan's, for
+    every inner size (the sum bound) and either layout; one pass serves several transformed
+    operands with their own inner sizes (first_is_safe_all)."""
     rng = np.random.default_rng(32)
     config = CFPUConfig.approx(3, "b")
-    scales = (-110, -95, -60, 0, 60, 95, 110)
+    scales = (-110, -95, -60, 0, 60, 95, 110, 126)
     weights = [engine.transform_lean(_scaled(rng, (6, 25), s, cfpu), config) for s in scales]
     weights += [engine.transform_lean(_scaled(rng, (6, 25), 0, cfpu, True), config)]   # quick None
     outcomes = {"all": 0, "none": 0, "mixed": 0, "declined": 0}
-    same_as_w_rows = 0
-    for s in (*scales, "special"):
-        a = _scaled(rng, (3, 6, 10, 10), 0 if s == "special" else s, cfpu, s == "special")
+    for s in (*scales, "special", "zeros"):
+        a = (np.zeros((3, 6, 10, 10), np.float32) if s == "zeros" else
+             _scaled(rng, (3, 6, 10, 10), 0 if s == "special" else s, cfpu, s == "special"))
+        assert engine.magnitude_range(a) == _mag(a) == engine.magnitude_range(torch.from_numpy(a))
+        a2 = a.reshape(-1, 100)
+        assert engine.magnitude_range(a2.T) == _mag(a)                   # F-contiguous, in place
         for i, p in enumerate(weights):
             for q in weights[i:]:
-                got = engine.first_is_safe_all(a, [p, q])
-                rows = engine._scan_rows(a)
-                want = [pr.quick is not None and _kernel_verdict(rows, pr) for pr in (p, q)]
+                ks = (25, 1800) if i % 2 else (1800, 600)
+                got = engine.first_is_safe_all(a, [p, q], ks)
+                want = [pr.quick is not None and _kernel_verdict(a.reshape(-1, k), pr) for pr, k in zip((p, q), ks)]
                 assert got == want, (s, i)
-                assert got[0] == engine.first_is_safe(a, p) and got[1] == engine.first_is_safe(torch.from_numpy(a), q)
-                # the layer's own rows (28 or 10 wide) decide alike away from the sum bound
-                old = [pr.quick is not None and _kernel_verdict(a.reshape(-1, a.shape[-1]), pr) for pr in (p, q)]
-                same_as_w_rows += old == got
+                assert got[0] == engine.first_is_safe(a, p, ks[0])
+                assert got[1] == engine.first_is_safe(torch.from_numpy(a), q, ks[1])
+                if p.quick is not None:
+                    assert engine.lean_safe(a2, p.quick) == _kernel_verdict(a2, p)
+                    assert engine.lean_safe(np.asfortranarray(a2), p.quick) == _kernel_verdict(a2, p)
                 key = "declined" if None in (p.quick, q.quick) else (
                     "all" if all(got) else "none" if not any(got) else "mixed")
                 outcomes[key] += 1
+    # the sum bound alone: the same operands pass at a short inner size and fail at a long one
+    big = engine.transform_lean(np.full((2, 3), 2.0 ** 60, np.float32), config)
+    a = np.full((4, 16), 2.0 ** 60, np.float32)
+    assert engine.first_is_safe_all(a, [big, big], [2, 16]) == [True, False] == [
+        _kernel_verdict(a.reshape(-1, k), big) for k in (2, 16)]
     # exact mode mixed in: its own rule (no overflow, nothing non-finite), the others' verdicts kept
     exact = engine.transform_lean(_scaled(rng, (6, 25), 0, cfpu), EXACT)
     a = _scaled(rng, (3, 6, 10, 10), 0, cfpu)
-    assert engine.first_is_safe_all(a, [exact, weights[3], weights[0]]) == [
-        engine.first_is_safe(a, exact), engine.first_is_safe(a, weights[3]), engine.first_is_safe(a, weights[0])]
+    assert engine.first_is_safe_all(a, [exact, weights[3], weights[0]], [25, 25, 600]) == [
+        engine.first_is_safe(a, exact, 25), engine.first_is_safe(a, weights[3], 25),
+        engine.first_is_safe(a, weights[0], 600)]
     total = sum(outcomes.values())
-    assert same_as_w_rows == total
     assert all(outcomes.values()), outcomes      # every kind of verdict was exercised
-    print(f"one scan against two transformed operands: {total} pairs as one scan each {outcomes}; "
-          f"{same_as_w_rows} as with the layer's own rows")
+    print(f"lean verdicts from the magnitude range: {total} pairs as one scan each {outcomes}; "
+          f"the sum bound at two inner sizes")
 
 
-def test_scan_rows():
-    x = np.zeros((100, 6, 28, 28), np.float32)
-    assert engine._scan_rows(x).shape == (100 * 6, 784)
-    assert engine._scan_rows(np.zeros((32, 16, 10, 10), np.float32)).shape == (32, 1600)
-    assert engine._scan_rows(np.zeros((2, 5000), np.float32)).shape == (2, 5000)
-    assert engine._scan_rows(np.zeros((7,), np.float32)).shape == (1, 7)
-    assert engine._scan_rows(np.zeros((0, 16, 10, 10), np.float32)).shape == (0, 1600)
+def test_empty_batch_runs():
     layer = CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3, "b"))
     x = torch.zeros(0, 2, 5, 5, requires_grad=True)
     layer(x).sum().backward()
     assert x.grad.shape == x.shape and layer.routes["forward"] == "native"
-    print("scan rows: 5 shapes; an empty batch runs")
+    print("an empty batch runs on the native route")
 
 
 @pytest.mark.parametrize("nnpack", [True, False], ids=["nnpack-on", "nnpack-off"])

@@ -11,7 +11,7 @@ import torch
 from canna.sim import matmul as mm
 from canna.spec.array import ArrayGeometry
 from canna.spec.config import CFPUConfig
-from canna.torch import attach_counters, convert, engine
+from canna.torch import attach_counters, convert, engine, layers
 
 
 def _net(path, special=False):
@@ -69,7 +69,7 @@ def _step(net, x, g, hook):
     return out
 
 
-@pytest.mark.parametrize("case", ["nn", "subnormal-input", "dual", "mixed-levels"])
+@pytest.mark.parametrize("case", ["nn", "subnormal-input", "subnormal-error", "dual", "mixed-levels"])
 def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
     """With nothing counted or hooked a CFPULinear takes its lean branch (the kernel's
     transform, the lean scan, the same GEMMs); with a hook it takes the general cpu path, whose
@@ -86,19 +86,115 @@ def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
     if case == "subnormal-input":
         x[4, 7] = 1e-40          # layer 1's forward scan declines: the general path for it
     grad_out = torch.randn(9, 12, generator=g) * 0.1
-    lean_calls = []
-    real = engine.transform_lean
-    monkeypatch.setattr(engine, "transform_lean", lambda *a: lean_calls.append(1) or real(*a))
+    if case == "subnormal-error":
+        grad_out[3, 2] = 1e-40   # layer 2's backward verdicts decline: the general path per phase
+    lean_calls = []      # per lean forward: whether it served
+    real = engine.lean_linear_forward
+
+    def spy(*a):
+        r = real(*a)
+        lean_calls.append(r is not None)
+        return r
+    monkeypatch.setattr(engine, "lean_linear_forward", spy)
+    general_phases = []
+    real_phase = layers._phase
+    monkeypatch.setattr(layers, "_phase", lambda l, r, p, phase, *a, **k: general_phases.append(phase)
+                        or real_phase(l, r, p, phase, *a, **k))
     lean = _step(net, x, grad_out, None)
     monkeypatch.undo()
     general = _step(net, x, grad_out, lambda *a: None)
     for a, b in zip(lean, general):
         assert torch.equal(a, b)
-    # per layer its weight and (gradient phase) its input; layer 1 declined after its weight
-    expected = {"nn": 2 + 2, "subnormal-input": 1 + 2, "dual": 0, "mixed-levels": 2 + 2}[case]
-    assert len(lean_calls) == expected, (case, len(lean_calls))
-    print(f"{case}: {len(lean_calls)} lean transforms; outputs and gradients bit-equal to the "
+    # per layer one lean forward; layer 1's verdict declines on the subnormal input; dual has none
+    expected = {"dual": [], "subnormal-input": [False, True]}.get(case, [True, True])
+    assert lean_calls == expected, (case, lean_calls)
+    want = {"nn": [], "mixed-levels": [], "subnormal-input": ["forward", "gradient", "backward"],
+            "subnormal-error": ["gradient", "backward"]}.get(case, general_phases)
+    assert general_phases == want, (case, general_phases)
+    print(f"{case}: {sum(lean_calls)} of {len(lean_calls)} lean forwards served, general path for {general_phases or 'none'}; outputs and gradients bit-equal to the "
           f"general cpu path")
+
+
+def test_lean_forward_transforms_the_input_only_for_a_gradient(monkeypatch):
+    """The lean forward transforms the input for the weight gradient only where one will be
+    computed: not under no_grad, not for a frozen weight."""
+    torch.manual_seed(7)
+    net = convert(torch.nn.Sequential(torch.nn.Linear(24, 20), torch.nn.ReLU6(), torch.nn.Linear(20, 12)),
+                  CFPUConfig.approx(3))
+    x = torch.rand(5, 24)
+    seen = []
+    real = engine.lean_linear_forward
+
+    def spy(x, w, bits, with_x):
+        r = real(x, w, bits, with_x)
+        seen.append((tuple(w.shape), with_x, r is not None and r[1] is not None))
+        return r
+    monkeypatch.setattr(engine, "lean_linear_forward", spy)
+    with torch.no_grad():
+        y = net(x)
+    assert seen == [((20, 24), False, False), ((12, 20), False, False)]
+    seen.clear()
+    net[0].weight.requires_grad_(False)
+    net(x).sum().backward()
+    assert seen == [((20, 24), False, False), ((12, 20), True, True)] and net[0].weight.grad is None
+    monkeypatch.undo()
+    assert torch.equal(y, net(x).detach())
+    print("lean forward: weights only under no_grad; the input of a frozen layer not transformed")
+
+
+def _scan_verdict(a: np.ndarray, prep) -> bool:
+    """matmul_fast's lean-path scan of ``a`` against the prepared ``prep`` (its verdict)."""
+    if prep.quick is None:
+        return False
+    return mm._Kernels.get().scan_first_quick(np.ascontiguousarray(a), np.zeros(a.shape[1], np.uint32),
+                                              *prep.quick) >= 0
+
+
+def test_lean_linear_entries_are_prepare_and_the_scans(cfpu):
+    """The lean branch's two C entries against prepare() and the lean scan, on operands from
+    NN-like through the exponent range's edges to specials: served exactly where prepare's lean
+    path serves both transforms and the scan passes, with prepare's M(W) and M(x) bits and
+    ranges; the backward verdicts are the scans of the error (as delta.T and as delta)."""
+    rng = np.random.default_rng(41)
+    lib = mm._Kernels.get()
+    outcomes = {"served": 0, "declined": 0, "w ok": 0, "x ok": 0}
+    scales = (-120, -100, -60, 0, 60, 100, 120)
+    for i in range(300):
+        m, k, n = (int(v) for v in rng.integers(1, 12, 3))
+        tw, tx = (int(v) for v in rng.integers(0, 8, 2))
+        x, w, g = (cfpu.special(rng, shape) if rng.random() < 0.15 else
+                   (cfpu.draw(rng, shape, "nn") * np.float32(2.0 ** rng.choice(scales))).astype(np.float32)
+                   for shape in ((m, k), (n, k), (m, n)))
+        with_x = bool(i % 3)
+        mw, mx = np.empty_like(w), np.empty_like(x) if with_x else None
+        ranges = lib.lean_linear_forward(x, w, tw, tx, mw, mx)
+        pw, px = mm.prepare(w.T, CFPUConfig.approx(tw)), mm.prepare(x, CFPUConfig.approx(tx))
+        want = (pw.quick is not None and (not with_x or px.quick is not None) and _scan_verdict(x, pw))
+        assert (ranges is not None) == want, i
+        outcomes["served" if want else "declined"] += 1
+        if ranges is None:
+            continue
+        assert np.array_equal(mw.view(np.uint32), pw.checked.T.view(np.uint32))
+        assert ranges[:3] == tuple(pw.quick[1:])
+        if with_x:
+            assert np.array_equal(mx.view(np.uint32), px.checked.view(np.uint32))
+            assert ranges[3:] == tuple(px.quick[1:])
+        ok_w, ok_x = lib.lean_linear_backward(g, ranges, with_x, True)
+        assert ok_w == (with_x and _scan_verdict(g.T, px)) and ok_x == _scan_verdict(g, mm.prepare(w, CFPUConfig.approx(tw)))
+        outcomes["w ok"] += ok_w
+        outcomes["x ok"] += ok_x
+    assert all(outcomes.values()), outcomes
+    # what the entries do not serve: None or (False, False), never an error
+    x, w = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
+    for a, b in ((x.astype(np.float64), w), (x, w[:, :3]), (np.asfortranarray(x), w), (x[None], w), (x, w.T)):
+        assert lib.lean_linear_forward(a, b, 3, 3, np.empty(b.size, np.float32), None) is None
+    assert lib.lean_linear_backward(x.T, (0, 0, 0, 0, 0, 0), True, True) == (False, False)
+    with pytest.raises(ValueError, match="mw"):
+        lib.lean_linear_forward(x, w, 3, 3, np.empty(3, np.float32), None)
+    with pytest.raises(ValueError, match="tuning bits"):
+        lib.lean_linear_forward(x, w, 23, 3, np.empty_like(w), None)
+    print(f"lean linear entries: 300 operand triples as prepare() and the lean scans {outcomes}; "
+          f"5 unserved layouts, 2 bad calls refused")
 
 
 def test_bad_input_still_gets_the_engine_errors():
