@@ -364,16 +364,17 @@ static PyObject *lean_verdict(PyObject *self, PyObject *args)
     return PyBool_FromLong(canna_lean_verdict((uint32_t)mag_min1, (uint32_t)mag_max, k, q_lo, q_hi, b_e_max));
 }
 
-/* A float32 matrix for the lean linear entries: C-contiguous, 2-D, format "f". Returns 1 with
- * the buffer held, or 0 (nothing held, no exception): the caller's general path serves it. */
-static int take_matrix(PyObject *obj, Buf *b)
+/* A float32 operand for the lean entries: C-contiguous, format "f" and, where `matrix`, 2-D.
+ * Returns 1 with the buffer held, or 0 (nothing held, no exception): the caller's general path
+ * serves it. */
+static int take_operand(PyObject *obj, Buf *b, int matrix)
 {
     b->held = PyObject_GetBuffer(obj, &b->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) == 0;
     if (!b->held) {
         PyErr_Clear();
         return 0;
     }
-    if (b->view.ndim != 2 || b->view.itemsize != 4 || b->view.format == NULL
+    if ((matrix && b->view.ndim != 2) || b->view.itemsize != 4 || b->view.format == NULL
         || strcmp(b->view.format, "f") != 0) {
         release(b, 1);
         b->held = 0;
@@ -382,29 +383,39 @@ static int take_matrix(PyObject *obj, Buf *b)
     return 1;
 }
 
-/* lean_linear_forward(x, w, t_w, t_x, mw, mx) -> (w's pow2_lo, pow2_hi, e_max, x's pow2_lo,
- * pow2_hi, e_max), or None: the lean branch of canna.torch's CFPULinear forward, x @ w.T with w
- * checked, in one call (inside a training step the Python around each kernel call cost more
- * than the kernels: docs/performance.md). Transforms w (t_w) into mw and, where mx is not None,
- * x (t_x, for the weight gradient, while x is in cache) into mx; the forward verdict from x's
- * magnitude range. None where x and w are not C-contiguous float32 matrices with one inner
- * size, where a transform declines or where the verdict does: the caller's general path then
- * serves (and reports) it. x's ranges are (1000, -1000, 0) without mx. */
-static PyObject *lean_linear_forward(PyObject *self, PyObject *args)
+/* lean_forward(x, w, k, t_w, t_x, mw, mx) -> (w's pow2_lo, pow2_hi, e_max, x's pow2_lo,
+ * pow2_hi, e_max), or None: the lean forward of canna.torch's layers, the matmul x @ M(w) of
+ * inner size k with w checked (a linear layer's x @ w.T; a convolution's im2col matmul), in one
+ * call (inside a training step the Python around each kernel call cost more than the kernels:
+ * docs/performance.md). Transforms w (t_w) into mw and, where mx is not None, x (t_x, for the
+ * weight gradient, while x is in cache) into mx; the forward verdict from x's magnitude range.
+ * k = -1: x and w are matrices with one inner size, k. None where x or w is not a C-contiguous
+ * float32 operand (for k = -1, such matrices), where a transform declines or where the verdict
+ * does: the caller's general path then serves (and reports) it. x's ranges are (1000, -1000, 0)
+ * without mx. */
+static PyObject *lean_forward(PyObject *self, PyObject *args)
 {
     PyObject *xo, *wo, *mwo, *mxo;
+    long long k;
     int t_w, t_x;
-    if (!PyArg_ParseTuple(args, "OOiiOO:lean_linear_forward", &xo, &wo, &t_w, &t_x, &mwo, &mxo)
+    if (!PyArg_ParseTuple(args, "OOLiiOO:lean_forward", &xo, &wo, &k, &t_w, &t_x, &mwo, &mxo)
         || check_shape(0, 0, t_w) < 0 || check_shape(0, 0, t_x) < 0)
         return NULL;
     Buf b[4];
-    if (!take_matrix(xo, &b[0]))
+    const int matrices = k == -1;
+    if (!take_operand(xo, &b[0], matrices))
         Py_RETURN_NONE;
-    if (!take_matrix(wo, &b[1]) || b[1].view.shape[1] != b[0].view.shape[1]) {
+    if (!take_operand(wo, &b[1], matrices) || (matrices && b[1].view.shape[1] != b[0].view.shape[1])) {
         release(b, 2);
         Py_RETURN_NONE;
     }
+    if (matrices)
+        k = b[0].view.shape[1];
     int n = 2, ok = 1;
+    if (k < 0) {
+        PyErr_SetString(PyExc_ValueError, "lean_forward: k < -1");
+        ok = 0;
+    }
     ok = ok && take(mwo, &b[n++], "mw", 4, b[1].view.len, 1, 0) == 0;
     ok = ok && take(mxo, &b[n++], "mx", 4, b[0].view.len, 1, 1) == 0;
     for (int i = 0; ok && i < 2; i++)
@@ -413,7 +424,6 @@ static PyObject *lean_linear_forward(PyObject *self, PyObject *args)
     int64_t ow[5], ox[5] = {1000, -1000, 0, 0, 0};
     int served = 0;
     if (ok) {
-        const int64_t k = b[0].view.shape[1];
         Py_BEGIN_ALLOW_THREADS
         served = canna_transform_lean(DATA(b[1], uint32_t), b[1].view.len / 4, t_w, DATA(b[2], uint32_t), ow, 0);
         if (served && b[3].held) {
@@ -437,27 +447,37 @@ static PyObject *lean_linear_forward(PyObject *self, PyObject *args)
                          (long long)ox[0], (long long)ox[1], (long long)ox[2]);
 }
 
-/* lean_linear_backward(g, ranges, want_w, want_x) -> (gradient served, backward error served):
- * the verdicts of the lean branch's backward phases, g.T @ M(x) (inner size: g's rows) and
- * g @ M(w) (inner size: g's columns), from one pass over the error g (its magnitude range);
- * ranges: lean_linear_forward's. (False, False) where g is not a C-contiguous float32 matrix. */
-static PyObject *lean_linear_backward(PyObject *self, PyObject *args)
+/* lean_backward(g, ranges, k_w, k_x, want_w, want_x) -> (gradient served, backward error
+ * served): the verdicts of the lean backward phases, the weight gradient against M(x) (inner
+ * size k_w) and the backward error against M(w) (inner size k_x), from one pass over the error
+ * g (its magnitude range); ranges: lean_forward's. k_w = k_x = -1: g is a matrix, the linear
+ * layer's g.T @ M(x) and g @ M(w) (inner sizes: its rows, its columns). (False, False) where g
+ * is not a C-contiguous float32 operand (matrix). */
+static PyObject *lean_backward(PyObject *self, PyObject *args)
 {
     PyObject *go;
-    long long r[6];
+    long long r[6], k_w, k_x;
     int want_w, want_x;
-    if (!PyArg_ParseTuple(args, "O(LLLLLL)pp:lean_linear_backward", &go, &r[0], &r[1], &r[2], &r[3],
-                          &r[4], &r[5], &want_w, &want_x))
+    if (!PyArg_ParseTuple(args, "O(LLLLLL)LLpp:lean_backward", &go, &r[0], &r[1], &r[2], &r[3],
+                          &r[4], &r[5], &k_w, &k_x, &want_w, &want_x))
         return NULL;
+    const int matrix = k_w == -1 && k_x == -1;
+    if (!matrix && (k_w < 0 || k_x < 0)) {
+        PyErr_SetString(PyExc_ValueError, "lean_backward: k_w and k_x both -1 or both >= 0");
+        return NULL;
+    }
     Buf b[1];
     int ok_w = 0, ok_x = 0;
-    if (take_matrix(go, &b[0])) {
-        const int64_t rows = b[0].view.shape[0], cols = b[0].view.shape[1];
+    if (take_operand(go, &b[0], matrix)) {
+        if (matrix) {
+            k_w = b[0].view.shape[0];
+            k_x = b[0].view.shape[1];
+        }
         Py_BEGIN_ALLOW_THREADS
         uint32_t lo, hi;
         canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);
-        ok_w = want_w && canna_lean_verdict(lo, hi, rows, (int32_t)r[3], (int32_t)r[4], (int32_t)r[5]);
-        ok_x = want_x && canna_lean_verdict(lo, hi, cols, (int32_t)r[0], (int32_t)r[1], (int32_t)r[2]);
+        ok_w = want_w && canna_lean_verdict(lo, hi, k_w, (int32_t)r[3], (int32_t)r[4], (int32_t)r[5]);
+        ok_x = want_x && canna_lean_verdict(lo, hi, k_x, (int32_t)r[0], (int32_t)r[1], (int32_t)r[2]);
         Py_END_ALLOW_THREADS
         release(b, 1);
     }
@@ -482,11 +502,11 @@ static PyMethodDef methods[] = {
     {"transform_lean", transform_lean, METH_VARARGS,
      "transform_lean(w, t, mq) -> (pow2_lo, pow2_hi, e_max, mag_min1, mag_max), or None: policy b's "
      "transform of w into mq without counts (canna.torch's lean branch)"},
-    {"lean_linear_forward", lean_linear_forward, METH_VARARGS,
-     "lean_linear_forward(x, w, t_w, t_x, mw, mx) -> the ranges, or None: CFPULinear's lean forward "
-     "(transforms of w and, mx not None, of x; the forward verdict)"},
-    {"lean_linear_backward", lean_linear_backward, METH_VARARGS,
-     "lean_linear_backward(g, ranges, want_w, want_x) -> (gradient served, backward error served)"},
+    {"lean_forward", lean_forward, METH_VARARGS,
+     "lean_forward(x, w, k, t_w, t_x, mw, mx) -> the ranges, or None: canna.torch's lean forward "
+     "(transforms of w and, mx not None, of x; the forward verdict at inner size k, -1: matrices)"},
+    {"lean_backward", lean_backward, METH_VARARGS,
+     "lean_backward(g, ranges, k_w, k_x, want_w, want_x) -> (gradient served, backward error served)"},
     {"magnitude_range", magnitude_range, METH_VARARGS,
      "magnitude_range(x) -> (min(|x| - 1), max(|x|)) over the binary32 patterns of x"},
     {"lean_verdict", lean_verdict, METH_VARARGS,

@@ -50,7 +50,7 @@ class CFPUConv2d(nn.Conv2d, _CFPULayer):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             padding = (0, 0)
         self.routes.clear()      # (not a new dict: nn.Module's __setattr__ costs more)
-        return _CFPUConv.apply(x, self.weight, self.bias, self, tuple(padding))
+        return _CFPUConv.apply(x, self.weight, self.bias, self, tuple(padding), torch.is_grad_enabled())
 
     # Each phase takes the native route (one PyTorch convolution on the transformed checked
     # operand: every product the CFPU's, because a hit's operand is an exact power of two) when
@@ -92,15 +92,23 @@ class _CFPUConv(torch.autograd.Function):
     by the native backward when one runs)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, layer, padding):
+    def forward(ctx, x, weight, bias, layer, padding, grad_enabled):
         # saved before .contiguous(): a copy would hide an in-place change made before backward
         ctx.save_for_backward(x, weight)
         x, weight = x.detach().contiguous(), weight.detach().contiguous()
-        ctx.layer, ctx.padding, ctx.preps, ctx.patches = layer, padding, {}, None
+        ctx.layer, ctx.padding, ctx.preps, ctx.patches, ctx.lean = layer, padding, {}, None, None
         plan = layer.plan
         cfg = plan.forward
         # the step's decision, for the backward too (float32 only: the kernels read float32 bits)
         ctx.native_ok = layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
+        if ctx.native_ok and plan.lean_bits is not None and layer.counters is None:
+            # the lean route (as CFPULinear's): M(W), and M(x) for the weight gradient, in one call
+            ctx.lean = engine.lean_forward(x, weight, weight.numel() // weight.shape[0], plan.lean_bits,   # K = C kh kw
+                                           grad_enabled and ctx.needs_input_grad[1])
+            if ctx.lean is not None:
+                layer.routes["forward"] = "native"
+                with _NoNNPACK():                        # products as formed: no Winograd
+                    return F.conv2d(x, ctx.lean[0], bias, layer.stride, padding, layer.dilation)
         if ctx.native_ok and plan.checked_right("forward"):
             prep = _weight_prep(ctx, weight, cfg, layer)
             if engine.first_is_safe(x.numpy(), prep, weight[0].numel()):    # K = C kh kw
@@ -151,7 +159,7 @@ class _CFPUConv(torch.autograd.Function):
                 grad_x = _conv_backward(ctx, x, weight, grad)
             else:
                 nat_x[1]()
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def _convolution_backward(ctx, grad, x, weight, want_x: bool, want_w: bool, want_b: bool = False):
@@ -247,19 +255,30 @@ def _native_phases(ctx, x, weight, grad, want_w: bool, want_x: bool):
     layer, plan = ctx.layer, ctx.layer.plan
     if not (ctx.native_ok and engine.conv_precision_ieee()):    # (precision set since the forward?)
         return None, None
+    # inner sizes: the weight gradient sums over batch and positions, the backward error over
+    # the output channels and the kernel's positions
+    k_w, k_x = grad.numel() // grad.shape[1], weight.numel() // weight.shape[1]
+    if ctx.lean is not None:            # the lean route: nothing counted, M(W) and M(x) at hand
+        mw, mx, ranges = ctx.lean
+        ok_w, ok_x = engine.lean_verdicts(grad, ranges, k_w, k_x, want_w and mx is not None, want_x)
+        for phase, ok in (("gradient", ok_w), ("backward", ok_x)):
+            if ok:
+                layer.routes[phase] = "native"
+        return (mx, _no_book) if ok_w else None, (mw, _no_book) if ok_x else None
     prep_x = prep_w = None
     if want_w and not plan.checked_right("gradient"):
         prep_x = engine.transform_lean(x.numpy(), plan.gradient)
     if want_x and plan.checked_right("backward"):
         prep_w = _weight_prep(ctx, weight, plan.backward, layer)
-    # inner sizes: the weight gradient sums over batch and positions, the backward error over
-    # the output channels and the kernel's positions
-    wanted = [(p, k) for p, k in ((prep_x, grad[:, 0].numel()), (prep_w, weight[:, 0].numel()))
-              if p is not None]
+    wanted = [(p, k) for p, k in ((prep_x, k_w), (prep_w, k_x)) if p is not None]
     safe = iter(engine.first_is_safe_all(grad.numpy(), [p for p, _ in wanted], [k for _, k in wanted]))
     nat_w = _native_gradient(ctx, x, weight, grad, prep_x) if prep_x is not None and next(safe) else None
     nat_x = _native_backward(ctx, weight, grad, prep_w) if prep_w is not None and next(safe) else None
     return nat_w, nat_x
+
+
+def _no_book():
+    """Nothing to book: the lean route counts nothing."""
 
 
 def _native_gradient(ctx, x, weight, grad, prep):

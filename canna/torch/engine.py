@@ -112,28 +112,35 @@ def _matmul_cpu(a: torch.Tensor, b: torch.Tensor, config: CFPUConfig, prepared: 
     return MatmulResult(value, a_np.size * prep.shape[1], hits, None, nonzero)
 
 
-def lean_linear_forward(x: torch.Tensor, w: torch.Tensor, bits: tuple, with_x: bool):
-    """The lean branch of ``x @ w.T`` (``w`` checked, CPU tensors): ``(M(w), M(x) or None,
-    ranges)`` as tensors, ``M(x)`` (``with_x``: for the weight gradient) under ``bits[1]``
-    tuning bits, ``M(w)`` under ``bits[0]``; None where the lean path does not serve the forward
-    phase (sim/fastkernels_module.c ``lean_linear_forward``: layout, dtype, the transforms'
-    and the lean scan's verdicts)."""
+def lean_forward(x: torch.Tensor, w: torch.Tensor, k: int, bits: tuple, with_x: bool):
+    """The lean forward of the matmul ``x @ M(w)`` of inner size ``k`` (``w`` checked; ``k`` -1:
+    the matrices of ``x @ w.T``): ``(M(w), M(x) or None, ranges)`` as
+    tensors of their operands' shapes, ``M(w)`` under ``bits[0]`` tuning bits, ``M(x)``
+    (``with_x``: for the weight gradient) under ``bits[1]``; None where the lean path does not
+    serve the forward phase (tensors not on the CPU; sim/fastkernels_module.c ``lean_forward``:
+    layout, dtype, the transforms' and the lean scan's verdicts)."""
     lib = _lib()
     if lib is None:
         return None
-    xn, wn = x.detach().numpy(), w.detach().numpy()
+    try:
+        xn, wn = x.detach().numpy(), w.detach().numpy()
+    except TypeError:        # not on the CPU (or not a plain tensor): the general path's
+        return None
     mw = np.empty(wn.shape, np.float32)
     mx = np.empty(xn.shape, np.float32) if with_x else None
-    ranges = lib.lean_linear_forward(xn, wn, bits[0], bits[1], mw, mx)
+    ranges = lib.lean_forward(xn, wn, k, bits[0], bits[1], mw, mx)
     if ranges is None:
         return None
     return torch.from_numpy(mw), None if mx is None else torch.from_numpy(mx), ranges
 
 
-def lean_linear_verdicts(grad: torch.Tensor, ranges: tuple, want_w: bool, want_x: bool) -> tuple:
-    """Whether the lean path serves the weight gradient ``grad.T @ M(x)`` and the backward error
-    ``grad @ M(w)`` (:func:`lean_linear_forward`'s ``ranges``), from one pass over ``grad``."""
-    return _lib().lean_linear_backward(grad.detach().numpy(), ranges, want_w, want_x)
+def lean_verdicts(grad: torch.Tensor, ranges: tuple, k_w: int, k_x: int, want_w: bool,
+                  want_x: bool) -> tuple:
+    """Whether the lean path serves the weight gradient (against ``M(x)``, inner size ``k_w``)
+    and the backward error (against ``M(w)``, inner size ``k_x``) of :func:`lean_forward`'s
+    ``ranges``, from one pass over ``grad`` (``k_w = k_x = -1``: the matrix ``grad`` of a linear
+    layer, ``grad.T @ M(x)`` and ``grad @ M(w)``)."""
+    return _lib().lean_backward(grad.detach().numpy(), ranges, k_w, k_x, want_w, want_x)
 
 
 def float32_gemm_now() -> bool:
@@ -145,15 +152,26 @@ def float32_gemm_now() -> bool:
 def _float32_gemm() -> bool:
     """Whether PyTorch's CPU GEMMs keep float32 operands (no bfloat16 or TF32 rounding asked for
     by ``set_float32_matmul_precision`` or oneDNN's ``fp32_precision``)."""
-    mkldnn = getattr(torch.backends.mkldnn, "matmul", None)
-    return getattr(mkldnn, "fp32_precision", "none") in ("none", "ieee") and _precision_highest()
+    return _onednn_precision("matmul") in ("none", "ieee") and _precision_highest()
+
+
+# The getters behind torch.backends.mkldnn.<op>.fp32_precision and
+# torch.get_float32_matmul_precision(), called directly: the public wrappers cost ten times as
+# much, and a layer asks on every call. (None: a PyTorch without the newer precision settings.)
+_FP32_PRECISION = getattr(torch._C, "_get_fp32_precision_getter", None)
+
+
+def _onednn_precision(op: str) -> str:
+    """oneDNN's ``fp32_precision`` for ``op`` ("matmul", "conv"); "none" (the default: IEEE)
+    where this PyTorch has no such setting."""
+    return "none" if _FP32_PRECISION is None else _FP32_PRECISION("mkldnn", op)
 
 
 def _precision_highest() -> bool:
     """``torch.get_float32_matmul_precision() == "highest"``; False where that getter refuses to
     answer (it does once PyTorch's newer ``fp32_precision`` settings were changed)."""
     try:
-        return torch.get_float32_matmul_precision() == "highest"
+        return torch._C._get_float32_matmul_precision() == "highest"
     except RuntimeError:
         return False
 
@@ -284,8 +302,7 @@ def native_conv_available(x: torch.Tensor) -> bool:
 def conv_precision_ieee() -> bool:
     """Whether oneDNN's float32 convolutions keep float32 operands (``fp32_precision`` at its
     IEEE default, no bfloat16 or TF32 rounding)."""
-    conv = getattr(torch.backends.mkldnn, "conv", None)
-    return (getattr(conv, "fp32_precision", "none") if conv is not None else "none") in ("none", "ieee")
+    return _onednn_precision("conv") in ("none", "ieee")
 
 
 def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = False,

@@ -11,7 +11,7 @@ from torch import nn
 
 from canna.sim import matmul as mm
 from canna.spec.config import EXACT, CFPUConfig
-from canna.torch import CFPUConv2d, conv, engine
+from canna.torch import CFPUConv2d, attach_counters, conv, engine
 
 CONFIGS = [EXACT, CFPUConfig.approx(0, "b"), CFPUConfig.approx(3, "b"), CFPUConfig.approx(4, "dual")]
 
@@ -109,6 +109,70 @@ def test_verdicts_from_the_magnitude_range_are_the_scans(cfpu):
     assert all(outcomes.values()), outcomes      # every kind of verdict was exercised
     print(f"lean verdicts from the magnitude range: {total} pairs as one scan each {outcomes}; "
           f"the sum bound at two inner sizes")
+
+
+SHAPES = {"lenet": dict(in_channels=3, out_channels=4, kernel_size=5, padding=2),
+          "strided": dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, padding=1),
+          "dilated": dict(in_channels=2, out_channels=3, kernel_size=(3, 2), dilation=(2, 1), padding=(2, 0))}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("config", [CFPUConfig.approx(0, "b"), CFPUConfig.approx(3, "b")], ids=lambda c: c.describe())
+def test_lean_route_is_the_counted_native_route_bit_for_bit(cfpu, shape, config, monkeypatch):
+    """Uncounted, a CFPUConv2d takes the lean route (M(W) and M(x) from one C call in the
+    forward, the backward verdicts from one pass over the error); counted, the native route
+    with prepare()'s counts, which tests/torch/test_conv_native.py checks product by product.
+    Both give the same routes, outputs and gradients bit for bit, specials included."""
+    rng = np.random.default_rng(33)
+    kw = SHAPES[shape]
+    served, runs = [], 0
+    real = engine.lean_forward
+    monkeypatch.setattr(engine, "lean_forward", lambda *a: served.append(real(*a) is not None) or real(*a))
+    for data_w, data_x, data_g in (("nn", "nn", "nn"), ("nn", "special", "nn"), ("special", "nn", "nn"),
+                                   ("nn", "nn", "special"), ("nn", "edge", "nn")):
+        torch.manual_seed(int(rng.integers(1 << 30)))
+        lean, counted = (CFPUConv2d(**kw, config=config) for _ in range(2))
+        w = cfpu.special(rng, lean.weight.shape) if data_w == "special" else lean.weight.detach().numpy()
+        for layer in (lean, counted):
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(w))
+                layer.bias.copy_(lean.bias)
+        attach_counters(counted)
+        x = (cfpu.special(rng, (3, kw["in_channels"], 9, 8)) if data_x == "special" else
+             _scaled(rng, (3, kw["in_channels"], 9, 8), 126 if data_x == "edge" else 0, cfpu))
+        g_shape = (3, kw["out_channels"], *torch.nn.Conv2d.forward(lean, torch.from_numpy(x)).shape[2:])
+        g = cfpu.special(rng, g_shape) if data_g == "special" else _scaled(rng, g_shape, -4, cfpu)
+        outs = []
+        for layer in (lean, counted):
+            xx = torch.from_numpy(x).requires_grad_()
+            y = layer(xx)
+            y.backward(torch.from_numpy(g))
+            outs.append((y.detach(), xx.grad, layer.weight.grad, layer.bias.grad))
+        assert lean.routes == counted.routes, (data_w, data_x, data_g)
+        for a, b in zip(*outs):
+            assert np.array_equal(a.numpy().view(np.uint32), b.numpy().view(np.uint32)), (data_w, data_x, data_g)
+        runs += 1
+    assert served[0] and not all(served), served       # served on NN-like operands, not on specials
+    print(f"lean conv route {shape} {config.describe()}: {runs} steps bit-equal to the counted native "
+          f"route ({sum(served)} of {len(served)} lean forwards served)")
+
+
+def test_lean_conv_forward_transforms_the_input_only_for_a_gradient(monkeypatch):
+    seen = []
+    real = engine.lean_forward
+
+    def spy(x, w, k, bits, with_x):
+        seen.append((k, with_x))
+        return real(x, w, k, bits, with_x)
+    monkeypatch.setattr(engine, "lean_forward", spy)
+    layer = CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3, "b"))
+    x = torch.rand(2, 2, 6, 6)
+    with torch.no_grad():
+        layer(x)
+    layer.weight.requires_grad_(False)
+    layer(x.requires_grad_()).sum().backward()
+    assert seen == [(18, False), (18, False)] and layer.weight.grad is None and x.grad is not None
+    print("lean conv forward: K = C kh kw = 18; no input transform under no_grad or for a frozen weight")
 
 
 def test_empty_batch_runs():

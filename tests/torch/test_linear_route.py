@@ -89,13 +89,13 @@ def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
     if case == "subnormal-error":
         grad_out[3, 2] = 1e-40   # layer 2's backward verdicts decline: the general path per phase
     lean_calls = []      # per lean forward: whether it served
-    real = engine.lean_linear_forward
+    real = engine.lean_forward
 
     def spy(*a):
         r = real(*a)
         lean_calls.append(r is not None)
         return r
-    monkeypatch.setattr(engine, "lean_linear_forward", spy)
+    monkeypatch.setattr(engine, "lean_forward", spy)
     general_phases = []
     real_phase = layers._phase
     monkeypatch.setattr(layers, "_phase", lambda l, r, p, phase, *a, **k: general_phases.append(phase)
@@ -123,13 +123,13 @@ def test_lean_forward_transforms_the_input_only_for_a_gradient(monkeypatch):
                   CFPUConfig.approx(3))
     x = torch.rand(5, 24)
     seen = []
-    real = engine.lean_linear_forward
+    real = engine.lean_forward
 
-    def spy(x, w, bits, with_x):
-        r = real(x, w, bits, with_x)
+    def spy(x, w, k, bits, with_x):
+        r = real(x, w, k, bits, with_x)
         seen.append((tuple(w.shape), with_x, r is not None and r[1] is not None))
         return r
-    monkeypatch.setattr(engine, "lean_linear_forward", spy)
+    monkeypatch.setattr(engine, "lean_forward", spy)
     with torch.no_grad():
         y = net(x)
     assert seen == [((20, 24), False, False), ((12, 20), False, False)]
@@ -150,11 +150,12 @@ def _scan_verdict(a: np.ndarray, prep) -> bool:
                                               *prep.quick) >= 0
 
 
-def test_lean_linear_entries_are_prepare_and_the_scans(cfpu):
-    """The lean branch's two C entries against prepare() and the lean scan, on operands from
-    NN-like through the exponent range's edges to specials: served exactly where prepare's lean
-    path serves both transforms and the scan passes, with prepare's M(W) and M(x) bits and
-    ranges; the backward verdicts are the scans of the error (as delta.T and as delta)."""
+def test_lean_entries_are_prepare_and_the_scans(cfpu):
+    """The lean routes' two C entries against prepare() and the lean scan, on operands from
+    NN-like through the exponent range's edges to specials, with the inner sizes read from the
+    matrices (k = -1) or given: served exactly where prepare's lean path serves both transforms
+    and the scan passes, with prepare's M(W) and M(x) bits and ranges; the backward verdicts
+    are the scans of the error (as delta.T and as delta)."""
     rng = np.random.default_rng(41)
     lib = mm._Kernels.get()
     outcomes = {"served": 0, "declined": 0, "w ok": 0, "x ok": 0}
@@ -167,7 +168,7 @@ def test_lean_linear_entries_are_prepare_and_the_scans(cfpu):
                    for shape in ((m, k), (n, k), (m, n)))
         with_x = bool(i % 3)
         mw, mx = np.empty_like(w), np.empty_like(x) if with_x else None
-        ranges = lib.lean_linear_forward(x, w, tw, tx, mw, mx)
+        ranges = lib.lean_forward(x, w, -1 if i % 2 else k, tw, tx, mw, mx)
         pw, px = mm.prepare(w.T, CFPUConfig.approx(tw)), mm.prepare(x, CFPUConfig.approx(tx))
         want = (pw.quick is not None and (not with_x or px.quick is not None) and _scan_verdict(x, pw))
         assert (ranges is not None) == want, i
@@ -179,7 +180,7 @@ def test_lean_linear_entries_are_prepare_and_the_scans(cfpu):
         if with_x:
             assert np.array_equal(mx.view(np.uint32), px.checked.view(np.uint32))
             assert ranges[3:] == tuple(px.quick[1:])
-        ok_w, ok_x = lib.lean_linear_backward(g, ranges, with_x, True)
+        ok_w, ok_x = lib.lean_backward(g, ranges, *((-1, -1) if i % 2 else (m, n)), with_x, True)
         assert ok_w == (with_x and _scan_verdict(g.T, px)) and ok_x == _scan_verdict(g, mm.prepare(w, CFPUConfig.approx(tw)))
         outcomes["w ok"] += ok_w
         outcomes["x ok"] += ok_x
@@ -187,14 +188,17 @@ def test_lean_linear_entries_are_prepare_and_the_scans(cfpu):
     # what the entries do not serve: None or (False, False), never an error
     x, w = np.ones((3, 4), np.float32), np.ones((5, 4), np.float32)
     for a, b in ((x.astype(np.float64), w), (x, w[:, :3]), (np.asfortranarray(x), w), (x[None], w), (x, w.T)):
-        assert lib.lean_linear_forward(a, b, 3, 3, np.empty(b.size, np.float32), None) is None
-    assert lib.lean_linear_backward(x.T, (0, 0, 0, 0, 0, 0), True, True) == (False, False)
-    with pytest.raises(ValueError, match="mw"):
-        lib.lean_linear_forward(x, w, 3, 3, np.empty(3, np.float32), None)
-    with pytest.raises(ValueError, match="tuning bits"):
-        lib.lean_linear_forward(x, w, 23, 3, np.empty_like(w), None)
-    print(f"lean linear entries: 300 operand triples as prepare() and the lean scans {outcomes}; "
-          f"5 unserved layouts, 2 bad calls refused")
+        assert lib.lean_forward(a, b, -1, 3, 3, np.empty(b.size, np.float32), None) is None
+    assert lib.lean_forward(x.astype(np.float64), w, 4, 3, 3, np.empty_like(w), None) is None
+    assert lib.lean_backward(x.T, (0, 0, 0, 0, 0, 0), -1, -1, True, True) == (False, False)
+    for call, message in ((lambda: lib.lean_forward(x, w, -1, 3, 3, np.empty(3, np.float32), None), "mw"),
+                          (lambda: lib.lean_forward(x, w, -1, 23, 3, np.empty_like(w), None), "tuning bits"),
+                          (lambda: lib.lean_forward(x, w, -2, 3, 3, np.empty_like(w), None), "k < -1"),
+                          (lambda: lib.lean_backward(x, (0,) * 6, -1, 4, True, True), "both -1")):
+        with pytest.raises(ValueError, match=message):
+            call()
+    print(f"lean entries: 300 operand triples as prepare() and the lean scans {outcomes}; "
+          f"6 unserved operands, 4 bad calls refused")
 
 
 def test_bad_input_still_gets_the_engine_errors():
