@@ -144,18 +144,17 @@ class _CFPULinearFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        x, weight = ctx.saved_tensors     # (always: it raises if either changed in place since)
         want_x, want_w, want_bias = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_bias = None
         if ctx.lean is not None:
             grad = grad.contiguous()
             grad_w, grad_x = _lean_backward(ctx, grad, want_w, want_x)
-        if (want_w and grad_w is None) or (want_x and grad_x is None):
-            x, weight = ctx.saved_tensors
-            plan, path, hook = ctx.plan, ctx.path, ctx.hook
-            if want_w and grad_w is None:        # the NumPy driver's order: gradient first
-                grad_w = _phase(x.t(), grad, plan, "gradient", path, hook).t()
-            if want_x and grad_x is None:
-                grad_x = _phase(grad, weight, plan, "backward", path, hook, ctx.prep)
+        plan, path, hook = ctx.plan, ctx.path, ctx.hook
+        if want_w and grad_w is None:        # the NumPy driver's order: gradient first
+            grad_w = _phase(x.t(), grad, plan, "gradient", path, hook).t()
+        if want_x and grad_x is None:
+            grad_x = _phase(grad, weight, plan, "backward", path, hook, ctx.prep)
         if want_bias:
             grad_bias = grad.sum(0)
         return grad_x, grad_w, grad_bias, None, None, None, None

@@ -201,6 +201,22 @@ def test_lean_entries_are_prepare_and_the_scans(cfpu):
           f"6 unserved operands, 4 bad calls refused")
 
 
+@pytest.mark.parametrize("changed", ["input", "weight"])
+def test_in_place_change_before_backward_is_refused(changed):
+    """As nn.Linear: an operand changed in place between forward and backward is an error,
+    though the lean branch transformed both in the forward."""
+    torch.manual_seed(8)
+    layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
+    x = torch.rand(3, 6).requires_grad_()
+    h = x * 1.0
+    y = layer(h)
+    with torch.no_grad():
+        (h if changed == "input" else layer.weight).add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    print(f"{changed} changed in place before backward: RuntimeError, as nn.Linear")
+
+
 def test_bad_input_still_gets_the_engine_errors():
     """What the lean branch does not serve goes the general way, which reports it in one line."""
     from canna.torch import cfpu_matmul
