@@ -405,11 +405,6 @@ def lean_verdict(mag: tuple, k: int, quick: QuickScan) -> bool:
     return _lib().lean_verdict(mag[0], mag[1], k, quick.pow2_lo, quick.pow2_hi, quick.e_max)
 
 
-def lean_safe(a: np.ndarray, quick: QuickScan) -> bool:
-    """:func:`lean_verdict` of the matrix ``a`` (inner size ``a.shape[1]``)."""
-    return lean_verdict(magnitude_range(a), a.shape[1], quick)
-
-
 def _has_non_finite(bits: np.ndarray) -> bool:
     return bool(((bits & 0x7F800000) == 0x7F800000).any())
 
