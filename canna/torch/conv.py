@@ -14,6 +14,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch import nn
 
 from canna.sim.matmul import count_nonzero_finite
@@ -103,7 +104,7 @@ class _CFPUConv(torch.autograd.Function):
         ctx.native_ok = layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
         if ctx.native_ok and plan.lean_bits is not None and layer.counters is None:
             # the lean route (as CFPULinear's): M(W), and M(x) for the weight gradient, in one call
-            ctx.lean = engine.lean_forward(x, weight, weight.numel() // weight.shape[0], plan.lean_bits,   # K = C kh kw
+            ctx.lean = engine.lean_forward(x, weight, math.prod(weight.shape[1:]), plan.lean_bits,   # K = C kh kw
                                            grad_enabled and ctx.needs_input_grad[1])
             if ctx.lean is not None:
                 layer.routes["forward"] = "native"
@@ -136,9 +137,10 @@ class _CFPUConv(torch.autograd.Function):
         return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
     @staticmethod
+    @once_differentiable          # the CFPU's backward has no derivative of its own
     def backward(ctx, grad):
         x, weight = (t.detach().contiguous() for t in ctx.saved_tensors)
-        grad = grad.contiguous()
+        grad = grad.detach().contiguous()
         want_x, want_w, want_b = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_b = None
         nat_w, nat_x = _native_phases(ctx, x, weight, grad, want_w, want_x)
@@ -257,8 +259,9 @@ def _native_phases(ctx, x, weight, grad, want_w: bool, want_x: bool):
         return None, None
     # inner sizes: the weight gradient sums over batch and positions, the backward error over
     # the output channels and the kernel's positions
-    k_w, k_x = grad.numel() // grad.shape[1], weight.numel() // weight.shape[1]
-    if ctx.lean is not None:            # the lean route: nothing counted, M(W) and M(x) at hand
+    k_w = grad.shape[0] * math.prod(grad.shape[2:])
+    k_x = weight.shape[0] * math.prod(weight.shape[2:])
+    if ctx.lean is not None and layer.counters is None:   # the lean route: M(W) and M(x) at hand
         mw, mx, ranges = ctx.lean
         ok_w, ok_x = engine.lean_verdicts(grad, ranges, k_w, k_x, want_w and mx is not None, want_x)
         for phase, ok in (("gradient", ok_w), ("backward", ok_x)):

@@ -124,7 +124,7 @@ def lean_forward(x: torch.Tensor, w: torch.Tensor, k: int, bits: tuple, with_x: 
         return None
     try:
         xn, wn = x.detach().numpy(), w.detach().numpy()
-    except TypeError:        # not on the CPU (or not a plain tensor): the general path's
+    except (TypeError, RuntimeError):    # not on the CPU, not a plain tensor: the general path's
         return None
     mw = np.empty(wn.shape, np.float32)
     mx = np.empty(xn.shape, np.float32) if with_x else None

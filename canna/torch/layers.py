@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from canna.nn.backends import OPERANDS
 from canna.nn.mlp import DEFAULT_CHECKED, PHASES, ArithPlan, Counters
@@ -48,12 +49,19 @@ class LayerPlan:
     def __post_init__(self):
         plan = ArithPlan([{p: getattr(self, p) for p in PHASES}], self.checked)   # the checks
         object.__setattr__(self, "checked", plan.checked)
-        # CFPULinear's lean branch: policy b everywhere, one configuration for the phases that
-        # check the weight, the default checked operands; (forward's, gradient's tuning bits)
+        # the lean route's configurations: policy b everywhere, one for the phases that check the
+        # weight; (forward's, gradient's tuning bits) or None
         lean = (all(c.enabled and c.policy is Policy.B for c in (self.forward, self.gradient))
-                and self.backward == self.forward and self.checked == DEFAULT_CHECKED)
-        object.__setattr__(self, "lean_bits", (self.forward.tuning_bits, self.gradient.tuning_bits)
+                and self.backward == self.forward)
+        object.__setattr__(self, "_lean_configs", (self.forward.tuning_bits, self.gradient.tuning_bits)
                            if lean else None)
+
+    @property
+    def lean_bits(self):
+        """``(forward's, gradient's tuning bits)`` where the lean route serves this plan (policy b
+        everywhere, one configuration for the phases that check the weight, the default checked
+        operands: asked each time, ``checked`` being a dict), else None."""
+        return self._lean_configs if self.checked == DEFAULT_CHECKED else None
 
     @classmethod
     def of(cls, config, checked: dict | None = None) -> "LayerPlan":
@@ -134,7 +142,7 @@ class _CFPULinearFn(torch.autograd.Function):
         ctx.lean, ctx.prep = _lean_forward(ctx, x, weight, plan, path, hook, grad_enabled), None
         if ctx.lean is not None:
             y = torch.mm(x, ctx.lean[0].t())
-            return y if bias is None else y.add_(bias)      # (in place: y is ours; the same sum)
+            return y if bias is None else y + bias
         ctx.prep = _shared_weight(weight, plan, path, hook is not None)
         fwd = None if ctx.prep is None else ctx.prep.T
         # numpy path: M(W) @ x.T rather than x @ M(W).T, OpenBLAS runs it 1.3-1.5x faster
@@ -143,11 +151,13 @@ class _CFPULinearFn(torch.autograd.Function):
         return y if bias is None else y + bias
 
     @staticmethod
+    @once_differentiable          # the CFPU's backward has no derivative of its own
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors     # (always: it raises if either changed in place since)
         want_x, want_w, want_bias = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_bias = None
-        if ctx.lean is not None:
+        grad = grad.detach()
+        if ctx.lean is not None and engine.float32_gemm_now():     # (precision set since the forward?)
             grad = grad.contiguous()
             grad_w, grad_x = _lean_backward(ctx, grad, want_w, want_x)
         plan, path, hook = ctx.plan, ctx.path, ctx.hook

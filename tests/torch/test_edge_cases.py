@@ -175,3 +175,79 @@ def test_empty_batch_on_both_conv_routes():
             assert y.shape == (0, 4, 6, 6) and x.grad.shape == x.shape
             cases += 1
     print(f"empty batch: {cases} route/policy cases give nn.Conv2d's shapes")
+
+
+def test_precision_or_autocast_changed_before_backward(monkeypatch):
+    """A lean forward's verdict does not carry a backward under autocast or lowered float32
+    GEMM precision: the backward takes the general path, which keeps float32 products (under
+    autocast the cpu path's own GEMM with autocast off; at 'medium' matmul_fast)."""
+    from canna.torch import convert, layers
+    torch.manual_seed(12)
+    net = convert(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU6(), torch.nn.Linear(32, 8)),
+                  CFPUConfig.approx(3))
+    x = torch.rand(16, 64).requires_grad_()
+    g = torch.randn(16, 8)
+    lean_backwards = []
+    real = layers._lean_backward
+    monkeypatch.setattr(layers, "_lean_backward", lambda *a: lean_backwards.append(1) or real(*a))
+    ref = None
+    for case in ("plain", "autocast", "medium"):
+        net.zero_grad()
+        x.grad = None
+        lean_backwards.clear()
+        y = net(x)
+        was = torch.get_float32_matmul_precision()
+        try:
+            if case == "medium":
+                torch.set_float32_matmul_precision("medium")
+            with torch.autocast("cpu", enabled=case == "autocast"):
+                y.backward(g)
+        finally:
+            torch.set_float32_matmul_precision(was)
+        assert len(lean_backwards) == (2 if case == "plain" else 0), case
+        out = [x.grad.clone()] + [p.grad.clone() for p in net.parameters()]
+        assert all(t.dtype == torch.float32 for t in out)
+        if ref is None:
+            ref = out
+        for a, b in zip(out, ref):     # the same products; at 'medium' NumPy's BLAS sums
+            assert torch.equal(a, b) if case == "autocast" else torch.allclose(a, b, rtol=1e-5, atol=1e-7), case
+    print("backward under autocast or 'medium' precision after a lean forward: the general path, "
+          "float32 products")
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_double_backward_is_refused(kind):
+    """The CFPU's backward is not itself differentiated: create_graph then a second backward
+    raises, as for any once-differentiable function, rather than using plain products."""
+    from canna.torch import CFPUConv2d, CFPULinear
+    torch.manual_seed(13)
+    layer = CFPULinear(6, 4, config=CFPUConfig.approx(3)) if kind == "linear" else \
+        CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3))
+    x = (torch.rand(3, 6) if kind == "linear" else torch.rand(2, 2, 5, 5)).requires_grad_()
+    (gx,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gx.sum().backward()
+    print(f"{kind}: double backward refused")
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_zero_channel_convolution_runs():
+    from canna.torch import CFPUConv2d
+    layer = CFPUConv2d(0, 3, 3, config=CFPUConfig.approx(3))
+    ref = torch.nn.Conv2d(0, 3, 3)
+    x = torch.zeros(2, 0, 5, 5, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert y.shape == ref(x).shape and x.grad.shape == x.shape
+    print("a zero-channel CFPUConv2d runs forward and backward, as nn.Conv2d")
+
+
+def test_mutated_checked_operands_leave_the_lean_route():
+    """The plan's checked operands are a dict: changed in place, the lean route no longer
+    serves the plan (it needs the default operands)."""
+    from canna.torch import CFPULinear
+    layer = CFPULinear(6, 4, config=CFPUConfig.approx(3))
+    assert layer.plan.lean_bits == (3, 3)
+    layer.plan.checked["forward"] = "input"
+    assert layer.plan.lean_bits is None and not layer.plan.checked_right("forward")
+    print("checked operands changed in place: lean route off")
