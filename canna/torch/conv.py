@@ -14,8 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from canna.sim.matmul import count_nonzero_finite
 
@@ -112,7 +112,7 @@ class _CFPUConv(torch.autograd.Function):
                     return F.conv2d(x, ctx.lean[0], bias, layer.stride, padding, layer.dilation)
         if ctx.native_ok and plan.checked_right("forward"):
             prep = _weight_prep(ctx, weight, cfg, layer)
-            if engine.first_is_safe(x.numpy(), prep, weight[0].numel()):    # K = C kh kw
+            if engine.first_is_safe(x.numpy(), prep, math.prod(weight.shape[1:])):    # K = C kh kw
                 layer.routes["forward"] = "native"
                 with _NoNNPACK():                        # products as formed: no Winograd
                     y = F.conv2d(x, _checked_tensor(prep, weight), bias, layer.stride, padding, layer.dilation)
