@@ -195,9 +195,11 @@ def _weight_prep(ctx, weight, config, layer):
     """The weight transformed for ``config``, once per step for the phases that agree on it
     (with the counts its phases book only when counting)."""
     prep = ctx.preps.get(id(config))      # the plan holds its configs: ids stay theirs
-    if prep is None:
-        prep = ctx.preps[id(config)] = (engine.transform_lean(weight.numpy(), config) if layer.counters is None
-                                        else engine.prepare_checked(weight, config, nonzero=True))
+    counting = layer.counters is not None
+    # (counters attached since the forward: the forward's transform has no counts)
+    if prep is None or (counting and getattr(prep, "nonzero_rows", None) is None):
+        prep = ctx.preps[id(config)] = (engine.prepare_checked(weight, config, nonzero=True) if counting
+                                        else engine.transform_lean(weight.numpy(), config))
     return prep
 
 

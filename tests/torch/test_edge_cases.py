@@ -251,3 +251,29 @@ def test_mutated_checked_operands_leave_the_lean_route():
     layer.plan.checked["forward"] = "input"
     assert layer.plan.lean_bits is None and not layer.plan.checked_right("forward")
     print("checked operands changed in place: lean route off")
+
+
+def test_conv_counters_attached_between_forward_and_backward():
+    """Counters attached after the forward book the backward phases on every route (the lean
+    route leaves for the counted one; exact mode's native route counts its weight anew), as a
+    model counted from the start books them: the same products and hits."""
+    from canna.torch import CFPUConv2d, attach_counters
+    booked = []
+    for cfg in (CFPUConfig.approx(3), EXACT, CFPUConfig.approx(3, "dual")):
+        late, early = [], []
+        for when, out in (("late", late), ("early", early)):
+            torch.manual_seed(0)
+            layer = CFPUConv2d(2, 3, 3, config=cfg)
+            x = torch.randn(2, 2, 6, 6).relu().requires_grad_()
+            counters = attach_counters(layer) if when == "early" else None
+            y = layer(x)
+            if counters is None:
+                counters = attach_counters(layer)
+            y.sum().backward()
+            out.append((counters.products.copy(), counters.hits.copy(), x.grad.clone(), layer.weight.grad.clone()))
+        (p_late, h_late, gx_late, gw_late), (p_early, h_early, gx_early, gw_early) = late[0], early[0]
+        assert p_late[0, 0] == 0 and (p_late[0, 1:] == p_early[0, 1:]).all() and (h_late[0, 1:] == h_early[0, 1:]).all()
+        assert torch.equal(gx_late, gx_early) and torch.equal(gw_late, gw_early)
+        booked.append(int(p_late.sum()))
+    print(f"counters attached between forward and backward: backward phases booked on 3 routes "
+          f"({booked} products), as counted from the start")
