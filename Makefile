@@ -78,7 +78,7 @@ bench: $(STAMP)
 	$(PY) scripts/bench_accounting.py --json build/bench_accounting.json
 	$(PY) scripts/bench_epoch.py --json build/bench_epoch.json
 	$(PY) scripts/bench_step.py --json build/bench_step.json
-	$(PY) scripts/bench_step_torch.py --json build/bench_step_torch.json
+	$(PY) scripts/bench_step_torch.py --epoch --json build/bench_step_torch.json
 
 fpga: $(STAMP)
 	$(PY) scripts/fpga.py

@@ -30,10 +30,18 @@ asserted on time.
 
     python scripts/bench_step_torch.py [--rounds 7] [--batches 10,32,100] [--models mlp,lenet]
                                        [--sample-ms 100] [--data auto|random|fashion-mnist]
-                                       [--quick] [--json build/bench_step_torch.json]
+                                       [--epoch] [--block 20] [--quick]
+                                       [--json build/bench_step_torch.json]
+
+``--epoch`` adds, per model and batch, one epoch of the training images (each once, in one
+shuffled order, the same on both sides) on native and on approx from the same initial weights,
+interleaved in blocks of ``--block`` steps (native's block, approx's block, ...), with no reset
+in between: the weights drift as in a training run. Reported as CPU time per side, the epoch's
+ratio and min / median / max of the blocks' ratios.
 
 Data: Fashion-MNIST's first training images when installed (``--data auto``), else standard
-normal features. ``--quick`` (tests): 2 rounds of short samples, random data, a few seconds.
+normal features. ``--quick`` (tests): 2 rounds of short samples, random data, a few seconds
+(``--epoch``: 3 blocks of 2 steps at the largest batch).
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ import copy
 import os
 import platform
 import sys
+import time
 
 import numpy as np
 import torch
@@ -51,7 +60,7 @@ from torch import nn
 
 # scripts/ is this script's first import path: the NumPy driver's bench shares its helpers.
 from bench_step import (OneLineParser, batch_list, blas_info, load_inputs, measure, paired_row, positive,
-                        save_report)
+                        save_report, stats)
 from canna.spec.array import ArrayGeometry
 from canna.spec.config import CFPUConfig
 from canna.torch import attach_counters, convert
@@ -62,6 +71,7 @@ TUNING_BITS = 3
 LR, MOMENTUM, DROPOUT = 0.01, 0.9, 0.5
 GOALS = {32: 1.2, 100: 1.1}
 N_BATCHES = 16         # distinct batches each side cycles through
+EPOCH_ROWS = 60000     # --epoch: every training image (Fashion-MNIST's training set is smaller)
 
 
 def model_list(text: str) -> list[str]:
@@ -183,6 +193,40 @@ def sides(kind: str, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
             "approx+acc": side("acc"), "py-floor": side("floor")}
 
 
+def epoch_row(kind: str, x: np.ndarray, y: np.ndarray, batch: int, block: int) -> tuple[dict, str]:
+    """One epoch of ``x`` (shuffled once) on native and approx, interleaved block by block, and
+    its line of text."""
+    xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if kind == "lenet":
+        xs = xs.reshape(-1, 1, 28, 28)
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    order = torch.from_numpy(np.random.default_rng(1).permutation(len(xs)))
+    base = plain_model(kind)
+    models = {"native": base, "approx": convert(copy.deepcopy(base), CFPUConfig.approx(TUNING_BITS, "b"))}
+    opts = {k: torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM) for k, m in models.items()}
+    steps = len(xs) // batch
+    blocks = {k: [] for k in models}
+    for start in range(0, steps, block):
+        for k, m in models.items():
+            torch.manual_seed(start)                # the same dropout masks on both sides
+            c0 = time.process_time()
+            for i in range(start, min(steps, start + block)):
+                idx = order[i * batch:(i + 1) * batch]
+                train_step(m, opts[k], xs[idx], ys[idx])
+            blocks[k].append(time.process_time() - c0)
+    total = {k: float(sum(v)) for k, v in blocks.items()}
+    ratio = total["approx"] / total["native"]
+    per_block = stats(np.array(blocks["approx"]) / np.array(blocks["native"]))
+    goal = GOALS.get(batch)
+    row = {"model": kind, "batch": batch, "steps": steps, "block": block, "cpu_seconds": total,
+           "ratio": ratio, "block_ratio": per_block, "goal": goal,
+           "met": None if goal is None else ratio <= goal}
+    goal_text = "" if goal is None else f"; goal <= {goal}: {'met' if row['met'] else 'NOT met'}"
+    return row, (f"one epoch, {steps} steps in blocks of {block}: CPU s native {total['native']:.2f}, "
+                 f"approx {total['approx']:.2f}, approx / native {ratio:.3f} (blocks min / median / "
+                 f"max {per_block['min']:.2f} / {per_block['median']:.2f} / {per_block['max']:.2f}){goal_text}")
+
+
 def main(argv=None) -> int:
     ap = OneLineParser(prog="bench_step_torch.py", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,13 +235,18 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=model_list, default=list(MODELS), help="mlp,lenet (default both)")
     ap.add_argument("--sample-ms", type=positive(float), default=100.0, help="length of one sample (default 100)")
     ap.add_argument("--data", choices=["auto", "random", "fashion-mnist"], default="auto")
+    ap.add_argument("--epoch", action="store_true", help="also one epoch per model and batch (see above)")
+    ap.add_argument("--block", type=positive(int), default=20, help="steps per block of --epoch (default 20)")
     ap.add_argument("--quick", action="store_true", help="2 rounds of short samples, random data (tests)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     rounds, sample_s = (2, 0.002) if args.quick else (args.rounds, args.sample_ms / 1000)
+    # --epoch: the whole training set (--quick: 3 blocks of 2 steps of the largest batch)
+    block = 2 if args.quick else args.block
+    n = (EPOCH_ROWS if not args.quick else 3 * block * max(args.batches)) if args.epoch else 0
     try:
         x, y, data_note = load_inputs("random" if args.quick else args.data,
-                                      N_BATCHES * max(args.batches), np.random.default_rng(2026))
+                                      max(N_BATCHES * max(args.batches), n), np.random.default_rng(2026))
     except ValueError as e:
         ap.error(str(e))
     torch.set_num_threads(1)
@@ -217,6 +266,12 @@ def main(argv=None) -> int:
                 row, text = paired_row(times, cpu, GOALS.get(batch))
                 rows.append({"model": kind, "batch": batch, **row})
                 print(f"  {kind:5s} batch {batch:4d}: {text}", flush=True)
+        epochs = []
+        for kind in args.models if args.epoch else ():
+            for batch in args.batches:
+                row, text = epoch_row(kind, x[:n], y[:n], batch, block)
+                epochs.append(row)
+                print(f"  {kind:5s} batch {batch:4d}: {text}", flush=True)
     load_end = os.getloadavg()
     print(f"  load average {load_end[0]:.2f} at the end (other jobs slow both sides, not always equally)")
     report = {"command": " ".join(["bench_step_torch.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -224,7 +279,7 @@ def main(argv=None) -> int:
               "sample_ms": 1000 * sample_s, "machine": f"{platform.machine()} {os.cpu_count()} cores",
               "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "blas": blas,
               "load_average": {"start": list(load_start), "end": list(load_end)},
-              "goals": {str(k): v for k, v in GOALS.items()}, "rows": rows}
+              "goals": {str(k): v for k, v in GOALS.items()}, "rows": rows, "epochs": epochs}
     save_report(args.json, report)
     return 0
 

@@ -45,11 +45,27 @@ def test_quick_run_writes_the_report(tmp_path):
           f"{[round(r['ratio']['approx']['median'], 2) for r in report['rows']]} (not asserted)")
 
 
+def test_quick_epoch_writes_its_rows(tmp_path):
+    out = tmp_path / "epoch.json"
+    r = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--epoch", "--models", "mlp", "--batches", "10,32",
+                        "--rounds", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    epochs = json.loads(out.read_text())["epochs"]
+    assert [(e["model"], e["batch"], e["steps"], e["block"]) for e in epochs] == [("mlp", 10, 19, 2), ("mlp", 32, 6, 2)]
+    for e in epochs:
+        assert e["cpu_seconds"]["native"] > 0 and e["cpu_seconds"]["approx"] > 0
+        assert abs(e["ratio"] - e["cpu_seconds"]["approx"] / e["cpu_seconds"]["native"]) < 1e-12
+        assert 0 < e["block_ratio"]["min"] <= e["block_ratio"]["median"] <= e["block_ratio"]["max"]
+        assert (e["goal"], type(e["met"])) == ((1.2, bool) if e["batch"] == 32 else (None, type(None)))
+    print(f"bench_step_torch --quick --epoch: {len(epochs)} epoch rows, ratios "
+          f"{[round(e['ratio'], 2) for e in epochs]} (not asserted)")
+
+
 @pytest.mark.parametrize("args, option", [
     (["--rounds", "0"], "--rounds"), (["--rounds", "x"], "--rounds"),
     (["--batches", "10,,32"], "--batches"), (["--batches", "-4"], "--batches"),
     (["--models", "mlp,vgg"], "--models"), (["--sample-ms", "0"], "--sample-ms"),
-    (["--data", "mnist"], "--data"), (["--bogus"], "--bogus")])
+    (["--data", "mnist"], "--data"), (["--block", "0"], "--block"), (["--bogus"], "--bogus")])
 def test_bad_options_are_one_line(args, option, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(args)
