@@ -253,16 +253,25 @@ static PyObject *scan_first_quick_t(PyObject *self, PyObject *args)
     return quick(args, "OOLiii|O:scan_first_quick_t", 1);
 }
 
-static PyObject *max_finite_exponent(PyObject *self, PyObject *args)
+/* The one argument x of a reduction over binary32 patterns (format names it): its buffer in b
+ * (held), or -1 with an exception set and nothing held. */
+static int take_patterns(PyObject *args, const char *format, Buf *b)
 {
     PyObject *x;
-    if (!PyArg_ParseTuple(args, "O:max_finite_exponent", &x))
-        return NULL;
-    Buf b[1];
-    if (take(x, &b[0], "x", 4, 0, 0, 0) < 0) {
+    if (!PyArg_ParseTuple(args, format, &x))
+        return -1;
+    if (take(x, b, "x", 4, 0, 0, 0) < 0) {
         release(b, 1);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
+
+static PyObject *max_finite_exponent(PyObject *self, PyObject *args)
+{
+    Buf b[1];
+    if (take_patterns(args, "O:max_finite_exponent", b) < 0)
+        return NULL;
     uint32_t e;
     Py_BEGIN_ALLOW_THREADS
     e = canna_max_finite_exponent(DATA(b[0], uint32_t), b[0].view.len / 4);
@@ -334,14 +343,9 @@ static PyObject *transform_lean(PyObject *self, PyObject *args)
 
 static PyObject *magnitude_range(PyObject *self, PyObject *args)
 {
-    PyObject *x;
-    if (!PyArg_ParseTuple(args, "O:magnitude_range", &x))
-        return NULL;
     Buf b[1];
-    if (take(x, &b[0], "x", 4, 0, 0, 0) < 0) {
-        release(b, 1);
+    if (take_patterns(args, "O:magnitude_range", b) < 0)
         return NULL;
-    }
     uint32_t lo, hi;
     Py_BEGIN_ALLOW_THREADS
     canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);

@@ -102,20 +102,16 @@ class _CFPUConv(torch.autograd.Function):
         cfg = plan.forward
         # the step's decision, for the backward too (float32 only: the kernels read float32 bits)
         ctx.native_ok = layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
+        k = math.prod(weight.shape[1:])          # the im2col matmul's inner size, C kh kw
         if ctx.native_ok and plan.lean_bits is not None and layer.counters is None:
             # the lean route (as CFPULinear's): M(W), and M(x) for the weight gradient, in one call
-            ctx.lean = engine.lean_forward(x, weight, math.prod(weight.shape[1:]), plan.lean_bits,   # K = C kh kw
-                                           grad_enabled and ctx.needs_input_grad[1])
+            ctx.lean = engine.lean_forward(x, weight, k, plan.lean_bits, grad_enabled and ctx.needs_input_grad[1])
             if ctx.lean is not None:
-                layer.routes["forward"] = "native"
-                with _NoNNPACK():                        # products as formed: no Winograd
-                    return F.conv2d(x, ctx.lean[0], bias, layer.stride, padding, layer.dilation)
+                return _native_forward(layer, x, ctx.lean[0], bias, padding)
         if ctx.native_ok and plan.checked_right("forward"):
             prep = _weight_prep(ctx, weight, cfg, layer)
-            if engine.first_is_safe(x.numpy(), prep, math.prod(weight.shape[1:])):    # K = C kh kw
-                layer.routes["forward"] = "native"
-                with _NoNNPACK():                        # products as formed: no Winograd
-                    y = F.conv2d(x, _checked_tensor(prep, weight), bias, layer.stride, padding, layer.dilation)
+            if engine.first_is_safe(x.numpy(), prep, k):
+                y = _native_forward(layer, x, _checked_tensor(prep, weight), bias, padding)
                 if layer.counters is not None:
                     cnt = _window_counts(x, layer, padding, y.shape[2:])     # per (c, kh, kw)
                     hits = int(cnt @ prep.qualifying_cols) if cfg.enabled else 0
@@ -162,6 +158,13 @@ class _CFPUConv(torch.autograd.Function):
             else:
                 nat_x[1]()
         return grad_x, grad_w, grad_b, None, None, None
+
+
+def _native_forward(layer, x, checked_weight, bias, padding):
+    """The forward phase on the native route: one PyTorch convolution on ``M(W)``."""
+    layer.routes["forward"] = "native"
+    with _NoNNPACK():                                    # products as formed: no Winograd
+        return F.conv2d(x, checked_weight, bias, layer.stride, padding, layer.dilation)
 
 
 def _convolution_backward(ctx, grad, x, weight, want_x: bool, want_w: bool, want_b: bool = False):

@@ -315,16 +315,14 @@ def prepare_checked(b: torch.Tensor, config: CFPUConfig, *, nonzero: bool = Fals
 
 class Transformed(NamedTuple):
     """A checked operand transformed for the lean routes (:func:`transform_lean`): ``checked``
-    is ``M(b)`` (float32, ``b``'s rows), ``quick`` the lean scan's ranges, ``mag`` ``b``'s own
-    magnitude range (:func:`magnitude_range`: for the phase where ``b`` is the first operand);
-    ``checked``, ``quick`` and ``mag`` are None where the lean path cannot serve ``b`` (an inf,
-    a NaN or an unrepresentable power of two). :class:`~canna.sim.matmul.Prepared` has the
-    same ``config``, ``checked`` and ``quick``, and the counts these go without."""
+    is ``M(b)`` (float32, ``b``'s rows), ``quick`` the lean scan's ranges; both None where the
+    lean path cannot serve ``b`` (an inf, a NaN or an unrepresentable power of two).
+    :class:`~canna.sim.matmul.Prepared` has the same ``config``, ``checked`` and ``quick``, and
+    the counts these go without."""
 
     config: CFPUConfig
     checked: np.ndarray | None
     quick: QuickScan | None
-    mag: tuple | None
 
 
 def transform_lean(b, config: CFPUConfig) -> "Transformed | Prepared":
@@ -341,8 +339,8 @@ def transform_lean(b, config: CFPUConfig) -> "Transformed | Prepared":
     mq = np.empty(b2.shape, np.float32)
     r = lib.transform_lean(b2, config.tuning_bits, mq)
     if r is None:
-        return Transformed(config, None, None, None)
-    return Transformed(config, mq, QuickScan(b2.shape[1], r[0], r[1], r[2]), (r[3], r[4]))
+        return Transformed(config, None, None)
+    return Transformed(config, mq, QuickScan(b2.shape[1], r[0], r[1], r[2]))
 
 
 def _array(x) -> np.ndarray:

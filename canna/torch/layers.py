@@ -156,7 +156,6 @@ class _CFPULinearFn(torch.autograd.Function):
         x, weight = ctx.saved_tensors     # (always: it raises if either changed in place since)
         want_x, want_w, want_bias = ctx.needs_input_grad[:3]
         grad_x = grad_w = grad_bias = None
-        grad = grad.detach()
         if ctx.lean is not None and engine.float32_gemm_now():     # (precision set since the forward?)
             grad = grad.contiguous()
             grad_w, grad_x = _lean_backward(ctx, grad, want_w, want_x)
