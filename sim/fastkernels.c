@@ -10,6 +10,7 @@
  * Built on first use by sim/native.py (gcc -O3 -march=native) and cached, together with
  * fastkernels_module.c, the CPython binding that sim/matmul.py imports.
  */
+#include <string.h>
 #include "fastkernels.h"
 
 #define EMPTY_LO 0xFFFFFFFFu   /* an empty exponent range has lo > hi */
@@ -94,17 +95,35 @@ transform_row(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *res
  *   from below; for t = 0 the test is empty and every element qualifies, as it should.
  * The exponent-field maximum shows an inf or NaN, the power-of-two maximum an overflow
  * (e + m1 = 255), and (dual only) the (magnitude - 1) minimum a subnormal (zeros wrap around to
- * the top). */
+ * the top). The nonzero counts cost nothing per element where the row has no zero exponent
+ * field (a zero or, in policy b, a subnormal; a weight matrix rarely holds one): then the row's
+ * count is cols, acc[11] = 1 and nzc is left for the caller to add 1 to every column (once, at
+ * the end); else a second pass counts them.
+ * upd (uw, uv, ug, m, lr): the row is first updated by SGD with momentum, in the same loop, and
+ * the updated uw is the row transformed (src is then not read). */
 static inline __attribute__((always_inline)) int
 transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32_t *restrict dn,
                      int64_t cols, uint32_t sh, uint32_t ones, const int dual, uint32_t *acc,
-                     uint32_t *restrict colq, uint32_t *restrict nzc)
+                     uint32_t *restrict colq, uint32_t *restrict nzc, const int upd,
+                     float *restrict uw, float *restrict uv, const float *restrict ug, float m,
+                     float lr)
 {
     const uint32_t step = 1u << sh, upper = (ones - 1u) << sh;   /* bits 23-t .. 22 */
-    uint32_t cq = 0, cn = 0, exp_max = 0, mag_min1 = EMPTY_LO, nz = 0;
+    uint32_t cq = 0, cn = 0, exp_max = 0, mag_min1 = EMPTY_LO, zero_exp = 0;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
     for (int64_t j = 0; j < cols; j++) {
-        uint32_t x = src[j];
+        uint32_t x;
+        if (upd) {   /* sgd_row's operations, rounded alike */
+            float vj = uv[j] * m;
+            float stp = lr * ug[j];
+            vj = vj - stp;
+            uv[j] = vj;
+            float wj = uw[j] + vj;
+            uw[j] = wj;
+            memcpy(&x, &wj, sizeof x);
+        } else {
+            x = src[j];
+        }
         uint32_t exp = x & 0x7F800000u;
         uint32_t s = x + 0x400000u;
         uint32_t normal = ~MASK(exp == 0u);
@@ -117,13 +136,10 @@ transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32
         } else {
             dq[j] = (pow2 & qual) | (x & ~qual);
         }
-        uint32_t nonzero = MASK((x & 0x7FFFFFFFu) != 0u);   /* finite, unless the row fails */
         cq -= qual;                                   /* + 1 per qualifying element */
-        nz -= nonzero;
         if (colq)
             colq[j] -= qual;
-        if (nzc)
-            nzc[j] -= nonzero;
+        zero_exp |= ~normal;
         exp_max = max_u(exp_max, exp);
         q_lo = min_u(q_lo, pe_top | ~qual);
         q_hi = max_u(q_hi, pe_top & qual);
@@ -135,14 +151,22 @@ transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32
             n_hi = max_u(n_hi, exp & nonq);
         }
     }
+    const uint32_t *restrict row = upd ? (const uint32_t *)uw : src;
     if (exp_max == 0x7F800000u || q_hi >= 0xFF000000u || (dual && mag_min1 < 0x7FFFFFu)) {
-        for (int64_t j = 0; (colq || nzc) && j < cols; j++) {   /* undo: transform_row recounts */
-            if (colq)
-                colq[j] += MASK((src[j] & 0x7F800000u) != 0u) & MASK(((src[j] + step) & upper) == 0u);
-            if (nzc)
-                nzc[j] += MASK((src[j] & 0x7FFFFFFFu) != 0u);
-        }
+        for (int64_t j = 0; colq && j < cols; j++)   /* undo: transform_row recounts */
+            colq[j] += MASK((row[j] & 0x7F800000u) != 0u) & MASK(((row[j] + step) & upper) == 0u);
         return 0;
+    }
+    uint32_t nz = (uint32_t)cols;   /* finite, since the row did not fail */
+    acc[11] = zero_exp == 0u;
+    if (zero_exp) {
+        nz = 0;
+        for (int64_t j = 0; j < cols; j++) {
+            uint32_t nonzero = MASK((row[j] & 0x7FFFFFFFu) != 0u);
+            nz -= nonzero;
+            if (nzc)
+                nzc[j] -= nonzero;
+        }
     }
     acc[0] = cq; acc[1] = cn; acc[2] = 0; acc[3] = 0; acc[4] = 0;
     acc[5] = q_lo == EMPTY_LO ? EMPTY_LO : q_lo >> 24;
@@ -176,24 +200,10 @@ void canna_transform_checked(const uint32_t *w, int64_t rows, int64_t cols, int 
                    0, 0, 0, 0.0f, 0.0f);
 }
 
-/* SGD with classic momentum on one row: v = m v - lr g; w += v, each multiply, subtract and add
- * rounded on its own as NumPy's float32 in-place operations do (the build contracts nothing
- * into a fused multiply-add: -ffp-contract=off). */
-static inline __attribute__((always_inline)) void
-sgd_row(float *restrict w, float *restrict v, const float *restrict g, int64_t cols, float m,
-        float lr)
-{
-    for (int64_t j = 0; j < cols; j++) {
-        float vj = v[j] * m;
-        float step = lr * g[j];
-        vj = vj - step;
-        v[j] = vj;
-        w[j] = w[j] + vj;
-    }
-}
-
-/* The SGD update of w (float32, rows x cols) followed by canna_transform_checked of the new w,
- * row by row, so that each row is transformed while the update has it in cache. */
+/* The SGD update of w (float32, rows x cols) with classic momentum, v = m v - lr g; w += v, each
+ * multiply, subtract and add rounded on its own as NumPy's float32 in-place operations do (the
+ * build contracts nothing into a fused multiply-add: -ffp-contract=off), and
+ * canna_transform_checked of the new w, in one loop per row (transform_row_common's upd). */
 void canna_sgd_transform(float *w, float *v, const float *g, double momentum, double lr,
                          int64_t rows, int64_t cols, int t, int dual, uint32_t *mq, uint32_t *wn,
                          int64_t *nq, int64_t *nn, uint32_t *row_flags, int32_t *stats,
@@ -217,24 +227,31 @@ static void transform_rows(const uint32_t *w, int64_t rows, int64_t cols, int t,
         nzc[j] = 0u;
     const uint32_t sh = 22u - (uint32_t)t, ones = (1u << (t + 1)) - 1u;
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI, e_max = 0;
+    uint32_t rows_without_zero = 0;   /* rows whose nonzero counts nzc still lacks (all columns) */
     for (int64_t k = 0; k < rows; k++) {
-        uint32_t acc[11];
+        uint32_t acc[12];
         const uint32_t *src = w + k * cols;
-        if (upd_w)
-            sgd_row(upd_w + k * cols, upd_v + k * cols, upd_g + k * cols, cols, m, lr);
         uint32_t *dq = mq + k * cols, *dn = dual ? wn + k * cols : 0;
+        float *uw = upd_w ? upd_w + k * cols : 0, *uv = upd_w ? upd_v + k * cols : 0;
+        const float *ug = upd_w ? upd_g + k * cols : 0;
+        acc[11] = 0;
+#define ROW(DUAL, COLQ, NZC)                                                                     \
+        if (!(upd_w ? transform_row_common(0, dq, dn, cols, sh, ones, DUAL, acc, COLQ, NZC, 1,    \
+                                           uw, uv, ug, m, lr)                                     \
+                    : transform_row_common(src, dq, dn, cols, sh, ones, DUAL, acc, COLQ, NZC, 0,  \
+                                           0, 0, 0, 0.0f, 0.0f)))                                 \
+            transform_row(src, dq, dn, cols, sh, ones, DUAL, acc, COLQ, NZC)
         if (dual) {
-            if (!transform_row_common(src, dq, dn, cols, sh, ones, 1, acc, 0, 0))
-                transform_row(src, dq, dn, cols, sh, ones, 1, acc, 0, 0);
+            ROW(1, 0, 0);
         } else if (colq && nzc) {
-            if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc, colq, nzc))
-                transform_row(src, dq, 0, cols, sh, ones, 0, acc, colq, nzc);
+            ROW(0, colq, nzc);
         } else if (colq) {
-            if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc, colq, 0))
-                transform_row(src, dq, 0, cols, sh, ones, 0, acc, colq, 0);
-        } else if (!transform_row_common(src, dq, 0, cols, sh, ones, 0, acc, 0, 0)) {
-            transform_row(src, dq, 0, cols, sh, ones, 0, acc, 0, 0);
+            ROW(0, colq, 0);
+        } else {
+            ROW(0, 0, 0);
         }
+#undef ROW
+        rows_without_zero += acc[11];
         if (nz)
             nz[k] = acc[10];
         nq[k] = acc[0];
@@ -245,6 +262,8 @@ static void transform_rows(const uint32_t *w, int64_t rows, int64_t cols, int t,
         n_lo = min_u(n_lo, acc[7]); n_hi = max_u(n_hi, acc[8]);
         e_max = max_u(e_max, acc[9]);
     }
+    for (int64_t j = 0; nzc && rows_without_zero && j < cols; j++)
+        nzc[j] += rows_without_zero;
     stats[0] = q_lo == EMPTY_LO ? 1000 : (int32_t)q_lo;
     stats[1] = q_lo == EMPTY_LO ? -1000 : (int32_t)q_hi;
     stats[2] = n_lo == EMPTY_LO ? 1000 : (int32_t)n_lo;

@@ -175,6 +175,46 @@ def test_transform_counts_nonzero_operands(config, kind):
           f"{'counted ' + str(r.nonzero) if r.nonzero is not None else 'not taken'} nonzero products")
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.describe())
+def test_nonzero_counts_with_zeros_in_some_rows(config):
+    """The kernel counts a row's nonzero elements only where the row has a zero exponent field
+    (a zero or subnormal) and books the other rows in one count per column at the end: rows of
+    every kind mixed (none, one or all zeros, a subnormal, rows the full loop takes), through
+    prepare and the fused update, equal to NumPy's counts."""
+    rng = np.random.default_rng(19)
+    cases = 0
+    for k, n in [(1, 1), (7, 9), (40, 33), (64, 130)]:
+        w = with_specials(rng, k, n) if k >= 31 else (rng.standard_normal((k, n)) * 0.05).astype(np.float32)
+        rows = rng.random(k) < 0.4
+        w[rows, rng.integers(0, n, k)[rows]] = 0.0                 # one zero in some rows
+        w[k // 2, rng.integers(0, n)] = np.float32(3e-41)          # a subnormal
+        nz = (w != 0) & np.isfinite(w)
+        v = (rng.standard_normal(w.shape) * 0.01).astype(np.float32)
+        for fused in (False, True):
+            target = w.copy()
+            if fused:   # the update moves the weights; zeros stay zeros (v and g zero there)
+                vv, g = np.where(nz, v, 0).astype(np.float32), np.where(nz, v, 0).astype(np.float32)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    p = mm.sgd_update_prepare(target, vv, g, 0.9, 0.01, config, columns=True, nonzero=True) \
+                        if config.enabled else None
+                if p is None:
+                    continue
+                nz_now = (target != 0) & np.isfinite(target)
+            else:
+                p = mm.prepare(target, config, columns=True, nonzero=True)
+                nz_now = nz
+            assert np.array_equal(p.nonzero_rows, np.count_nonzero(nz_now, axis=1))
+            if p.nonzero_cols is not None:
+                assert np.array_equal(p.nonzero_cols, np.count_nonzero(nz_now, axis=0))
+            twin = mm.prepare(target, config, columns=True, nonzero=True, native=False)
+            for name in ("checked", "qualifying", "qualifying_cols", "nonzero_rows", "nonzero_cols", "stats"):
+                x, y = getattr(p, name), getattr(twin, name)
+                assert (x is None and y is None) or np.array_equal(np.asarray(x).view(np.uint8),
+                                                                   np.asarray(y).view(np.uint8)), name
+            cases += 1
+    print(f"{config.describe()}: {cases} operands with zeros in some rows, counts equal NumPy's")
+
+
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c.enabled], ids=lambda c: c.describe())
 @pytest.mark.parametrize("kind", ["nn", "specials"])
 @pytest.mark.parametrize("native", [True, False])
