@@ -113,7 +113,7 @@ transform_row_common(const uint32_t *restrict src, uint32_t *restrict dq, uint32
     uint32_t q_lo = EMPTY_LO, q_hi = EMPTY_HI, n_lo = EMPTY_LO, n_hi = EMPTY_HI;
     for (int64_t j = 0; j < cols; j++) {
         uint32_t x;
-        if (upd) {   /* sgd_row's operations, rounded alike */
+        if (upd) {   /* canna_sgd_transform's update, each operation rounded on its own */
             float vj = uv[j] * m;
             float stp = lr * ug[j];
             vj = vj - stp;
