@@ -551,6 +551,47 @@ int canna_lean_verdict(uint32_t mag_min1, uint32_t mag_max, int64_t k, int32_t q
     return quick_verdict(0, mag_min1, mag_max, k, q_lo, q_hi, b_e_max) >= 0;
 }
 
+/* canna.torch's lean forward of the matmul x @ M(w) of inner size k, w checked (nx, nw: the
+ * operands' element counts): w's transform (t_w) into mw and, where mx is not NULL, x's (t_x,
+ * for the weight gradient, while x is in cache) into mx, else only x's magnitude range; then the
+ * forward verdict. ranges = (w's pow2_lo, pow2_hi, e_max, x's pow2_lo, pow2_hi, e_max; x's are
+ * 1000, -1000, 0 without mx). Returns 0 where a transform or the verdict declines. */
+int canna_lean_forward(const uint32_t *x, int64_t nx, const uint32_t *w, int64_t nw, int64_t k,
+                       int t_w, int t_x, uint32_t *mw, uint32_t *mx, int64_t *ranges)
+{
+    int64_t ow[5], ox[5] = {1000, -1000, 0, 0, 0};
+    int served = canna_transform_lean(w, nw, t_w, mw, ow, 0);
+    if (served && mx) {
+        served = canna_transform_lean(x, nx, t_x, mx, ox, 1);
+    } else if (served) {
+        uint32_t lo, hi;
+        canna_magnitude_range(x, nx, &lo, &hi);
+        ox[3] = lo;
+        ox[4] = hi;
+    }
+    served = served && canna_lean_verdict((uint32_t)ox[3], (uint32_t)ox[4], k, (int32_t)ow[0],
+                                          (int32_t)ow[1], (int32_t)ow[2]);
+    for (int i = 0; i < 3; i++) {
+        ranges[i] = ow[i];
+        ranges[3 + i] = ox[i];
+    }
+    return served;
+}
+
+/* The lean backward phases' verdicts from one pass over the error g (n elements): the weight
+ * gradient against M(x) (inner size k_w) and the backward error against M(w) (inner size k_x),
+ * ranges as canna_lean_forward gives them. */
+void canna_lean_backward(const uint32_t *g, int64_t n, const int64_t *ranges, int64_t k_w,
+                         int64_t k_x, int want_w, int want_x, int *ok_w, int *ok_x)
+{
+    uint32_t lo, hi;
+    canna_magnitude_range(g, n, &lo, &hi);
+    *ok_w = want_w && canna_lean_verdict(lo, hi, k_w, (int32_t)ranges[3], (int32_t)ranges[4],
+                                         (int32_t)ranges[5]);
+    *ok_x = want_x && canna_lean_verdict(lo, hi, k_x, (int32_t)ranges[0], (int32_t)ranges[1],
+                                         (int32_t)ranges[2]);
+}
+
 /* The largest exponent field among the finite ones of n binary32 bit patterns (0 when none). */
 uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n)
 {

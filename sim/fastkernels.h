@@ -28,6 +28,20 @@ int canna_transform_lean(const uint32_t *src, int64_t n, int t, uint32_t *dq, in
 void canna_magnitude_range(const uint32_t *x, int64_t n, uint32_t *mag_min1, uint32_t *mag_max);
 int canna_lean_verdict(uint32_t mag_min1, uint32_t mag_max, int64_t k, int32_t q_lo, int32_t q_hi,
                        int32_t b_e_max);
+int canna_lean_forward(const uint32_t *x, int64_t nx, const uint32_t *w, int64_t nw, int64_t k,
+                       int t_w, int t_x, uint32_t *mw, uint32_t *mx, int64_t *ranges);
+void canna_lean_backward(const uint32_t *g, int64_t n, const int64_t *ranges, int64_t k_w,
+                         int64_t k_x, int want_w, int want_x, int *ok_w, int *ok_x);
+
+/* What a C++ extension (canna/torch/lean_linear.cpp) takes of these kernels, through the
+ * module's capsule "_fastkernels.lean_api" (one build of the kernels, no second copy). */
+typedef struct {
+    int (*lean_forward)(const uint32_t *, int64_t, const uint32_t *, int64_t, int64_t, int, int,
+                        uint32_t *, uint32_t *, int64_t *);
+    void (*lean_backward)(const uint32_t *, int64_t, const int64_t *, int64_t, int64_t, int, int,
+                          int *, int *);
+} CannaLeanApi;
+
 uint32_t canna_max_finite_exponent(const uint32_t *x, int64_t n);
 void canna_count_nonzero_finite(const uint32_t *x, int64_t rows, int64_t cols, int64_t *row_counts,
                                 uint32_t *col_counts);

@@ -425,21 +425,13 @@ static PyObject *lean_forward(PyObject *self, PyObject *args)
     for (int i = 0; ok && i < 2; i++)
         ok = disjoint(&b[2], "mw", &b[i], "an input") == 0 && disjoint(&b[3], "mx", &b[i], "an input") == 0;
     ok = ok && disjoint(&b[3], "mx", &b[2], "mw") == 0;
-    int64_t ow[5], ox[5] = {1000, -1000, 0, 0, 0};
+    int64_t r[6];
     int served = 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
-        served = canna_transform_lean(DATA(b[1], uint32_t), b[1].view.len / 4, t_w, DATA(b[2], uint32_t), ow, 0);
-        if (served && b[3].held) {
-            served = canna_transform_lean(DATA(b[0], uint32_t), b[0].view.len / 4, t_x, DATA(b[3], uint32_t), ox, 1);
-        } else if (served) {
-            uint32_t lo, hi;
-            canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);
-            ox[3] = lo;
-            ox[4] = hi;
-        }
-        served = served && canna_lean_verdict((uint32_t)ox[3], (uint32_t)ox[4], k, (int32_t)ow[0],
-                                              (int32_t)ow[1], (int32_t)ow[2]);
+        served = canna_lean_forward(DATA(b[0], uint32_t), b[0].view.len / 4, DATA(b[1], uint32_t),
+                                    b[1].view.len / 4, k, t_w, t_x, DATA(b[2], uint32_t),
+                                    b[3].held ? DATA(b[3], uint32_t) : NULL, r);
         Py_END_ALLOW_THREADS
     }
     release(b, n);
@@ -447,8 +439,8 @@ static PyObject *lean_forward(PyObject *self, PyObject *args)
         return NULL;
     if (!served)
         Py_RETURN_NONE;
-    return Py_BuildValue("(LLLLLL)", (long long)ow[0], (long long)ow[1], (long long)ow[2],
-                         (long long)ox[0], (long long)ox[1], (long long)ox[2]);
+    return Py_BuildValue("(LLLLLL)", (long long)r[0], (long long)r[1], (long long)r[2],
+                         (long long)r[3], (long long)r[4], (long long)r[5]);
 }
 
 /* lean_backward(g, ranges, k_w, k_x, want_w, want_x) -> (gradient served, backward error
@@ -477,11 +469,10 @@ static PyObject *lean_backward(PyObject *self, PyObject *args)
             k_w = b[0].view.shape[0];
             k_x = b[0].view.shape[1];
         }
+        const int64_t ranges[6] = {r[0], r[1], r[2], r[3], r[4], r[5]};
         Py_BEGIN_ALLOW_THREADS
-        uint32_t lo, hi;
-        canna_magnitude_range(DATA(b[0], uint32_t), b[0].view.len / 4, &lo, &hi);
-        ok_w = want_w && canna_lean_verdict(lo, hi, k_w, (int32_t)r[3], (int32_t)r[4], (int32_t)r[5]);
-        ok_x = want_x && canna_lean_verdict(lo, hi, k_x, (int32_t)r[0], (int32_t)r[1], (int32_t)r[2]);
+        canna_lean_backward(DATA(b[0], uint32_t), b[0].view.len / 4, ranges, k_w, k_x,
+                            want_w, want_x, &ok_w, &ok_x);
         Py_END_ALLOW_THREADS
         release(b, 1);
     }
@@ -527,4 +518,18 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastkernels",
                                     "Fast approximate matmul kernels (sim/fastkernels.c).", -1, methods};
 
-PyMODINIT_FUNC PyInit__fastkernels(void) { return PyModule_Create(&module); }
+static const CannaLeanApi lean_api = {canna_lean_forward, canna_lean_backward};
+
+PyMODINIT_FUNC PyInit__fastkernels(void)
+{
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    PyObject *capsule = PyCapsule_New((void *)&lean_api, "_fastkernels.lean_api", NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "lean_api", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

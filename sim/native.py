@@ -112,17 +112,20 @@ def build_shared(name: str, sources: list[Path], *, compiler: str | None = None,
 
 
 def build_extension(name: str, sources: list[Path], *, compiler: str | None = None,
-                    flags: tuple[str, ...] = ("-O3", "-march=native", "-std=c11")):
+                    flags: tuple[str, ...] = ("-O3", "-march=native", "-std=c11"),
+                    libs: tuple[str, ...] = (), key_extra: str = ""):
     """Compile ``sources`` into a cached CPython extension module ``name`` (one of them defines
-    ``PyInit_<name>``) against this interpreter's headers, and import it."""
+    ``PyInit_<name>``) against this interpreter's headers, and import it. ``libs``: linker
+    arguments after the sources; ``key_extra``: what else the binary depends on (a header
+    elsewhere, a library's version), for the cache key."""
     import importlib.machinery
     import importlib.util
     import sysconfig
     include = sysconfig.get_paths()["include"]
     if not os.path.exists(os.path.join(include, "Python.h")):
         raise NativeBuildError(f"Python headers not found in {include}")
-    path = _compile(name, sources, compiler, (*flags, f"-I{include}"), (),
-                    key_extra=sysconfig.get_config_var("EXT_SUFFIX") or "")
+    path = _compile(name, sources, compiler, (*flags, f"-I{include}"), libs,
+                    key_extra=(sysconfig.get_config_var("EXT_SUFFIX") or "") + key_extra)
     loader = importlib.machinery.ExtensionFileLoader(name, str(path))
     spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
     module = importlib.util.module_from_spec(spec)

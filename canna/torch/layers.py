@@ -19,6 +19,7 @@ computed where autograd does not ask for it (a first layer's input), as in the N
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +31,7 @@ from canna.nn.mlp import DEFAULT_CHECKED, PHASES, ArithPlan, Counters
 from canna.sim.matmul import prepare
 from canna.spec.config import EXACT, CFPUConfig, Policy
 
-from . import engine
+from . import engine, native
 from .engine import as_numpy
 
 __all__ = ["LayerPlan", "cfpu_matmul", "CFPULinear"]
@@ -188,6 +189,39 @@ def _lean_forward(ctx, x, weight, plan: LayerPlan, path: str, hook, grad_enabled
     return engine.lean_forward(x, weight, -1, bits, grad_enabled and ctx.needs_input_grad[1])
 
 
+def _lean_cpp(layer: "CFPULinear", x, hook, grad_enabled: bool):
+    """The layer's output from the C++ lean branch (lean_linear.cpp: the same arithmetic in one
+    C++ autograd node, without the Python around it), or None where it does not serve."""
+    bits = layer.plan.lean_bits
+    if (bits is None or hook is not None or layer.path not in ("auto", "cpu") or type(x) is not torch.Tensor
+            or not engine.float32_gemm_now()):
+        return None
+    module = native.lean_linear_module()
+    if module is None:
+        return None
+    weight = layer.weight
+    return module.lean_linear(x, weight, layer.bias, bits[0], bits[1],
+                              grad_enabled and weight.requires_grad, layer.path)
+
+
+@functools.cache
+def _lean_plan(t_w: int, t_x: int) -> LayerPlan:
+    """The plan a lean branch with these tuning bits serves (policy b, the default checked
+    operands, the forward's configuration for the backward)."""
+    fwd = CFPUConfig.approx(t_w, "b")
+    return LayerPlan(fwd, fwd, CFPUConfig.approx(t_x, "b"))
+
+
+def lean_general_phase(phase: str, t_w: int, t_x: int, path: str, a, b):
+    """The general path of a backward phase the C++ lean branch declines, as
+    :class:`_CFPULinearFn` computes it: ``gradient`` of ``(x, grad)``, ``backward`` of
+    ``(grad, weight)``."""
+    plan = _lean_plan(t_w, t_x)
+    if phase == "gradient":
+        return _phase(a.t(), b, plan, "gradient", path, None).t()
+    return _phase(a, b, plan, "backward", path, None)
+
+
 def _lean_backward(ctx, grad, want_w: bool, want_x: bool):
     """``(grad_w, grad_x)`` of the lean branch, each None where not wanted or where its verdict
     declines (the general path then computes it)."""
@@ -252,8 +286,12 @@ class CFPULinear(nn.Linear, _CFPULayer):
         if self.native:
             return nn.Linear.forward(self, x)
         if x.dim() == 2:
-            return _CFPULinearFn.apply(x, self.weight, self.bias, self.plan, self.path, self._hook(),
-                                       torch.is_grad_enabled())
+            hook, grad_enabled = self._hook(), torch.is_grad_enabled()
+            y = _lean_cpp(self, x, hook, grad_enabled)
+            if y is not None:
+                return y
+            return _CFPULinearFn.apply(x, self.weight, self.bias, self.plan, self.path, hook,
+                                       grad_enabled)
         return self.forward(x.reshape(-1, self.in_features)).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -105,3 +105,33 @@ def check_call(a: np.ndarray, b: np.ndarray, config: CFPUConfig, value: np.ndarr
 def cfpu():
     return SimpleNamespace(CONFIGS=CONFIGS, CHECKED=CHECKED, draw=draw, special=special,
                            check_call=check_call)
+
+
+class _LeanSpy:
+    """The C++ lean branch's module with its ``lean_linear`` calls recorded as
+    ``(weight shape, with_x, served)``."""
+
+    def __init__(self, module):
+        self.module, self.calls = module, []
+
+    def lean_linear(self, x, w, bias, t_w, t_x, with_x, path):
+        y = self.module.lean_linear(x, w, bias, t_w, t_x, with_x, path)
+        self.calls.append((tuple(w.shape), with_x, y is not None))
+        return y
+
+
+@pytest.fixture(params=["python", "cpp"])
+def lean_route(request, monkeypatch):
+    """CFPULinear's lean branch in Python (the C++ extension turned off, as where it cannot be
+    built) or in C++ (lean_linear.cpp, built here: a machine with the C kernels and a C++
+    compiler, as CI, must have it), whose calls are then recorded (``.spy.calls``)."""
+    from canna.torch import native
+    route = SimpleNamespace(name=request.param, spy=None)
+    if request.param == "python":
+        monkeypatch.setattr(native, "lean_linear_module", lambda: None)
+    else:
+        module = native.lean_linear_module()
+        assert module is not None, "the C++ lean branch did not build"
+        route.spy = _LeanSpy(module)
+        monkeypatch.setattr(native, "lean_linear_module", lambda: route.spy)
+    return route

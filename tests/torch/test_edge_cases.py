@@ -177,24 +177,27 @@ def test_empty_batch_on_both_conv_routes():
     print(f"empty batch: {cases} route/policy cases give nn.Conv2d's shapes")
 
 
-def test_precision_or_autocast_changed_before_backward(monkeypatch):
+def test_precision_or_autocast_changed_before_backward(monkeypatch, lean_route):
     """A lean forward's verdict does not carry a backward under autocast or lowered float32
     GEMM precision: the backward takes the general path, which keeps float32 products (under
-    autocast the cpu path's own GEMM with autocast off; at 'medium' matmul_fast)."""
+    autocast the cpu path's own GEMM with autocast off; at 'medium' matmul_fast). Python's lean
+    branch then skips its lean backward; C++'s hands every phase to the general path."""
     from canna.torch import convert, layers
     torch.manual_seed(12)
     net = convert(torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU6(), torch.nn.Linear(32, 8)),
                   CFPUConfig.approx(3))
     x = torch.rand(16, 64).requires_grad_()
     g = torch.randn(16, 8)
-    lean_backwards = []
-    real = layers._lean_backward
+    lean_backwards, general = [], []
+    real, real_general = layers._lean_backward, layers.lean_general_phase
     monkeypatch.setattr(layers, "_lean_backward", lambda *a: lean_backwards.append(1) or real(*a))
+    monkeypatch.setattr(layers, "lean_general_phase", lambda *a: general.append(a[0]) or real_general(*a))
     ref = None
     for case in ("plain", "autocast", "medium"):
         net.zero_grad()
         x.grad = None
         lean_backwards.clear()
+        general.clear()
         y = net(x)
         was = torch.get_float32_matmul_precision()
         try:
@@ -204,19 +207,22 @@ def test_precision_or_autocast_changed_before_backward(monkeypatch):
                 y.backward(g)
         finally:
             torch.set_float32_matmul_precision(was)
-        assert len(lean_backwards) == (2 if case == "plain" else 0), case
+        if lean_route.name == "python":
+            assert len(lean_backwards) == (2 if case == "plain" else 0) and not general, case
+        else:      # both layers, gradient first
+            assert not lean_backwards and general == ([] if case == "plain" else ["gradient", "backward"] * 2), case
         out = [x.grad.clone()] + [p.grad.clone() for p in net.parameters()]
         assert all(t.dtype == torch.float32 for t in out)
         if ref is None:
             ref = out
         for a, b in zip(out, ref):     # the same products; at 'medium' NumPy's BLAS sums
             assert torch.equal(a, b) if case == "autocast" else torch.allclose(a, b, rtol=1e-5, atol=1e-7), case
-    print("backward under autocast or 'medium' precision after a lean forward: the general path, "
-          "float32 products")
+    print(f"backward under autocast or 'medium' precision after a lean forward ({lean_route.name}): "
+          f"the general path, float32 products")
 
 
 @pytest.mark.parametrize("kind", ["linear", "conv"])
-def test_double_backward_is_refused(kind):
+def test_double_backward_is_refused(kind, lean_route):
     """The CFPU's backward is not itself differentiated: create_graph then a second backward
     raises, as for any once-differentiable function, rather than using plain products."""
     from canna.torch import CFPUConv2d, CFPULinear
@@ -227,7 +233,7 @@ def test_double_backward_is_refused(kind):
     (gx,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         gx.sum().backward()
-    print(f"{kind}: double backward refused")
+    print(f"{kind} ({lean_route.name} lean branch): double backward refused")
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")

@@ -70,11 +70,12 @@ def _step(net, x, g, hook):
 
 
 @pytest.mark.parametrize("case", ["nn", "subnormal-input", "subnormal-error", "dual", "mixed-levels"])
-def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
+def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, lean_route, case):
     """With nothing counted or hooked a CFPULinear takes its lean branch (the kernel's
-    transform, the lean scan, the same GEMMs); with a hook it takes the general cpu path, whose
-    every product tests/torch/test_layers.py checks against the golden model. Both give the same
-    outputs and gradients bit for bit, and the lean branch runs where it should."""
+    transform, the lean scan, the same GEMMs), in Python or in C++; with a hook it takes the
+    general cpu path, whose every product tests/torch/test_layers.py checks against the golden
+    model. Both give the same outputs and gradients bit for bit, and the lean branch runs where
+    it should (a phase it declines takes the general path)."""
     torch.manual_seed(5)
     net = torch.nn.Sequential(torch.nn.Linear(24, 20), torch.nn.ReLU6(), torch.nn.Linear(20, 12))
     plan = {"dual": CFPUConfig.approx(3, "dual"),
@@ -88,7 +89,7 @@ def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
     grad_out = torch.randn(9, 12, generator=g) * 0.1
     if case == "subnormal-error":
         grad_out[3, 2] = 1e-40   # layer 2's backward verdicts decline: the general path per phase
-    lean_calls = []      # per lean forward: whether it served
+    lean_calls = []      # per lean forward (Python's): whether it served
     real = engine.lean_forward
 
     def spy(*a):
@@ -101,21 +102,26 @@ def test_lean_branch_is_the_cpu_path_bit_for_bit(monkeypatch, case):
     monkeypatch.setattr(layers, "_phase", lambda l, r, p, phase, *a, **k: general_phases.append(phase)
                         or real_phase(l, r, p, phase, *a, **k))
     lean = _step(net, x, grad_out, None)
-    monkeypatch.undo()
+    monkeypatch.setattr(engine, "lean_forward", real)
+    monkeypatch.setattr(layers, "_phase", real_phase)
     general = _step(net, x, grad_out, lambda *a: None)
     for a, b in zip(lean, general):
         assert torch.equal(a, b)
     # per layer one lean forward; layer 1's verdict declines on the subnormal input; dual has none
     expected = {"dual": [], "subnormal-input": [False, True]}.get(case, [True, True])
+    if lean_route.name == "cpp":
+        assert [served for _, _, served in lean_route.spy.calls] == expected, (case, lean_route.spy.calls)
+        expected = [False] if case == "subnormal-input" else []   # Python's, where C++ declined
     assert lean_calls == expected, (case, lean_calls)
     want = {"nn": [], "mixed-levels": [], "subnormal-input": ["forward", "gradient", "backward"],
             "subnormal-error": ["gradient", "backward"]}.get(case, general_phases)
     assert general_phases == want, (case, general_phases)
-    print(f"{case}: {sum(lean_calls)} of {len(lean_calls)} lean forwards served, general path for {general_phases or 'none'}; outputs and gradients bit-equal to the "
-          f"general cpu path")
+    print(f"{case} ({lean_route.name}): {expected.count(True) if lean_route.name == 'python' else len(lean_route.spy.calls)} "
+          f"lean forwards, general path for {general_phases or 'none'}; outputs and gradients "
+          f"bit-equal to the general cpu path")
 
 
-def test_lean_forward_transforms_the_input_only_for_a_gradient(monkeypatch):
+def test_lean_forward_transforms_the_input_only_for_a_gradient(monkeypatch, lean_route):
     """The lean forward transforms the input for the weight gradient only where one will be
     computed: not under no_grad, not for a frozen weight."""
     torch.manual_seed(7)
@@ -130,16 +136,19 @@ def test_lean_forward_transforms_the_input_only_for_a_gradient(monkeypatch):
         seen.append((tuple(w.shape), with_x, r is not None and r[1] is not None))
         return r
     monkeypatch.setattr(engine, "lean_forward", spy)
+    # (weight shape, with_x, then M(x) made (Python) or the forward served (C++))
+    calls, served = (seen, False) if lean_route.name == "python" else (lean_route.spy.calls, True)
     with torch.no_grad():
         y = net(x)
-    assert seen == [((20, 24), False, False), ((12, 20), False, False)]
-    seen.clear()
+    assert calls == [((20, 24), False, served), ((12, 20), False, served)]
+    calls.clear()
     net[0].weight.requires_grad_(False)
     net(x).sum().backward()
-    assert seen == [((20, 24), False, False), ((12, 20), True, True)] and net[0].weight.grad is None
+    assert calls == [((20, 24), False, served), ((12, 20), True, True)] and net[0].weight.grad is None
     monkeypatch.undo()
     assert torch.equal(y, net(x).detach())
-    print("lean forward: weights only under no_grad; the input of a frozen layer not transformed")
+    print(f"lean forward ({lean_route.name}): weights only under no_grad; the input of a frozen "
+          f"layer not transformed")
 
 
 def _scan_verdict(a: np.ndarray, prep) -> bool:

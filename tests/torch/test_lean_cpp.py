@@ -1,0 +1,168 @@
+"""CFPULinear's lean branch in C++ (canna/torch/lean_linear.cpp) against the same branch in
+Python and the general path: the same outputs, gradients and weights bit for bit, over training
+steps, layer shapes, frozen parts, no_grad, and the operands each branch declines (a subnormal
+or huge input, error or weight); what PyTorch guarantees of an autograd node (in-place changes
+refused, no second derivative); and the Python route where the C++ one cannot serve."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+from canna.spec.config import CFPUConfig
+from canna.torch import convert, layers, native
+
+
+def _train(net, steps, route, monkeypatch, special: str, seed: int):
+    """``steps`` SGD steps of ``net`` (a copy) on one route: (outputs, input gradients, final
+    parameters, per step)."""
+    net = copy.deepcopy(net)
+    with monkeypatch.context() as m:
+        if route == "python":
+            m.setattr(native, "lean_linear_module", lambda: None)
+        elif route == "general":      # a hook sends every phase to the general cpu path
+            for layer in net:
+                if isinstance(layer, layers.CFPULinear):
+                    layer.hook = lambda *a: None
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for step in range(steps):
+            x = torch.randn(7, net[0].in_features, generator=g).requires_grad_(step % 2 == 0)
+            if special == "subnormal-input" and step == 1:
+                x.data[2, 3] = 1e-40           # layer 1's forward declines
+            if special == "huge-input" and step == 2:
+                x.data[0, 0] = 3e38            # the forward's sums could overflow: declines
+            if special == "inf-weight" and step == 2:
+                net[2].weight.data[0, 0] = float("inf")    # the weight's transform declines
+            y = net(x)
+            if special == "subnormal-error" and step == 1:   # the last layer's verdicts decline
+                y.register_hook(lambda g: g.index_put((torch.tensor([3]), torch.tensor([1])),
+                                                      torch.tensor(1e-40)))
+            loss = torch.nn.functional.cross_entropy(y, torch.arange(7) % y.shape[1])
+            opt.zero_grad()
+            loss.backward()
+            out.append((y.detach().clone(), None if x.grad is None else x.grad.clone()))
+            opt.step()
+        return out, [p.detach().clone() for p in net.parameters()]
+
+
+def _equal(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None
+                                        and torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+                                        and torch.equal(a.isnan(), b.isnan()))
+
+
+@pytest.mark.parametrize("special", ["none", "subnormal-input", "huge-input", "subnormal-error", "inf-weight"])
+def test_cpp_lean_branch_is_python_and_general_bit_for_bit(monkeypatch, special):
+    assert native.lean_linear_module() is not None, "the C++ lean branch did not build"
+    cases = 0
+    for seed, (sizes, bias, frozen, bits) in enumerate([
+            ((20, 16, 8, 4), True, None, 3), ((33, 9, 7, 5), False, None, 0),
+            ((12, 30, 10, 6), True, 0, 5), ((20, 16, 8, 4), True, 2, 22)]):
+        torch.manual_seed(seed)
+        mods = []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            mods += [torch.nn.Linear(a, b, bias=bias), torch.nn.ReLU()]
+        net = convert(torch.nn.Sequential(*mods[:-1]), CFPUConfig.approx(bits))
+        if frozen is not None:
+            net[frozen].weight.requires_grad_(False)
+        runs = {route: _train(net, 4, route, monkeypatch, special, seed)
+                for route in ("cpp", "python", "general")}
+        for route in ("python", "general"):
+            (steps, params), (ref_steps, ref_params) = runs["cpp"], runs[route]
+            for (y, gx), (ry, rgx) in zip(steps, ref_steps):
+                assert _equal(y, ry) and _equal(gx, rgx), (special, seed, route)
+            assert all(_equal(p, r) for p, r in zip(params, ref_params)), (special, seed, route)
+        cases += 1
+    print(f"{special}: C++ lean branch bit-equal to Python's and to the general path, {cases} "
+          f"networks x 4 training steps (outputs, input gradients, parameters)")
+
+
+@pytest.mark.parametrize("lean_route", ["cpp"], indirect=True)
+def test_cpp_lean_branch_serves_and_declines_where_python_does(lean_route):
+    """The forward of a plain CPU matrix is served; a transposed view, a float64 input, an input
+    with the negative bit, and a weight with an inf are not (the Python route then decides):
+    the general path's values, or its error (it refuses a negative-bit tensor, as before)."""
+    torch.manual_seed(21)
+    layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 5)), CFPUConfig.approx(3))[0]
+    ref = copy.deepcopy(layer)
+    ref.hook = lambda *a: None
+    x = torch.rand(6, 4)
+    inputs = {"plain": x.t().contiguous(), "transposed view": x.t(), "float64": x.t().double(),
+              "negative bit": (-x.t().contiguous())._neg_view()}
+    for name, xi in inputs.items():
+        lean_route.spy.calls.clear()
+        if name in ("float64", "negative bit"):     # as the Python route: the general path's error
+            with pytest.raises((TypeError, RuntimeError), match="float32|negative bit"):
+                layer(xi)
+        else:
+            assert torch.equal(layer(xi), ref(xi)), name
+        served = [s for _, _, s in lean_route.spy.calls]
+        assert served == [name == "plain"], (name, served)
+    with torch.no_grad():
+        layer.weight[0, 0] = float("inf")
+        ref.weight[0, 0] = float("inf")
+    lean_route.spy.calls.clear()
+    assert _equal(layer(x.t().contiguous()), ref(x.t().contiguous()))
+    assert [s for _, _, s in lean_route.spy.calls] == [False]
+    print("C++ lean forward: served for a plain matrix; declined (general path, same values) for a "
+          "transposed view, float64, a negative bit, an inf weight")
+
+
+def test_cpp_lean_branch_refuses_in_place_changes_and_second_derivatives():
+    assert native.lean_linear_module() is not None
+    torch.manual_seed(22)
+    layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
+    x = torch.rand(3, 6, requires_grad=True)
+    y = layer(x)
+    assert type(y.grad_fn).__name__ != "_CFPULinearFnBackward"      # the C++ node
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    x2 = torch.rand(3, 6)
+    y = layer(x2.requires_grad_())
+    with torch.no_grad():
+        x2.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    (gx,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gx.sum().backward()
+    print("C++ lean branch: in-place changes of weight and input refused; a second derivative refused")
+
+
+def test_cpp_fallback_error_reaches_the_caller(monkeypatch):
+    """An exception in a phase the C++ backward hands to Python reaches ``backward()``'s caller."""
+    assert native.lean_linear_module() is not None
+    layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
+
+    def fail(*a):
+        raise ValueError("general path failed on purpose")
+    monkeypatch.setattr(layers, "lean_general_phase", fail)
+    y = layer(torch.rand(3, 6))
+    with pytest.raises(Exception, match="general path failed on purpose"):
+        (y * 1e-39).sum().backward()     # subnormal errors: the verdicts decline
+    print("C++ backward: a failing general phase raises to the caller")
+
+
+def test_build_failure_warns_and_python_serves(monkeypatch, tmp_path):
+    monkeypatch.setenv("CANNA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    native.lean_linear_module.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="C\\+\\+ lean branch unavailable"):
+            assert native.lean_linear_module() is None
+        layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
+        y = layer(torch.rand(3, 6))
+        assert type(y.grad_fn).__name__ == "_CFPULinearFnBackward"
+    finally:
+        monkeypatch.undo()
+        native.lean_linear_module.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.lean_linear_module() is not None
+    print("no C++ compiler: one warning, the Python lean branch serves")
