@@ -11,6 +11,7 @@ indicator maps rather than patches.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from canna.sim.matmul import count_nonzero_finite
 
-from . import engine
+from . import engine, native
 from .engine import as_numpy
 from .layers import _CFPULayer, _describe, _phase
 
@@ -51,7 +52,12 @@ class CFPUConv2d(nn.Conv2d, _CFPULayer):
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
             padding = (0, 0)
         self.routes.clear()      # (not a new dict: nn.Module's __setattr__ costs more)
-        return _CFPUConv.apply(x, self.weight, self.bias, self, tuple(padding), torch.is_grad_enabled())
+        grad_enabled = torch.is_grad_enabled()
+        y = _lean_cpp(self, x, tuple(padding), grad_enabled)
+        if y is not None:
+            self.routes["forward"] = "native"
+            return y
+        return _CFPUConv.apply(x, self.weight, self.bias, self, tuple(padding), grad_enabled)
 
     # Each phase takes the native route (one PyTorch convolution on the transformed checked
     # operand: every product the CFPU's, because a hit's operand is an exact power of two) when
@@ -136,28 +142,62 @@ class _CFPUConv(torch.autograd.Function):
     @once_differentiable          # the CFPU's backward has no derivative of its own
     def backward(ctx, grad):
         x, weight = (t.detach().contiguous() for t in ctx.saved_tensors)
-        grad = grad.detach().contiguous()
-        want_x, want_w, want_b = ctx.needs_input_grad[:3]
-        grad_x = grad_w = grad_b = None
-        nat_w, nat_x = _native_phases(ctx, x, weight, grad, want_w, want_x)
-        if nat_w is not None or nat_x is not None:    # the native phases and the bias in one call
-            gx, gw, grad_b = _convolution_backward(ctx, grad, x if nat_w is None else nat_w[0],
-                                                   weight if nat_x is None else nat_x[0],
-                                                   nat_x is not None, nat_w is not None, want_b)
-            grad_x, grad_w = (gx if nat_x is not None else None), (gw if nat_w is not None else None)
-        elif want_b:
-            grad_b = grad.sum((0, 2, 3))
-        if want_w:                       # the NumPy driver's order: weight gradient first
-            if nat_w is None:
-                grad_w = _conv_gradient(ctx, x, weight, grad)
-            else:
-                nat_w[1]()
-        if want_x:
-            if nat_x is None:
-                grad_x = _conv_backward(ctx, x, weight, grad)
-            else:
-                nat_x[1]()
-        return grad_x, grad_w, grad_b, None, None, None
+        return (*_backward(ctx, x, weight, grad.detach().contiguous(), *ctx.needs_input_grad[:3]),
+                None, None, None)
+
+
+def _backward(ctx, x, weight, grad, want_x: bool, want_w: bool, want_b: bool):
+    """``(grad_x, grad_w, grad_b)`` of :class:`_CFPUConv` (or of the C++ lean route's
+    :func:`lean_backward`): each phase on its native or its im2col route."""
+    grad_x = grad_w = grad_b = None
+    nat_w, nat_x = _native_phases(ctx, x, weight, grad, want_w, want_x)
+    if nat_w is not None or nat_x is not None:    # the native phases and the bias in one call
+        gx, gw, grad_b = _convolution_backward(ctx, grad, x if nat_w is None else nat_w[0],
+                                               weight if nat_x is None else nat_x[0],
+                                               nat_x is not None, nat_w is not None, want_b)
+        grad_x, grad_w = (gx if nat_x is not None else None), (gw if nat_w is not None else None)
+    elif want_b:
+        grad_b = grad.sum((0, 2, 3))
+    if want_w:                       # the NumPy driver's order: weight gradient first
+        if nat_w is None:
+            grad_w = _conv_gradient(ctx, x, weight, grad)
+        else:
+            nat_w[1]()
+    if want_x:
+        if nat_x is None:
+            grad_x = _conv_backward(ctx, x, weight, grad)
+        else:
+            nat_x[1]()
+    return grad_x, grad_w, grad_b
+
+
+def _lean_cpp(layer: CFPUConv2d, x, padding: tuple, grad_enabled: bool):
+    """The layer's output from the C++ lean route (lean_layers.cpp: :class:`_CFPUConv`'s lean
+    route in one C++ autograd node), or None where it does not serve."""
+    weight, bits = layer.weight, layer.plan.lean_bits
+    if (bits is None or layer.counters is not None or type(x) is not torch.Tensor
+            or not (x.dtype == weight.dtype == torch.float32) or not layer._native_ok(x)):
+        return None
+    module = native.lean_module()
+    if module is None:
+        return None
+    return module.lean_conv(x, weight, layer.bias, layer.stride, padding, layer.dilation, bits[0],
+                            bits[1], grad_enabled and weight.requires_grad, layer)
+
+
+def lean_backward_ok(layer: CFPUConv2d) -> bool:
+    """Whether the C++ lean route's backward may run as it is (else :func:`lean_backward`):
+    nothing counted since the forward, the float32 convolution settings unchanged."""
+    return layer.counters is None and engine.conv_precision_ieee()
+
+
+def lean_backward(layer: CFPUConv2d, padding: tuple, x, weight, grad, mw, mx, ranges: tuple,
+                  want_x: bool, want_w: bool, want_b: bool):
+    """The backward of a C++ lean forward, where a verdict declines or :func:`lean_backward_ok`
+    says no: :class:`_CFPUConv`'s, from the context its lean forward would have left."""
+    ctx = SimpleNamespace(layer=layer, padding=padding, preps={}, patches=None, native_ok=True,
+                          lean=(mw, mx, ranges))
+    return _backward(ctx, x, weight, grad, want_x, want_w, want_b)
 
 
 def _native_forward(layer, x, checked_weight, bias, padding):

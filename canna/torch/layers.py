@@ -190,13 +190,13 @@ def _lean_forward(ctx, x, weight, plan: LayerPlan, path: str, hook, grad_enabled
 
 
 def _lean_cpp(layer: "CFPULinear", x, hook, grad_enabled: bool):
-    """The layer's output from the C++ lean branch (lean_linear.cpp: the same arithmetic in one
+    """The layer's output from the C++ lean branch (lean_layers.cpp: the same arithmetic in one
     C++ autograd node, without the Python around it), or None where it does not serve."""
     bits = layer.plan.lean_bits
     if (bits is None or hook is not None or layer.path not in ("auto", "cpu") or type(x) is not torch.Tensor
             or not engine.float32_gemm_now()):
         return None
-    module = native.lean_linear_module()
+    module = native.lean_module()
     if module is None:
         return None
     weight = layer.weight

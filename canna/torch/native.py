@@ -1,9 +1,9 @@
-"""The C++ half of CFPULinear's lean branch (``lean_linear.cpp``): built with the machine's C++
+"""The C++ half of CFPULinear's lean branch (``lean_layers.cpp``): built with the machine's C++
 compiler against the installed PyTorch on first use and cached as the C kernels are
 (:mod:`canna.sim.native`); about a minute the first time. It calls the C kernels of the loaded
 ``_fastkernels`` module through that module's capsule, so there is one build of them.
 
-:func:`lean_linear_module` is None where it cannot be had (no C++ compiler, no C kernels,
+:func:`lean_module` is None where it cannot be had (no C++ compiler, no C kernels,
 ``CANNA_NO_NATIVE`` set, ``CANNA_NO_CPP`` set: the Python lean branch then serves, with the
 same bits, slower)."""
 from __future__ import annotations
@@ -19,13 +19,13 @@ import torch
 from canna.sim import matmul as _matmul
 from canna.sim.native import NativeBuildError, build_extension
 
-NAME = "_canna_lean_linear"
-_SOURCE = Path(__file__).with_name("lean_linear.cpp")
+NAME = "_canna_lean_layers"
+_SOURCE = Path(__file__).with_name("lean_layers.cpp")
 _HEADER = Path(_matmul.__file__).with_name("fastkernels.h")
 
 
 @functools.cache
-def lean_linear_module():
+def lean_module():
     """The built extension with its kernels and Python fallbacks set, or None (a warning says
     why when a build failed)."""
     lib = _matmul._Kernels.get()
@@ -36,8 +36,8 @@ def lean_linear_module():
     except (NativeBuildError, OSError, ImportError) as e:
         warnings.warn(f"CFPULinear's C++ lean branch unavailable, using Python: {e}", RuntimeWarning)
         return None
-    from . import engine, layers
-    module.set_kernels(lib.lean_api, layers, engine)
+    from . import conv, engine, layers
+    module.set_kernels(lib.lean_api, layers, conv, engine)
     return module
 
 

@@ -108,8 +108,8 @@ def cfpu():
 
 
 class _LeanSpy:
-    """The C++ lean branch's module with its ``lean_linear`` calls recorded as
-    ``(weight shape, with_x, served)``."""
+    """The C++ lean branches' module with its ``lean_linear`` and ``lean_conv`` calls recorded
+    as ``(weight shape, with_x, served)``."""
 
     def __init__(self, module):
         self.module, self.calls = module, []
@@ -119,19 +119,25 @@ class _LeanSpy:
         self.calls.append((tuple(w.shape), with_x, y is not None))
         return y
 
+    def lean_conv(self, x, w, bias, stride, padding, dilation, t_w, t_x, with_x, layer):
+        y = self.module.lean_conv(x, w, bias, stride, padding, dilation, t_w, t_x, with_x, layer)
+        self.calls.append((tuple(w.shape), with_x, y is not None))
+        return y
+
 
 @pytest.fixture(params=["python", "cpp"])
 def lean_route(request, monkeypatch):
-    """CFPULinear's lean branch in Python (the C++ extension turned off, as where it cannot be
-    built) or in C++ (lean_linear.cpp, built here: a machine with the C kernels and a C++
-    compiler, as CI, must have it), whose calls are then recorded (``.spy.calls``)."""
+    """CFPULinear's and CFPUConv2d's lean branches in Python (the C++ extension turned off, as
+    where it cannot be built) or in C++ (lean_layers.cpp, built here: a machine with the C
+    kernels and a C++ compiler, as CI, must have it), whose calls are then recorded
+    (``.spy.calls``)."""
     from canna.torch import native
     route = SimpleNamespace(name=request.param, spy=None)
     if request.param == "python":
-        monkeypatch.setattr(native, "lean_linear_module", lambda: None)
+        monkeypatch.setattr(native, "lean_module", lambda: None)
     else:
-        module = native.lean_linear_module()
+        module = native.lean_module()
         assert module is not None, "the C++ lean branch did not build"
         route.spy = _LeanSpy(module)
-        monkeypatch.setattr(native, "lean_linear_module", lambda: route.spy)
+        monkeypatch.setattr(native, "lean_module", lambda: route.spy)
     return route

@@ -3,6 +3,8 @@ verdicts from one pass over an operand (its magnitude range) are the lean scan's
 size, the bias rides in the native convolutions, and NNPACK is off inside them."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from torch import nn
 
 from canna.sim import matmul as mm
 from canna.spec.config import EXACT, CFPUConfig
-from canna.torch import CFPUConv2d, attach_counters, conv, engine
+from canna.torch import CFPUConv2d, attach_counters, conv, engine, native
 
 CONFIGS = [EXACT, CFPUConfig.approx(0, "b"), CFPUConfig.approx(3, "b"), CFPUConfig.approx(4, "dual")]
 
@@ -120,11 +122,12 @@ SHAPES = {"lenet": dict(in_channels=3, out_channels=4, kernel_size=5, padding=2)
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("config", [CFPUConfig.approx(0, "b"), CFPUConfig.approx(3, "b")], ids=lambda c: c.describe())
-def test_lean_route_is_the_counted_native_route_bit_for_bit(cfpu, shape, config, monkeypatch):
+def test_lean_route_is_the_counted_native_route_bit_for_bit(cfpu, shape, config, monkeypatch, lean_route):
     """Uncounted, a CFPUConv2d takes the lean route (M(W) and M(x) from one C call in the
-    forward, the backward verdicts from one pass over the error); counted, the native route
-    with prepare()'s counts, which tests/torch/test_conv_native.py checks product by product.
-    Both give the same routes, outputs and gradients bit for bit, specials included."""
+    forward, the backward verdicts from one pass over the error; in Python or in C++); counted,
+    the native route with prepare()'s counts, which tests/torch/test_conv_native.py checks
+    product by product. Both give the same routes, outputs and gradients bit for bit, specials
+    included."""
     rng = np.random.default_rng(33)
     kw = SHAPES[shape]
     served, runs = [], 0
@@ -154,12 +157,15 @@ def test_lean_route_is_the_counted_native_route_bit_for_bit(cfpu, shape, config,
         for a, b in zip(*outs):
             assert np.array_equal(a.numpy().view(np.uint32), b.numpy().view(np.uint32)), (data_w, data_x, data_g)
         runs += 1
+    if lean_route.name == "cpp":     # (Python's lean forward then ran only where C++ declined)
+        assert not any(served), served
+        served = [s for _, _, s in lean_route.spy.calls]
     assert served[0] and not all(served), served       # served on NN-like operands, not on specials
-    print(f"lean conv route {shape} {config.describe()}: {runs} steps bit-equal to the counted native "
-          f"route ({sum(served)} of {len(served)} lean forwards served)")
+    print(f"lean conv route ({lean_route.name}) {shape} {config.describe()}: {runs} steps bit-equal "
+          f"to the counted native route ({sum(served)} of {len(served)} lean forwards served)")
 
 
-def test_lean_conv_forward_transforms_the_input_only_for_a_gradient(monkeypatch):
+def test_lean_conv_forward_transforms_the_input_only_for_a_gradient(monkeypatch, lean_route):
     seen = []
     real = engine.lean_forward
 
@@ -173,8 +179,12 @@ def test_lean_conv_forward_transforms_the_input_only_for_a_gradient(monkeypatch)
         layer(x)
     layer.weight.requires_grad_(False)
     layer(x.requires_grad_()).sum().backward()
+    if lean_route.name == "cpp":     # (weight shape: K = C kh kw = 18, with_x, served)
+        assert not seen
+        seen = [(math.prod(shape[1:]), with_x) for shape, with_x, served in lean_route.spy.calls if served]
     assert seen == [(18, False), (18, False)] and layer.weight.grad is None and x.grad is not None
-    print("lean conv forward: K = C kh kw = 18; no input transform under no_grad or for a frozen weight")
+    print(f"lean conv forward ({lean_route.name}): K = C kh kw = 18; no input transform under no_grad "
+          f"or for a frozen weight")
 
 
 def test_empty_batch_runs():
@@ -187,10 +197,11 @@ def test_empty_batch_runs():
 
 @pytest.mark.parametrize("nnpack", [True, False], ids=["nnpack-on", "nnpack-off"])
 @pytest.mark.parametrize("config", [EXACT, CFPUConfig.approx(3, "b")], ids=["exact", "b3"])
-def test_native_route_bias_and_nnpack(config, nnpack, monkeypatch):
+def test_native_route_bias_and_nnpack(config, nnpack, monkeypatch, lean_route):
     """The bias is added by the native convolution and its gradient summed by the native
     backward (exact mode: bit for bit nn.Conv2d, the same PyTorch calls); NNPACK is off inside
-    every native convolution and as it was after."""
+    every native convolution and as it was after. The C++ lean route makes those calls itself
+    (no Python spy sees them): bit for bit the Python route's, NNPACK as it was after."""
     torch.manual_seed(3)
     ref = nn.Conv2d(3, 4, 5, padding=2)
     layer = CFPUConv2d(3, 4, 5, padding=2, config=config)
@@ -224,7 +235,17 @@ def test_native_route_bias_and_nnpack(config, nnpack, monkeypatch):
     finally:
         torch._C._set_nnpack_enabled(was)
     assert layer.routes == dict.fromkeys(("forward", "gradient", "backward"), "native")
-    assert seen == [False, False]           # forward; both backward phases and the bias in one call
+    cpp = lean_route.name == "cpp" and config.enabled       # (exact mode has no lean route)
+    assert seen == ([] if cpp else [False, False])   # forward; both backward phases and the bias in one call
+    if cpp:
+        monkeypatch.setattr(native, "lean_module", lambda: None)
+        python = CFPUConv2d(3, 4, 5, padding=2, config=config)
+        python.load_state_dict(ref.state_dict())
+        xx = x.clone().requires_grad_()
+        y = python(xx)
+        y.backward(g)
+        assert all(torch.equal(a, b) for a, b in zip(outs[1], (y.detach(), xx.grad, python.weight.grad,
+                                                               python.bias.grad)))
     assert torch.equal(outs[0][3], outs[1][3])          # the bias gradient: PyTorch's own sum
     if not config.enabled:
         assert all(torch.equal(a, b) for a, b in zip(*outs))
@@ -232,8 +253,8 @@ def test_native_route_bias_and_nnpack(config, nnpack, monkeypatch):
         without = F.conv2d(x, torch.from_numpy(mm.prepare(ref.weight.detach().numpy().reshape(4, -1),
                                                           config).checked.reshape(4, 3, 5, 5)), None, 1, 2)
         assert torch.allclose(outs[1][0] - layer.bias.detach().reshape(1, -1, 1, 1), without, atol=1e-5)
-    print(f"native route {config.describe()}, NNPACK {'on' if nnpack else 'off'} before: bias in the "
-          f"native calls, NNPACK off in {len(seen)} calls and restored")
+    print(f"native route ({lean_route.name}) {config.describe()}, NNPACK {'on' if nnpack else 'off'} "
+          f"before: bias in the native calls, NNPACK off in {len(seen)} Python calls and restored")
 
 
 def test_float64_layer_is_refused():

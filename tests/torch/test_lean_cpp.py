@@ -1,8 +1,9 @@
-"""CFPULinear's lean branch in C++ (canna/torch/lean_linear.cpp) against the same branch in
-Python and the general path: the same outputs, gradients and weights bit for bit, over training
-steps, layer shapes, frozen parts, no_grad, and the operands each branch declines (a subnormal
-or huge input, error or weight); what PyTorch guarantees of an autograd node (in-place changes
-refused, no second derivative); and the Python route where the C++ one cannot serve."""
+"""CFPULinear's and CFPUConv2d's lean branches in C++ (canna/torch/lean_layers.cpp) against the
+same branches in Python and the general paths: the same outputs, gradients, weights and routes bit
+for bit, over training steps, layer shapes, frozen parts, no_grad, and the operands each branch
+declines (a subnormal or huge input, error or weight); what PyTorch guarantees of an autograd
+node (in-place changes refused, no second derivative); and the Python route where the C++ one
+cannot serve."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from canna.spec.config import CFPUConfig
-from canna.torch import convert, layers, native
+from canna.torch import CFPUConv2d, attach_counters, convert, layers, native
 
 
 def _train(net, steps, route, monkeypatch, special: str, seed: int):
@@ -21,7 +22,7 @@ def _train(net, steps, route, monkeypatch, special: str, seed: int):
     net = copy.deepcopy(net)
     with monkeypatch.context() as m:
         if route == "python":
-            m.setattr(native, "lean_linear_module", lambda: None)
+            m.setattr(native, "lean_module", lambda: None)
         elif route == "general":      # a hook sends every phase to the general cpu path
             for layer in net:
                 if isinstance(layer, layers.CFPULinear):
@@ -55,9 +56,24 @@ def _equal(a, b) -> bool:
                                         and torch.equal(a.isnan(), b.isnan()))
 
 
+def _assert_routes_agree(net, frozen, train, reference: str, monkeypatch, special: str, seed: int):
+    """Four steps of ``train`` on the C++, the Python and the ``reference`` route from ``net``
+    (layer ``frozen``'s weight frozen, None: none) agree: every step and the final parameters
+    equal the C++ route's, tensors bit for bit (NaNs where they are), routes as dicts."""
+    if frozen is not None:
+        net[frozen].weight.requires_grad_(False)
+    runs = {route: train(net, 4, route, monkeypatch, special, seed) for route in ("cpp", "python", reference)}
+    case = (special, seed)
+    steps, params = runs["cpp"]
+    for route, (ref_steps, ref_params) in runs.items():
+        for step, ref in zip(steps, ref_steps):
+            assert all(a == b if isinstance(a, dict) else _equal(a, b) for a, b in zip(step, ref)), (case, route)
+        assert all(_equal(p, r) for p, r in zip(params, ref_params)), (case, route)
+
+
 @pytest.mark.parametrize("special", ["none", "subnormal-input", "huge-input", "subnormal-error", "inf-weight"])
 def test_cpp_lean_branch_is_python_and_general_bit_for_bit(monkeypatch, special):
-    assert native.lean_linear_module() is not None, "the C++ lean branch did not build"
+    assert native.lean_module() is not None, "the C++ lean branch did not build"
     cases = 0
     for seed, (sizes, bias, frozen, bits) in enumerate([
             ((20, 16, 8, 4), True, None, 3), ((33, 9, 7, 5), False, None, 0),
@@ -67,18 +83,91 @@ def test_cpp_lean_branch_is_python_and_general_bit_for_bit(monkeypatch, special)
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             mods += [torch.nn.Linear(a, b, bias=bias), torch.nn.ReLU()]
         net = convert(torch.nn.Sequential(*mods[:-1]), CFPUConfig.approx(bits))
-        if frozen is not None:
-            net[frozen].weight.requires_grad_(False)
-        runs = {route: _train(net, 4, route, monkeypatch, special, seed)
-                for route in ("cpp", "python", "general")}
-        for route in ("python", "general"):
-            (steps, params), (ref_steps, ref_params) = runs["cpp"], runs[route]
-            for (y, gx), (ry, rgx) in zip(steps, ref_steps):
-                assert _equal(y, ry) and _equal(gx, rgx), (special, seed, route)
-            assert all(_equal(p, r) for p, r in zip(params, ref_params)), (special, seed, route)
+        _assert_routes_agree(net, frozen, _train, "general", monkeypatch, special, seed)
         cases += 1
     print(f"{special}: C++ lean branch bit-equal to Python's and to the general path, {cases} "
           f"networks x 4 training steps (outputs, input gradients, parameters)")
+
+
+def _train_conv(net, steps, route, monkeypatch, special: str, seed: int):
+    """As :func:`_train` for a small CNN (the first two modules convolutions): per step the
+    outputs, input gradients and both convolutions' routes, then the final parameters."""
+    net = copy.deepcopy(net)
+    with monkeypatch.context() as m:
+        if route == "python":
+            m.setattr(native, "lean_module", lambda: None)
+        elif route == "counted":       # counted: the native route with prepare()'s counts
+            attach_counters(net)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for step in range(steps):
+            x = torch.randn(4, net[0].in_channels, 11, 10, generator=g).requires_grad_(step % 2 == 0)
+            if special == "subnormal-input" and step == 1:
+                x.data[1, 0, 4, 4] = 1e-40
+            if special == "inf-weight" and step == 2:
+                net[0].weight.data[0, 0, 0, 0] = float("inf")
+            h = net[1](net[0](x))
+            if special == "subnormal-error" and step == 1:     # the first convolution's verdicts decline
+                h.register_hook(lambda t: t.index_put((torch.tensor([0]), torch.tensor([1]), torch.tensor([2]),
+                                                       torch.tensor([2])), torch.tensor(1e-40)))
+            y = net[3](net[2](h).flatten(1))
+            loss = torch.nn.functional.cross_entropy(y, torch.arange(4) % y.shape[1])
+            opt.zero_grad()
+            loss.backward()
+            out.append((y.detach().clone(), None if x.grad is None else x.grad.clone(),
+                        dict(net[0].routes), dict(net[2].routes)))
+            opt.step()
+        return out, [p.detach().clone() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("special", ["none", "subnormal-input", "subnormal-error", "inf-weight"])
+def test_cpp_lean_conv_route_is_python_and_counted_bit_for_bit(monkeypatch, special):
+    assert native.lean_module() is not None, "the C++ lean branch did not build"
+    cases = 0
+    for seed, (kw1, kw2, bias, frozen, bits) in enumerate([
+            (dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2), True, None, 3),
+            (dict(kernel_size=(3, 2), padding=(1, 0), dilation=2), dict(kernel_size=2), False, None, 0),
+            (dict(kernel_size=5, padding=2), dict(kernel_size=3, padding=1, stride=(2, 1)), True, 0, 5)]):
+        torch.manual_seed(seed)
+        c1 = torch.nn.Conv2d(2, 3, bias=bias, **kw1)
+        c2 = torch.nn.Conv2d(3, 4, bias=bias, **kw2)
+        with torch.no_grad():
+            n = c2(c1(torch.zeros(1, 2, 11, 10))).numel()
+        net = convert(torch.nn.Sequential(c1, torch.nn.ReLU(), c2, torch.nn.Linear(n, 5)),
+                      CFPUConfig.approx(bits))
+        _assert_routes_agree(net, frozen, _train_conv, "counted", monkeypatch, special, seed)
+        cases += 1
+    print(f"{special}: C++ lean conv route bit-equal to Python's and to the counted native route "
+          f"(outputs, input gradients, parameters, routes), {cases} CNNs x 4 training steps")
+
+
+def test_cpp_lean_conv_backward_after_a_precision_change():
+    """A convolution backward after oneDNN's float32 convolutions were set to bfloat16 since
+    the forward: the im2col route for both phases, float32 products, as the Python route."""
+    outs = {}
+    for route in ("cpp", "python"):
+        torch.manual_seed(23)
+        layer = CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3))
+        x = torch.rand(2, 2, 7, 7, requires_grad=True)
+        orig = native.lean_module
+        if route == "python":
+            native.lean_module = lambda: None
+        try:
+            y = layer(x)
+            was = torch.backends.mkldnn.conv.fp32_precision
+            torch.backends.mkldnn.conv.fp32_precision = "bf16"
+            try:
+                y.backward(torch.ones_like(y))
+            finally:
+                torch.backends.mkldnn.conv.fp32_precision = was
+        finally:
+            native.lean_module = orig
+        outs[route] = (dict(layer.routes), x.grad, layer.weight.grad, layer.bias.grad)
+    assert outs["cpp"][0] == {"forward": "native", "gradient": "im2col", "backward": "im2col"}
+    assert outs["cpp"][0] == outs["python"][0]
+    assert all(torch.equal(a, b) for a, b in zip(outs["cpp"][1:], outs["python"][1:]))
+    print(f"conv backward under bf16 convolutions since the forward: routes {outs['cpp'][0]}, as Python's")
 
 
 @pytest.mark.parametrize("lean_route", ["cpp"], indirect=True)
@@ -113,7 +202,7 @@ def test_cpp_lean_branch_serves_and_declines_where_python_does(lean_route):
 
 
 def test_cpp_lean_branch_refuses_in_place_changes_and_second_derivatives():
-    assert native.lean_linear_module() is not None
+    assert native.lean_module() is not None
     torch.manual_seed(22)
     layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
     x = torch.rand(3, 6, requires_grad=True)
@@ -137,7 +226,7 @@ def test_cpp_lean_branch_refuses_in_place_changes_and_second_derivatives():
 
 def test_cpp_fallback_error_reaches_the_caller(monkeypatch):
     """An exception in a phase the C++ backward hands to Python reaches ``backward()``'s caller."""
-    assert native.lean_linear_module() is not None
+    assert native.lean_module() is not None
     layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
 
     def fail(*a):
@@ -152,17 +241,17 @@ def test_cpp_fallback_error_reaches_the_caller(monkeypatch):
 def test_build_failure_warns_and_python_serves(monkeypatch, tmp_path):
     monkeypatch.setenv("CANNA_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
-    native.lean_linear_module.cache_clear()
+    native.lean_module.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="C\\+\\+ lean branch unavailable"):
-            assert native.lean_linear_module() is None
+            assert native.lean_module() is None
         layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
         y = layer(torch.rand(3, 6))
         assert type(y.grad_fn).__name__ == "_CFPULinearFnBackward"
     finally:
         monkeypatch.undo()
-        native.lean_linear_module.cache_clear()
+        native.lean_module.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert native.lean_linear_module() is not None
+        assert native.lean_module() is not None
     print("no C++ compiler: one warning, the Python lean branch serves")
