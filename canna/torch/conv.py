@@ -185,16 +185,20 @@ def _lean_cpp(layer: CFPUConv2d, x, padding: tuple, grad_enabled: bool):
                             bits[1], grad_enabled and weight.requires_grad, layer)
 
 
-def lean_backward_ok(layer: CFPUConv2d) -> bool:
+def lean_backward_ok(layer: CFPUConv2d | None) -> bool:
     """Whether the C++ lean route's backward may run as it is (else :func:`lean_backward`):
-    nothing counted since the forward, the float32 convolution settings unchanged."""
-    return layer.counters is None and engine.conv_precision_ieee()
+    nothing counted since the forward, the float32 convolution settings unchanged. ``layer``:
+    None where it was freed since the forward (the node holds it weakly)."""
+    return (layer is None or layer.counters is None) and engine.conv_precision_ieee()
 
 
-def lean_backward(layer: CFPUConv2d, padding: tuple, x, weight, grad, mw, mx, ranges: tuple,
+def lean_backward(layer: CFPUConv2d | None, padding: tuple, x, weight, grad, mw, mx, ranges: tuple,
                   want_x: bool, want_w: bool, want_b: bool):
     """The backward of a C++ lean forward, where a verdict declines or :func:`lean_backward_ok`
     says no: :class:`_CFPUConv`'s, from the context its lean forward would have left."""
+    if layer is None:
+        raise RuntimeError("CFPUConv2d: the layer was freed before this backward, which needs its "
+                           "im2col route; keep the model alive until backward")
     ctx = SimpleNamespace(layer=layer, padding=padding, preps={}, patches=None, native_ok=True,
                           lean=(mw, mx, ranges))
     return _backward(ctx, x, weight, grad, want_x, want_w, want_b)

@@ -28,8 +28,8 @@ const uint32_t *bits(const at::Tensor &t) { return reinterpret_cast<const uint32
 
 uint32_t *bits_out(at::Tensor &t) { return reinterpret_cast<uint32_t *>(t.data_ptr<float>()); }
 
-// What the Python branch's .numpy() views and the module's buffer checks accept: a dense,
-// C-contiguous float32 CPU matrix without a conjugate or negative bit.
+// What the Python branches' .numpy() views and the module's buffer checks accept: a dense,
+// C-contiguous float32 CPU tensor of `dim` dimensions without a conjugate or negative bit.
 bool plain(const at::Tensor &t, int64_t dim)
 {
     return t.defined() && t.device().is_cpu() && t.layout() == at::kStrided
@@ -60,10 +60,13 @@ bool ask(py::object *module, const char *predicate)
     return module->attr(predicate)().cast<bool>();
 }
 
-// A Python object (the convolution layer) kept in an autograd context; released with the GIL.
+// A weak reference to a Python object (the convolution layer) kept in an autograd context: a
+// strong one would close a cycle the garbage collector cannot see (layer -> an output it keeps
+// -> this node -> layer). Released with the GIL.
 struct PyRef : torch::CustomClassHolder {
-    py::object obj;
-    explicit PyRef(py::object o) : obj(std::move(o)) {}
+    py::object obj;     // the weakref
+    explicit PyRef(py::handle o) : obj(py::weakref(o)) {}
+    py::object get() const { return obj(); }      // the object, or None once it is gone
     ~PyRef() override
     {
         if (!Py_IsInitialized()) {      // the interpreter is gone: nothing to release into
@@ -163,8 +166,13 @@ py::object lean_linear(const at::Tensor &x, const at::Tensor &w, const c10::opti
     if (!served)
         return py::none();
     const bool has_bias = bias.has_value() && bias->defined();
-    return py::cast(LeanLinear::apply(x, w, has_bias ? *bias : at::empty({0}, x.options()), mw, mx,
-                                      ranges, t_w, t_x, path, has_bias, with_x));
+    at::Tensor y;
+    {
+        py::gil_scoped_release nogil;      // (as PyTorch's own bindings run their GEMMs)
+        y = LeanLinear::apply(x, w, has_bias ? *bias : at::empty({0}, x.options()), mw, mx, ranges,
+                              t_w, t_x, path, has_bias, with_x);
+    }
+    return py::cast(y);
 }
 
 // CFPUConv2d's lean route (conv.py's _CFPUConv with ctx.lean set): the forward and each native
@@ -209,7 +217,7 @@ struct LeanConv : public torch::autograd::Function<LeanConv> {
         bool lean;
         {
             py::gil_scoped_acquire gil;
-            lean = conv_module->attr("lean_backward_ok")(layer->obj).cast<bool>();
+            lean = conv_module->attr("lean_backward_ok")(layer->get()).cast<bool>();
         }
         if (lean && plain(grad, 4)) {
             // inner sizes: the weight gradient sums over batch and positions, the backward
@@ -226,11 +234,14 @@ struct LeanConv : public torch::autograd::Function<LeanConv> {
         } else if ((ok_w || !want_w) && (ok_x || !want_x)) {   // every wanted phase native: one call
             {
                 py::gil_scoped_acquire gil;
-                py::object routes = layer->obj.attr("routes");
-                if (ok_w)
-                    routes["gradient"] = "native";
-                if (ok_x)
-                    routes["backward"] = "native";
+                py::object conv = layer->get();
+                if (!conv.is_none()) {
+                    py::object routes = conv.attr("routes");
+                    if (ok_w)
+                        routes["gradient"] = "native";
+                    if (ok_x)
+                        routes["backward"] = "native";
+                }
             }
             NoNNPACK off;
             std::vector<int64_t> bias_sizes{w.size(0)};
@@ -245,7 +256,7 @@ struct LeanConv : public torch::autograd::Function<LeanConv> {
             py::gil_scoped_acquire gil;
             py::object ranges = py::tuple(py::cast(r));
             py::tuple g = conv_module->attr("lean_backward")(
-                layer->obj, py::tuple(py::cast(padding)), x, w, grad, mw,
+                layer->get(), py::tuple(py::cast(padding)), x, w, grad, mw,
                 has_mx ? py::cast(mx) : py::none(), ranges, want_x, want_w, want_b);
             for (int i = 0; i < 3; i++)
                 if (!g[i].is_none())
@@ -282,9 +293,14 @@ py::object lean_conv(const at::Tensor &x, const at::Tensor &w, const c10::option
     if (!served)
         return py::none();
     const bool has_bias = bias.has_value() && bias->defined();
-    return py::cast(LeanConv::apply(x, w, has_bias ? *bias : at::empty({0}, x.options()), mw, mx,
-                                    ranges, stride, padding, dilation, has_bias, with_x,
-                                    c10::IValue::make_capsule(c10::make_intrusive<PyRef>(layer))));
+    c10::IValue ref = c10::IValue::make_capsule(c10::make_intrusive<PyRef>(layer));
+    at::Tensor y;
+    {
+        py::gil_scoped_release nogil;
+        y = LeanConv::apply(x, w, has_bias ? *bias : at::empty({0}, x.options()), mw, mx, ranges,
+                            stride, padding, dilation, has_bias, with_x, std::move(ref));
+    }
+    return py::cast(y);
 }
 
 void set_kernels(py::capsule api, py::object layers, py::object conv, py::object engine)

@@ -241,17 +241,68 @@ def test_cpp_fallback_error_reaches_the_caller(monkeypatch):
 def test_build_failure_warns_and_python_serves(monkeypatch, tmp_path):
     monkeypatch.setenv("CANNA_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
-    native.lean_module.cache_clear()
+    native._built.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="C\\+\\+ lean branch unavailable"):
+        with pytest.warns(RuntimeWarning, match="C\\+\\+ lean branches of CFPULinear and CFPUConv2d unavailable"):
             assert native.lean_module() is None
         layer = convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))[0]
         y = layer(torch.rand(3, 6))
         assert type(y.grad_fn).__name__ == "_CFPULinearFnBackward"
     finally:
         monkeypatch.undo()
-        native.lean_module.cache_clear()
+        native._built.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert native.lean_module() is not None
     print("no C++ compiler: one warning, the Python lean branch serves")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_tracing_and_compiling_take_the_python_route(kind):
+    """``torch.jit.trace`` and ``torch.compile`` see the layer as one Python autograd Function
+    (a C++ node's operations would be recorded one by one, without the C kernels that fill
+    M(W) between them): the trace and the compiled model reproduce the eager layer's bits on
+    new input, and a model whose first forward is compiled runs."""
+    assert native.lean_module() is not None
+    torch.manual_seed(24)
+    make = (lambda: convert(torch.nn.Sequential(torch.nn.Linear(6, 4)), CFPUConfig.approx(3))) if kind == "linear" \
+        else (lambda: convert(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3)), CFPUConfig.approx(3)))
+    shape = (5, 6) if kind == "linear" else (2, 2, 7, 7)
+    model = make()
+    compiled = torch.compile(copy.deepcopy(model), backend="eager")
+    x, x2 = torch.rand(*shape), torch.rand(*shape)
+    assert torch.equal(compiled(x2), model(x2))          # the first forward under torch.compile
+    traced = torch.jit.trace(model, x, check_trace=False)
+    assert "CFPU" in str(traced.graph)                  # one operation: the Python Function
+    assert torch.equal(traced(x2), model(x2))
+    print(f"{kind}: torch.jit.trace and torch.compile record the Python route; bit-equal to eager")
+
+
+def test_a_layer_keeping_its_output_is_collected():
+    """The C++ convolution node holds its layer weakly: a layer that keeps an output (a forward
+    hook storing activations) is freed with its graph once unreachable. A backward after the
+    layer was freed runs its native phases; one that needs the layer's im2col route says why."""
+    import gc
+    import weakref
+    assert native.lean_module() is not None
+    layer = CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3))
+    layer.last_output = layer(torch.rand(2, 2, 6, 6, requires_grad=True))
+    ref = weakref.ref(layer)
+    del layer
+    gc.collect()
+    assert ref() is None
+    for scale, ok in ((1.0, True), (1e-39, False)):    # subnormal errors: the verdicts decline
+        layer = CFPUConv2d(2, 3, 3, config=CFPUConfig.approx(3))
+        x = torch.rand(2, 2, 6, 6, requires_grad=True)
+        y = layer(x)
+        del layer
+        gc.collect()
+        if ok:
+            (y * scale).sum().backward()
+            assert x.grad is not None
+        else:
+            with pytest.raises(RuntimeError, match="freed before this backward"):
+                (y * scale).sum().backward()
+    print("C++ conv node: a layer keeping its output is collected; a freed layer's native backward "
+          "runs, its im2col backward is one clear error")
