@@ -33,7 +33,7 @@ int canna_lean_forward(const uint32_t *x, int64_t nx, const uint32_t *w, int64_t
 void canna_lean_backward(const uint32_t *g, int64_t n, const int64_t *ranges, int64_t k_w,
                          int64_t k_x, int want_w, int want_x, int *ok_w, int *ok_x);
 
-/* What a C++ extension (canna/torch/lean_linear.cpp) takes of these kernels, through the
+/* What a C++ extension (canna/torch/lean_layers.cpp) takes of these kernels, through the
  * module's capsule "_fastkernels.lean_api" (one build of the kernels, no second copy). */
 typedef struct {
     int (*lean_forward)(const uint32_t *, int64_t, const uint32_t *, int64_t, int64_t, int, int,

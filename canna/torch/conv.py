@@ -106,12 +106,12 @@ class _CFPUConv(torch.autograd.Function):
         ctx.layer, ctx.padding, ctx.preps, ctx.patches, ctx.lean = layer, padding, {}, None, None
         plan = layer.plan
         cfg = plan.forward
-        # the step's decision, for the backward too (float32 only: the kernels read float32 bits)
-        ctx.native_ok = layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
+        ctx.native_ok = _native_float32(layer, x, weight)    # the step's decision, for the backward too
         k = math.prod(weight.shape[1:])          # the im2col matmul's inner size, C kh kw
-        if ctx.native_ok and plan.lean_bits is not None and layer.counters is None:
+        bits = _lean_bits(layer, ctx.native_ok)
+        if bits is not None:
             # the lean route (as CFPULinear's): M(W), and M(x) for the weight gradient, in one call
-            ctx.lean = engine.lean_forward(x, weight, k, plan.lean_bits, grad_enabled and ctx.needs_input_grad[1])
+            ctx.lean = engine.lean_forward(x, weight, k, bits, grad_enabled and ctx.needs_input_grad[1])
             if ctx.lean is not None:
                 return _native_forward(layer, x, ctx.lean[0], bias, padding)
         if ctx.native_ok and plan.checked_right("forward"):
@@ -171,12 +171,24 @@ def _backward(ctx, x, weight, grad, want_x: bool, want_w: bool, want_b: bool):
     return grad_x, grad_w, grad_b
 
 
+def _native_float32(layer: CFPUConv2d, x, weight) -> bool:
+    """Whether this step's phases may take the native route: :meth:`CFPUConv2d._native_ok` on
+    float32 operands (the kernels read float32 bits)."""
+    return layer._native_ok(x) and x.dtype == weight.dtype == torch.float32
+
+
+def _lean_bits(layer: CFPUConv2d, native_ok: bool):
+    """``(forward's, gradient's tuning bits)`` where the lean route (Python's or C++'s) serves a
+    step whose native route is ``native_ok``: nothing counted; else None."""
+    return layer.plan.lean_bits if native_ok and layer.counters is None else None
+
+
 def _lean_cpp(layer: CFPUConv2d, x, padding: tuple, grad_enabled: bool):
     """The layer's output from the C++ lean route (lean_layers.cpp: :class:`_CFPUConv`'s lean
     route in one C++ autograd node), or None where it does not serve."""
-    weight, bits = layer.weight, layer.plan.lean_bits
-    if (bits is None or layer.counters is not None or type(x) is not torch.Tensor
-            or not (x.dtype == weight.dtype == torch.float32) or not layer._native_ok(x)):
+    weight = layer.weight
+    bits = _lean_bits(layer, type(x) is torch.Tensor and _native_float32(layer, x, weight))
+    if bits is None:
         return None
     module = native.lean_module()
     if module is None:

@@ -180,11 +180,20 @@ class _CFPULinearFn(torch.autograd.Function):
 # kernels). A phase whose verdict declines takes the general path, and so does anything the
 # branch does not serve (which also reports bad input).
 
+def _lean_bits(plan: LayerPlan, path: str, hook):
+    """``(forward's, gradient's tuning bits)`` where the lean branch (Python's or C++'s) may
+    serve a forward now: nothing hooked or counted, the cpu path, float32 GEMMs; else None."""
+    bits = plan.lean_bits
+    if bits is None or hook is not None or path not in ("auto", "cpu") or not engine.float32_gemm_now():
+        return None
+    return bits
+
+
 def _lean_forward(ctx, x, weight, plan: LayerPlan, path: str, hook, grad_enabled: bool):
     """``(M(weight), M(x) or None, the ranges)`` where the lean branch serves this forward phase
     (``M(x)`` where the weight gradient will be wanted), else None."""
-    bits = plan.lean_bits
-    if bits is None or hook is not None or path not in ("auto", "cpu") or not engine.float32_gemm_now():
+    bits = _lean_bits(plan, path, hook)
+    if bits is None:
         return None
     return engine.lean_forward(x, weight, -1, bits, grad_enabled and ctx.needs_input_grad[1])
 
@@ -192,9 +201,8 @@ def _lean_forward(ctx, x, weight, plan: LayerPlan, path: str, hook, grad_enabled
 def _lean_cpp(layer: "CFPULinear", x, hook, grad_enabled: bool):
     """The layer's output from the C++ lean branch (lean_layers.cpp: the same arithmetic in one
     C++ autograd node, without the Python around it), or None where it does not serve."""
-    bits = layer.plan.lean_bits
-    if (bits is None or hook is not None or layer.path not in ("auto", "cpu") or type(x) is not torch.Tensor
-            or not engine.float32_gemm_now()):
+    bits = _lean_bits(layer.plan, layer.path, hook) if type(x) is torch.Tensor else None
+    if bits is None:
         return None
     module = native.lean_module()
     if module is None:

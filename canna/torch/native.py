@@ -54,11 +54,10 @@ def _built(lib):
 
 def _build():
     torch_dir = Path(torch.__file__).parent
-    includes = (torch_dir / "include", torch_dir / "include" / "torch" / "csrc" / "api" / "include",
-                _HEADER.parent)
+    torch_includes = (torch_dir / "include", torch_dir / "include" / "torch" / "csrc" / "api" / "include")
     flags = ("-O2", "-std=c++20", f"-DTORCH_EXTENSION_NAME={NAME}", "-DTORCH_API_INCLUDE_EXTENSION_H",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",   # libtorch's ABI
-             *(f"-isystem{d}" if d != _HEADER.parent else f"-I{d}" for d in includes))
+             *(f"-isystem{d}" for d in torch_includes), f"-I{_HEADER.parent}")
     lib_dir = torch_dir / "lib"
     libs = (f"-L{lib_dir}", "-lc10", "-ltorch_cpu", "-ltorch", "-ltorch_python", f"-Wl,-rpath,{lib_dir}")
     key = f"torch {torch.__version__} {hashlib.sha256(_HEADER.read_bytes()).hexdigest()}"
